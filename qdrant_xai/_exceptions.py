@@ -1,0 +1,68 @@
+"""The package's exceptions.
+
+Every error qdrant-xai raises on purpose derives from :class:`QdrantXaiError`, and each
+message says what went wrong and what to do next::
+
+    QdrantXaiError
+    ├── ModelLoadError            a CLIP checkpoint could not be loaded
+    ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
+    ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
+    ├── CollectionError           a collection is missing or cannot hold qdrant-xai points
+    │   └── SchemaMismatchError   an existing collection's vectors differ from what is needed
+    ├── FeatureCodecError         stored features are corrupt, tampered with or unknown
+    ├── FeaturesMissingError      a hit has no stored features and none can be recomputed
+    └── ModelMismatchError        features or vectors come from another model
+
+Library errors (Pillow, transformers, qdrant-client) are wrapped with ``raise ... from exc``
+so the original traceback stays available.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CollectionError",
+    "FeatureCodecError",
+    "FeaturesMissingError",
+    "ImageLoadError",
+    "ModelLoadError",
+    "ModelMismatchError",
+    "QdrantXaiError",
+    "SchemaMismatchError",
+    "SourceNotAllowedError",
+]
+
+
+class QdrantXaiError(Exception):
+    """Base class of every error raised by qdrant-xai."""
+
+
+class ModelLoadError(QdrantXaiError):
+    """A CLIP checkpoint could not be loaded (unknown id, missing files, not a CLIP model)."""
+
+
+class ImageLoadError(QdrantXaiError):
+    """An image could not be used: unreadable, truncated, a decompression bomb, degenerate."""
+
+
+class SourceNotAllowedError(QdrantXaiError):
+    """An image source points outside the roots or hosts the user allowed."""
+
+
+class CollectionError(QdrantXaiError):
+    """A collection is missing, or cannot be used as a qdrant-xai collection."""
+
+
+class SchemaMismatchError(CollectionError):
+    """An existing collection's vector configuration differs from the one qdrant-xai needs."""
+
+
+class FeatureCodecError(QdrantXaiError):
+    """Stored features failed validation: wrong length, shape, dtype, version or size."""
+
+
+class FeaturesMissingError(QdrantXaiError):
+    """A hit has no stored features and they cannot be recomputed from its image."""
+
+
+class ModelMismatchError(QdrantXaiError):
+    """Features or vectors were produced by a different model than the one explaining them."""

@@ -1,0 +1,128 @@
+"""Typed explanation results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from qdrant_client import models
+
+from qdrant_xai.collection import PayloadKeys
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["Explanation", "WordAttribution"]
+
+Side = Literal["query", "hit"]
+
+
+@dataclass(frozen=True)
+class WordAttribution:
+    """How much one word moved the similarity score.
+
+    Attributes:
+        word: the word as it appears in the text.
+        score: its attribution (cosine points; positive = the word raised the score).
+        span: ``(start, end)`` character span of the word in the text.
+    """
+
+    word: str
+    score: float
+    span: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why one hit matched its query.
+
+    The hit is kept as Qdrant returned it: ``id``, ``score`` and rank are never changed.
+
+    Attributes:
+        hit: the ``ScoredPoint`` being explained.
+        rank: its 0-based position in the hit list.
+        query_kind: ``"text"`` or ``"image"``.
+        hit_kind: ``"image"`` or ``"text"``.
+        heatmap: [gh, gw] relevance of each patch of the pair's image to the other side,
+            or ``None`` for a text-text pair.
+        heatmap_side: whose image the heatmap covers: ``"hit"`` (text→image, image→image)
+            or ``"query"`` (image→text).
+        image_source: path or URL of that image, when known.
+        crop_box: ``(x0, y0, x1, y1)``, the region of that image the patch grid covers.
+        text: the text whose words are attributed (the query's, or the hit's).
+        words: attributions of ``text``'s words, in reading order.
+        words_side: ``"query"`` (text→image) or ``"hit"`` (image→text, text→text).
+        heatmap_method, words_method: the names of the methods that produced them.
+    """
+
+    hit: models.ScoredPoint
+    rank: int
+    query_kind: Literal["text", "image"]
+    hit_kind: Literal["image", "text"]
+    heatmap: np.ndarray | None = None
+    heatmap_side: Side | None = None
+    image_source: str | None = None
+    crop_box: tuple[int, int, int, int] | None = None
+    text: str | None = None
+    words: tuple[WordAttribution, ...] = ()
+    words_side: Side | None = None
+    heatmap_method: str | None = None
+    words_method: str | None = None
+
+    @property
+    def id(self) -> models.ExtendedPointId:
+        return self.hit.id
+
+    @property
+    def score(self) -> float:
+        return self.hit.score
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The hit's payload without the stored feature maps."""
+        return {k: v for k, v in (self.hit.payload or {}).items() if k not in PayloadKeys.HEAVY}
+
+    def top_words(self, n: int = 3) -> list[WordAttribution]:
+        """The ``n`` words with the highest attribution."""
+        return sorted(self.words, key=lambda w: w.score, reverse=True)[:n]
+
+    def peak(self) -> tuple[int, int] | None:
+        """``(row, col)`` of the heatmap's maximum."""
+        if self.heatmap is None:
+            return None
+        row, col = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
+        return int(row), int(col)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``id``, ``score``, ``rank``, ``payload`` (no features),
+        ``heatmap`` as a nested list, ``words`` as ``[word, score, [start, end]]``."""
+        return {
+            "id": self.id,
+            "score": self.score,
+            "rank": self.rank,
+            "payload": self.payload,
+            "query_kind": self.query_kind,
+            "hit_kind": self.hit_kind,
+            "heatmap": None if self.heatmap is None else np.round(self.heatmap, 6).tolist(),
+            "heatmap_side": self.heatmap_side,
+            "heatmap_method": self.heatmap_method,
+            "image_source": self.image_source,
+            "crop_box": None if self.crop_box is None else list(self.crop_box),
+            "text": self.text,
+            "words": [[w.word, round(w.score, 6), list(w.span)] for w in self.words],
+            "words_side": self.words_side,
+            "words_method": self.words_method,
+        }
+
+    def overlay(self, image: Image.Image | None = None, *, alpha: float = 0.55) -> Image.Image:
+        """The heatmap drawn over its image (read from ``image_source`` when not given)."""
+        from qdrant_xai.render import overlay_for
+
+        return overlay_for(self, image, alpha=alpha)
+
+    def words_html(self) -> str:
+        """The attributed text as HTML spans shaded by score."""
+        from qdrant_xai.render import words_html
+
+        return words_html(self.text or "", self.words)

@@ -1,0 +1,358 @@
+"""Indexing images and captions into a Qdrant collection, with their features.
+
+Input is streamed: one batch of images is decoded, encoded and written at a time. Each
+point is written whole (vector and features in one upsert), ids are deterministic, and a
+batch whose points already exist with this model's fingerprint is skipped before any image
+is read, so an interrupted run resumes where it stopped and a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from qdrant_xai._exceptions import ImageLoadError, QdrantXaiError
+from qdrant_xai.codec import Codec, PayloadFeatureCodec
+from qdrant_xai.collection import (
+    IMAGE_VECTOR,
+    TEXT_VECTOR,
+    PayloadKeys,
+    ensure_collection,
+    image_point_id,
+    text_point_id,
+)
+from qdrant_xai.encoder import ClipEncoder, ImageFeatures, TextFeatures
+from qdrant_xai.images import ImageLimits, LoadedImage, iter_image_files, load_image
+
+__all__ = ["ImageRecord", "IndexSummary", "Indexer", "read_captions_csv"]
+
+_POINT_OVERHEAD = 2048  # bytes of JSON around the vector and features of one point
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image to index and its captions (may be empty)."""
+
+    source: str
+    captions: tuple[str, ...] = ()
+
+
+@dataclass
+class IndexSummary:
+    """What an indexing run did.
+
+    Attributes:
+        indexed_images, indexed_texts: points written in this run.
+        unchanged: images (with their captions) already present for this model, skipped.
+        failed: ``(source, reason)`` for every image or caption that was skipped.
+        notes: ``(source, remark)`` for items indexed with a caveat (truncated captions).
+    """
+
+    indexed_images: int = 0
+    indexed_texts: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"indexed {self.indexed_images} images and {self.indexed_texts} texts; "
+            f"{self.unchanged} unchanged; {len(self.failed)} skipped"
+        ]
+        lines += [f"  skipped {source}: {reason}" for source, reason in self.failed]
+        lines += [f"  note {source}: {remark}" for source, remark in self.notes]
+        return "\n".join(lines)
+
+
+def read_captions_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Captions by image from a CSV with an ``image,caption`` header (several rows per image).
+
+    Image names are kept as written; :meth:`Indexer.index_folder` resolves them against the
+    folder being indexed.
+    """
+    captions: dict[str, list[str]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
+                raise QdrantXaiError(
+                    f"{path}: the captions CSV needs a header row with columns 'image' and "
+                    f"'caption', found {reader.fieldnames}"
+                )
+            for row in reader:
+                captions.setdefault((row["image"] or "").strip(), []).append(row["caption"] or "")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise QdrantXaiError(f"{path}: cannot read the captions CSV ({exc})") from exc
+    return captions
+
+
+class Indexer:
+    """Writes CLIP vectors and explainable features of images and captions to Qdrant.
+
+    Setup::
+
+        from qdrant_client import QdrantClient
+        from qdrant_xai import ClipEncoder, Indexer
+        client = QdrantClient(path="./qdrant_data")
+        indexer = Indexer(client, ClipEncoder.from_pretrained(), collection_name="photos")
+
+    Use::
+
+        summary = indexer.index_folder("photos/", captions="photos/captions.csv")
+        print(summary)
+
+    Args:
+        client: any ``QdrantClient`` (embedded or server).
+        encoder: the CLIP encoder; its fingerprint is stored with every point.
+        collection_name: created with named vectors ``image`` and ``text`` when missing.
+        codec: payload codec of the features, ``"fp16"`` or ``"int8"``.
+        batch_size: images per forward pass.
+        max_request_bytes: upper bound of one upsert request (Qdrant refuses 32 MB).
+        image_limits: size bounds for decoding.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        encoder: ClipEncoder,
+        *,
+        collection_name: str,
+        codec: Codec = "fp16",
+        batch_size: int = 16,
+        max_request_bytes: int = 8 * 1024 * 1024,
+        image_limits: ImageLimits | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.client = client
+        self.encoder = encoder
+        self.collection_name = collection_name
+        self.codec = PayloadFeatureCodec(codec)
+        self.batch_size = batch_size
+        self.max_request_bytes = max_request_bytes
+        self.image_limits = image_limits or ImageLimits()
+
+    # -- entry points -------------------------------------------------------------------
+
+    def index_folder(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        captions: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+    ) -> IndexSummary:
+        """Indexes every image under ``directory`` (and its captions from a CSV)."""
+        root = Path(directory)
+        by_name = read_captions_csv(captions) if captions is not None else {}
+        files = list(iter_image_files(root))
+        known: set[str] = set()
+
+        def records() -> Iterator[ImageRecord]:
+            for path in files:
+                rel = path.relative_to(root).as_posix()
+                known.add(rel)
+                yield ImageRecord(str(path.resolve()), tuple(by_name.get(rel, ())))
+
+        summary = self.index(records(), total=len(files), progress=progress)
+        for name in sorted(set(by_name) - known):
+            summary.failed.append((name, f"listed in {captions} but no such image under {root}"))
+        return summary
+
+    def index(
+        self, records: Iterable[ImageRecord], *, total: int | None = None, progress: bool = True
+    ) -> IndexSummary:
+        """Indexes a stream of images with their captions, batch by batch."""
+        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim)
+        summary = IndexSummary()
+        bar = _progress(total, progress)
+        batch: list[ImageRecord] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == self.batch_size:
+                self._index_batch(batch, summary)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            self._index_batch(batch, summary)
+            bar.update(len(batch))
+        bar.close()
+        return summary
+
+    def index_texts(self, texts: Sequence[str]) -> IndexSummary:
+        """Indexes standalone texts (not tied to an image) as ``text`` points."""
+        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim)
+        summary = IndexSummary()
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            ids = [text_point_id(t) for t in chunk]
+            current = self._current(ids)
+            fresh = [(t, i) for t, i in zip(chunk, ids, strict=True) if i not in current]
+            summary.unchanged += len(chunk) - len(fresh)
+            points = self._text_points([(t, i, None) for t, i in fresh], summary)
+            self._upsert(points)
+            summary.indexed_texts += len(points)
+        return summary
+
+    # -- one batch ----------------------------------------------------------------------
+
+    def _index_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> None:
+        ids = {r.source: image_point_id(r.source) for r in batch}
+        caption_ids = {
+            r.source: [text_point_id(c, r.source) for c in r.captions if c.strip()] for r in batch
+        }
+        current = self._current([*ids.values(), *(i for v in caption_ids.values() for i in v)])
+        todo = []
+        for record in batch:
+            if ids[record.source] in current and set(caption_ids[record.source]) <= current:
+                summary.unchanged += 1
+            else:
+                todo.append(record)
+        loaded: list[tuple[ImageRecord, LoadedImage]] = []
+        for record in todo:
+            try:
+                loaded.append((record, load_image(record.source, limits=self.image_limits)))
+            except ImageLoadError as exc:
+                summary.failed.append((record.source, str(exc)))
+        if not loaded:
+            return
+        features = self._encode_images([image for _, image in loaded], summary)
+        points: list[models.PointStruct] = []
+        captions: list[tuple[str, str, str | None]] = []
+        for (record, image), feats in zip(loaded, features, strict=True):
+            if feats is None:
+                continue
+            kept = []
+            for caption in record.captions:
+                if not caption.strip():
+                    summary.failed.append((record.source, "empty caption skipped"))
+                    continue
+                cid = text_point_id(caption, record.source)
+                kept.append(cid)
+                captions.append((caption, cid, ids[record.source]))
+            points.append(self._image_point(ids[record.source], image, feats, kept))
+        text_points = self._text_points(captions, summary)
+        self._upsert([*text_points, *points])
+        summary.indexed_images += len(points)
+        summary.indexed_texts += len(text_points)
+
+    def _encode_images(
+        self, images: list[LoadedImage], summary: IndexSummary
+    ) -> list[ImageFeatures | None]:
+        try:
+            return list(self.encoder.encode_images(images))
+        except (RuntimeError, ValueError):
+            pass  # one bad image spoils the batch: retry one by one to find it
+        results: list[ImageFeatures | None] = []
+        for image in images:
+            try:
+                results.append(self.encoder.encode_images([image])[0])
+            except (RuntimeError, ValueError) as exc:
+                summary.failed.append((image.source, f"the model could not encode it ({exc})"))
+                results.append(None)
+        return results
+
+    def _image_point(
+        self, point_id: str, image: LoadedImage, feats: ImageFeatures, caption_ids: list[str]
+    ) -> models.PointStruct:
+        key = self.encoder.fingerprint.key
+        return models.PointStruct(
+            id=point_id,
+            vector={IMAGE_VECTOR: feats.embedding.tolist()},
+            payload={
+                PayloadKeys.KIND: "image",
+                PayloadKeys.SOURCE: image.source,
+                PayloadKeys.WIDTH: image.width,
+                PayloadKeys.HEIGHT: image.height,
+                PayloadKeys.CROP_BOX: list(self.encoder.crop_box(image.width, image.height)),
+                PayloadKeys.CAPTION_IDS: caption_ids,
+                PayloadKeys.FINGERPRINT: key,
+                PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
+            },
+        )
+
+    def _text_points(
+        self, items: list[tuple[str, str, str | None]], summary: IndexSummary
+    ) -> list[models.PointStruct]:
+        """Points for ``(text, point_id, image_id)`` items; empty texts are refused."""
+        valid = []
+        for text, pid, image_id in items:
+            if text.strip():
+                valid.append((text, pid, image_id))
+            else:
+                summary.failed.append((text, "empty text skipped"))
+        encoded: list[TextFeatures] = self.encoder.encode_texts([t for t, _, _ in valid])
+        key = self.encoder.fingerprint.key
+        points = []
+        for (text, pid, image_id), feats in zip(valid, encoded, strict=True):
+            if feats.truncated:
+                summary.notes.append(
+                    (text[:60], f"longer than the model's {self.encoder.max_text_tokens} tokens; "
+                     f"indexed its first {len(feats.words)} words")
+                )
+            payload: dict[str, Any] = {
+                PayloadKeys.KIND: "text",
+                PayloadKeys.TEXT: text,
+                PayloadKeys.WORDS: [[w.text, w.start, w.end] for w in feats.words],
+                PayloadKeys.FINGERPRINT: key,
+            }
+            if image_id is not None:
+                payload[PayloadKeys.IMAGE_ID] = image_id
+            if feats.words:
+                payload[PayloadKeys.FEATURES] = self.codec.encode(
+                    feats.word_contributions, fingerprint=key
+                )
+            points.append(
+                models.PointStruct(id=pid, vector={TEXT_VECTOR: feats.embedding.tolist()}, payload=payload)
+            )
+        return points
+
+    # -- Qdrant I/O ---------------------------------------------------------------------
+
+    def _current(self, ids: list[str]) -> set[str]:
+        """Ids among ``ids`` already stored with this model's fingerprint."""
+        if not ids:
+            return set()
+        found = self.client.retrieve(
+            self.collection_name,
+            ids=ids,
+            with_payload=[PayloadKeys.FINGERPRINT],
+            with_vectors=False,
+        )
+        key = self.encoder.fingerprint.key
+        return {
+            str(p.id) for p in found if (p.payload or {}).get(PayloadKeys.FINGERPRINT) == key
+        }
+
+    def _upsert(self, points: list[models.PointStruct]) -> None:
+        chunk: list[models.PointStruct] = []
+        size = 0
+        for point in points:
+            point_size = _estimate_bytes(point)
+            if chunk and size + point_size > self.max_request_bytes:
+                self.client.upsert(self.collection_name, points=chunk, wait=True)
+                chunk, size = [], 0
+            chunk.append(point)
+            size += point_size
+        if chunk:
+            self.client.upsert(self.collection_name, points=chunk, wait=True)
+
+
+def _estimate_bytes(point: models.PointStruct) -> int:
+    payload = point.payload or {}
+    features = payload.get(PayloadKeys.FEATURES) or {}
+    heavy = len(features.get("data", "")) + len(features.get("scale", ""))
+    vectors = point.vector if isinstance(point.vector, dict) else {}
+    floats = sum(len(v) for v in vectors.values() if isinstance(v, list))
+    return _POINT_OVERHEAD + heavy + 24 * floats + len(str(payload.get(PayloadKeys.TEXT, "")))
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled)

@@ -1,0 +1,101 @@
+"""Searching a qdrant-xai collection by text or by image.
+
+Each search is one ``query_points(..., using=...)`` call; the stored feature maps are left
+out of the response (they are fetched later, only for the hits that are explained).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from qdrant_client import QdrantClient, models
+
+from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys, require_collection
+from qdrant_xai.encoder import ClipEncoder, ImageInput
+
+__all__ = ["Searcher", "light_payload"]
+
+
+def light_payload() -> models.PayloadSelectorExclude:
+    """Payload selector returning everything but the stored feature maps."""
+    return models.PayloadSelectorExclude(exclude=list(PayloadKeys.HEAVY))
+
+
+class Searcher:
+    """Text→image, image→text and image→image search over a qdrant-xai collection.
+
+    Setup::
+
+        from qdrant_xai import ClipEncoder, Searcher
+        searcher = Searcher(client, encoder, collection_name="photos")
+
+    Use::
+
+        hits = searcher.search_images("a red car", limit=5)      # text → image
+        hits = searcher.search_texts(Path("car.jpg"), limit=5)   # image → text
+
+    Results are plain ``ScoredPoint``s, as ``client.query_points`` returns them.
+    """
+
+    def __init__(self, client: QdrantClient, encoder: ClipEncoder, *, collection_name: str) -> None:
+        self.client = client
+        self.encoder = encoder
+        self.collection_name = collection_name
+
+    def search_images(
+        self,
+        query: str | ImageInput,
+        *,
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Image hits for a text query, or for an image query (image→image)."""
+        return self._query(query, IMAGE_VECTOR, limit, query_filter, score_threshold)
+
+    def search_texts(
+        self,
+        query: str | ImageInput,
+        *,
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Text hits for an image query (image→text), or for a text query."""
+        return self._query(query, TEXT_VECTOR, limit, query_filter, score_threshold)
+
+    def search(
+        self,
+        query: str | ImageInput,
+        *,
+        target: Literal["image", "text"] = "image",
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Hits of kind ``target`` for a text or image query."""
+        return self._query(query, target, limit, query_filter, score_threshold)
+
+    def _query(
+        self,
+        query: str | ImageInput,
+        using: str,
+        limit: int,
+        query_filter: models.Filter | None,
+        score_threshold: float | None,
+    ) -> list[models.ScoredPoint]:
+        require_collection(self.client, self.collection_name)
+        if isinstance(query, str):
+            vector = self.encoder.embed_texts([query])[0]
+        else:
+            vector = self.encoder.embed_images([query])[0]
+        response = self.client.query_points(
+            self.collection_name,
+            query=vector.tolist(),
+            using=using,
+            limit=limit,
+            query_filter=query_filter,
+            score_threshold=score_threshold,
+            with_payload=light_payload(),
+        )
+        return response.points
