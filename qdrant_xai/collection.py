@@ -8,7 +8,8 @@ A collection holds two kinds of points:
   ``image_id`` (the image it captions, if any) and word contributions under
   ``xai_features``.
 
-Both carry ``xai_kind`` and ``xai_fingerprint`` (the model key). Point ids are UUID5 of the
+Both carry ``xai_kind``, ``xai_fingerprint`` (the model key) and ``xai_model`` (the id
+or folder the model was loaded from, a hint for tools). Point ids are UUID5 of the
 source (and caption), so indexing the same data twice writes the same points.
 """
 
@@ -43,6 +44,7 @@ class PayloadKeys:
     KIND = "xai_kind"
     FINGERPRINT = "xai_fingerprint"
     FEATURES = "xai_features"
+    MODEL = "xai_model"
     SOURCE = "source"
     WIDTH = "width"
     HEIGHT = "height"

@@ -148,6 +148,12 @@ class ClipEncoder:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         name = os.fspath(model_name_or_path)
+        looks_local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+        if looks_local and not os.path.isdir(name):
+            raise ModelLoadError(
+                f"{name}: no such model directory; pass a folder saved with save_pretrained "
+                f"(model and processor) or a hub id such as {DEFAULT_MODEL!r}"
+            )
         kwargs: dict[str, Any] = {"revision": revision}
         if local_files_only is not None:
             kwargs["local_files_only"] = local_files_only

@@ -272,6 +272,7 @@ class Indexer:
                 PayloadKeys.CROP_BOX: list(self.encoder.crop_box(image.width, image.height)),
                 PayloadKeys.CAPTION_IDS: caption_ids,
                 PayloadKeys.FINGERPRINT: key,
+                PayloadKeys.MODEL: self.encoder.model_id,
                 PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
             },
         )
@@ -300,6 +301,7 @@ class Indexer:
                 PayloadKeys.TEXT: text,
                 PayloadKeys.WORDS: [[w.text, w.start, w.end] for w in feats.words],
                 PayloadKeys.FINGERPRINT: key,
+                PayloadKeys.MODEL: self.encoder.model_id,
             }
             if image_id is not None:
                 payload[PayloadKeys.IMAGE_ID] = image_id

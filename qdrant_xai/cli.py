@@ -1,0 +1,329 @@
+"""The ``qdrant-xai`` command line: index, search, explain, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qdrant_xai._exceptions import CollectionError, QdrantXaiError
+from qdrant_xai.encoder import DEFAULT_MODEL
+
+__all__ = ["main"]
+
+DEFAULT_COLLECTION = "qdrant_xai"
+DEFAULT_PATH = "./qdrant_data"
+SHAPES_ALIAS = "shapes"
+
+_EPILOG = f"""\
+Qdrant: embedded at --path (default {DEFAULT_PATH}) unless --url or QDRANT_URL is set; the
+API key is read from QDRANT_API_KEY. --model takes a Hugging Face hub id (weights download on
+first use), a directory saved with save_pretrained, or "{SHAPES_ALIAS}" for the bundled demo
+model.
+
+examples:
+  qdrant-xai demo
+  qdrant-xai index photos/ --captions photos/captions.csv --collection photos
+  qdrant-xai search "a dog on a beach" --collection photos --explain --html report.html
+  qdrant-xai search --image query.jpg --collection photos --explain --json
+  qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("qdrant and model")
+    group.add_argument("--collection", default=DEFAULT_COLLECTION,
+                       help=f"collection name (default: {DEFAULT_COLLECTION})")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--path", default=None,
+                       help=f"embedded Qdrant folder (default: {DEFAULT_PATH})")
+    where.add_argument("--url", default=os.environ.get("QDRANT_URL"),
+                       help="Qdrant server URL (default: $QDRANT_URL)")
+    group.add_argument("--model", default=None,
+                       help=f"CLIP hub id or directory (default: {DEFAULT_MODEL}, or for search "
+                       "and explain the model recorded in the collection)")
+    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per hit and line (id, score, payload "
+                        "without features, heatmap, words as [word, score, [start, end]])")
+    parser.add_argument("--html", metavar="PATH", help="write an HTML report to PATH")
+    parser.add_argument("--image-root", action="append", default=[], metavar="DIR",
+                        help="folder from which images named in payloads may be read "
+                        "(to recompute missing features); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qdrant-xai",
+        description="Explainable CLIP retrieval for Qdrant: index images and captions, "
+        "search them, and see why each hit matched.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = sub.add_parser("index", help="index every image under DIR (and its captions)")
+    index.add_argument("directory", metavar="DIR")
+    index.add_argument("--captions", metavar="CSV", help="CSV with header image,caption")
+    index.add_argument("--codec", default="fp16", choices=["fp16", "int8"],
+                       help="payload codec of the stored features (default: fp16)")
+    index.add_argument("--batch-size", type=int, default=16)
+    index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _common(index)
+
+    search = sub.add_parser("search", help="search by text (or --image) and explain the hits")
+    search.add_argument("text", nargs="?", help="text query")
+    search.add_argument("--image", metavar="PATH", help="image query instead of text")
+    search.add_argument("--target", choices=["image", "text"], default=None,
+                        help="kind of hits (default: images for a text query, texts for an "
+                        "image query)")
+    search.add_argument("--limit", type=int, default=5)
+    search.add_argument("--explain", action="store_true", help="explain every hit")
+    _output(search)
+    _common(search)
+
+    explain = sub.add_parser("explain", help="explain one point for a query")
+    explain.add_argument("point_id", metavar="POINT_ID")
+    query = explain.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="text query")
+    query.add_argument("--image", metavar="PATH", help="image query")
+    _output(explain)
+    _common(explain)
+
+    demo = sub.add_parser("demo", help="run the offline demo and write an HTML report")
+    demo.add_argument("--out", default="qdrant-xai-demo", help="output folder")
+    demo.add_argument("--model", default=None,
+                      help="CLIP checkpoint (default: the bundled shapes model)")
+    demo.add_argument("--images", metavar="DIR", help="your own images instead of shapes")
+    demo.add_argument("--captions", metavar="CSV", help="captions for --images")
+    demo.add_argument("--query", action="append", dest="queries", metavar="TEXT",
+                      help="text query; repeatable")
+    demo.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        client = _client(args)
+        try:
+            if args.command == "index":
+                return _index(args, client)
+            if args.command == "search":
+                return _search(args, client)
+            return _explain(args, client)
+        finally:
+            client.close()
+    except QdrantXaiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from qdrant_client import QdrantClient
+
+    if args.url and args.path is None:
+        return QdrantClient(url=args.url, api_key=os.environ.get("QDRANT_API_KEY"))
+    path = args.path or DEFAULT_PATH
+    try:
+        return QdrantClient(path=path)
+    except RuntimeError as exc:  # the embedded store allows one client per folder
+        raise CollectionError(
+            f"cannot open the embedded Qdrant at {path}: {exc}. Another process is using it; "
+            "wait for it to finish, or run a Qdrant server (docker/docker-compose.yml) and "
+            "pass --url for concurrent access"
+        ) from exc
+
+
+def _model_name(args: argparse.Namespace, client: Any = None) -> str:
+    from qdrant_xai.demo import SHAPES_MODEL_DIR
+
+    name = args.model
+    if name is None and client is not None:
+        name = _recorded_model(client, args.collection)
+    if name is None:
+        return DEFAULT_MODEL
+    return str(SHAPES_MODEL_DIR) if name == SHAPES_ALIAS else str(name)
+
+
+def _recorded_model(client: Any, collection_name: str) -> str | None:
+    """The model id stored with the collection's points, if it can still be loaded."""
+    from qdrant_xai.collection import PayloadKeys
+
+    if not client.collection_exists(collection_name):
+        return None
+    points, _ = client.scroll(collection_name, limit=1, with_payload=[PayloadKeys.MODEL])
+    name = (points[0].payload or {}).get(PayloadKeys.MODEL) if points else None
+    if isinstance(name, str) and (os.path.isdir(name) or "/" in name and not os.path.isabs(name)):
+        return name
+    return None
+
+
+def _encoder(args: argparse.Namespace, client: Any = None) -> Any:
+    from qdrant_xai.encoder import ClipEncoder
+
+    return ClipEncoder.from_pretrained(
+        _model_name(args, client), device=args.device, dtype=args.dtype, num_threads=args.threads
+    )
+
+
+def _index(args: argparse.Namespace, client: Any) -> int:
+    from qdrant_xai.indexing import Indexer
+
+    indexer = Indexer(
+        client, _encoder(args), collection_name=args.collection, codec=args.codec,
+        batch_size=args.batch_size,
+    )
+    summary = indexer.index_folder(
+        args.directory, captions=args.captions, progress=not args.no_progress
+    )
+    print(summary)
+    return 0
+
+
+def _search(args: argparse.Namespace, client: Any) -> int:
+    from qdrant_xai.search import Searcher
+
+    if (args.text is None) == (args.image is None):
+        raise QdrantXaiError("give either a text query or --image PATH (not both)")
+    query = args.text if args.image is None else _image_query(args.image)
+    target = args.target or ("image" if args.image is None else "text")
+    encoder = _encoder(args, client)
+    hits = Searcher(client, encoder, collection_name=args.collection).search(
+        query, target=target, limit=args.limit
+    )
+    explanations = _explainer(args, client, encoder).explain(query, hits) if args.explain else None
+    _print_hits(args, query, hits, explanations)
+    return 0
+
+
+def _explain(args: argparse.Namespace, client: Any) -> int:
+    from qdrant_client import models
+
+    from qdrant_xai.collection import require_collection
+    from qdrant_xai.search import light_payload
+
+    require_collection(client, args.collection)
+    point_id: int | str = int(args.point_id) if args.point_id.isdigit() else args.point_id
+    records = client.retrieve(args.collection, ids=[point_id], with_payload=light_payload())
+    if not records:
+        raise QdrantXaiError(f"no point {args.point_id} in collection {args.collection!r}")
+    query = args.text if args.image is None else _image_query(args.image)
+    encoder = _encoder(args, client)
+    kind = (records[0].payload or {}).get("xai_kind", "image")
+    using = "image" if kind == "image" else "text"
+    vector = encoder.embed_texts([query])[0] if isinstance(query, str) else encoder.embed_images([query])[0]
+    # score the point exactly as a search would, so the explanation carries its real score
+    scored = client.query_points(
+        args.collection, query=vector.tolist(), using=using, limit=1,
+        query_filter=models.Filter(must=[models.HasIdCondition(has_id=[point_id])]),
+        with_payload=light_payload(),
+    ).points
+    explanations = _explainer(args, client, encoder).explain(query, scored)
+    _print_hits(args, query, scored, explanations)
+    return 0
+
+
+def _image_query(path: str) -> Any:
+    from qdrant_xai.images import load_image
+
+    return load_image(Path(path))
+
+
+def _explainer(args: argparse.Namespace, client: Any, encoder: Any) -> Any:
+    from qdrant_xai.explain import Explainer
+
+    return Explainer(encoder, client, collection_name=args.collection, image_roots=args.image_root)
+
+
+def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanations: Any) -> None:
+    from qdrant_xai.collection import PayloadKeys
+
+    if args.json:
+        for rank, hit in enumerate(hits):
+            if explanations is not None:
+                record = explanations[rank].to_dict()
+            else:
+                payload = {k: v for k, v in (hit.payload or {}).items() if k not in PayloadKeys.HEAVY}
+                record = {"id": hit.id, "score": hit.score, "rank": rank, "payload": payload,
+                          "heatmap": None, "words": []}
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        for rank, hit in enumerate(hits):
+            payload = hit.payload or {}
+            label = payload.get(PayloadKeys.TEXT) or payload.get(PayloadKeys.SOURCE) or ""
+            print(f"{rank + 1:>2}. {hit.score:.4f}  {hit.id}  {label}")
+            if explanations is not None:
+                e = explanations[rank]
+                words = ", ".join(f"{w.word} {w.score:+.3f}" for w in e.top_words(3))
+                if words:
+                    print(f"      top words ({e.words_side}): {words}")
+                if e.peak() is not None:
+                    rows, cols = e.heatmap.shape
+                    print(f"      heatmap peak ({e.heatmap_side} image): row {e.peak()[0]}, "
+                          f"col {e.peak()[1]} of {rows}x{cols}")
+    if args.html and explanations is not None:
+        from qdrant_xai.render import write_report
+
+        report_query = query if isinstance(query, str) else query.image
+        path = write_report(args.html, [(report_query, explanations)],
+                            subtitle=f"collection '{args.collection}'")
+        print(f"report: {path}", file=sys.stderr)
+    elif args.html:
+        print("--html needs --explain; no report written", file=sys.stderr)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from qdrant_xai.demo import DEFAULT_QUERIES, run_demo
+
+    result = run_demo(
+        args.out,
+        model=_model_name(args) if args.model else None,
+        images=args.images,
+        captions=args.captions,
+        queries=args.queries or DEFAULT_QUERIES,
+        progress=not args.no_progress,
+    )
+    print(result.summary)
+    for query, explanations in result.explanations.items():
+        if not explanations:
+            print(f"{query!r}: no hits")
+            continue
+        top = explanations[0]
+        verdict = ""
+        if query in result.on_target:
+            verdict = "  heatmap peak on the named shape" if result.on_target[query] else \
+                "  heatmap peak NOT on the named shape"
+        words = ", ".join(f"{w.word} {w.score:+.3f}" for w in top.top_words(2))
+        print(f"{query!r}: top hit {Path(str(top.payload.get('source', ''))).name} "
+              f"score {top.score:.3f}; top words {words}{verdict}")
+    if result.on_target:
+        hits = sum(result.on_target.values())
+        print(f"pointing: {hits}/{len(result.on_target)} top-hit heatmaps on the named shape")
+    if result.overlay:
+        print(f"overlay: {result.overlay}")
+    print(f"report: {result.report.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""The offline demo: index a synthetic shapes world, search it both ways, explain every hit.
+
+``qdrant-xai demo`` generates coloured shapes with captions, loads the small CLIP that the
+project trained on that world (``qdrant_xai/data/shapes-clip``, see
+:mod:`qdrant_xai.shapes_training`), indexes everything into embedded Qdrant, runs
+text→image and image→text queries, and writes an HTML report. Because the world is
+synthetic the demo knows where each shape is, and prints whether each top hit's heatmap
+peak lands on the shape the query names.
+
+With ``--model openai/clip-vit-base-patch32 --images DIR`` it runs on real photos instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qdrant_xai.collection import PayloadKeys
+from qdrant_xai.encoder import ClipEncoder
+from qdrant_xai.explain import Explainer, Explanation
+from qdrant_xai.images import load_image
+from qdrant_xai.indexing import Indexer, IndexSummary
+from qdrant_xai.render import write_report
+from qdrant_xai.search import Searcher
+
+__all__ = ["SHAPES_MODEL_DIR", "DemoResult", "peak_on_mask", "run_demo"]
+
+SHAPES_MODEL_DIR = Path(__file__).resolve().parent / "data" / "shapes-clip"
+DEMO_COLLECTION = "demo"
+DEMO_SEED = 7
+DEFAULT_QUERIES = ("a red circle", "a blue square", "a yellow triangle", "a green cross")
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced.
+
+    Attributes:
+        report: path of the HTML report.
+        overlay: path of the top hit's heatmap overlay (PNG) for the first query.
+        summary: the indexing summary.
+        explanations: ``query -> explanations`` for each text query.
+        on_target: ``query -> whether the top hit's heatmap peak lies on the named shape``
+            (synthetic world only).
+    """
+
+    report: Path
+    overlay: Path | None
+    summary: IndexSummary
+    explanations: dict[str, list[Explanation]] = field(default_factory=dict)
+    on_target: dict[str, bool] = field(default_factory=dict)
+
+
+def peak_on_mask(
+    heatmap: np.ndarray, crop_box: tuple[int, int, int, int], mask: np.ndarray
+) -> bool:
+    """Pointing game: does the heatmap's hottest patch overlap ``mask`` ([H, W] bool)?"""
+    rows, cols = heatmap.shape
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    x0, y0, x1, y1 = crop_box
+    cell_w, cell_h = (x1 - x0) / cols, (y1 - y0) / rows
+    top, left = int(y0 + row * cell_h), int(x0 + col * cell_w)
+    bottom, right = int(np.ceil(y0 + (row + 1) * cell_h)), int(np.ceil(x0 + (col + 1) * cell_w))
+    return bool(mask[top:bottom, left:right].any())
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str] = "qdrant-xai-demo",
+    *,
+    model: str | os.PathLike[str] | None = None,
+    images: str | os.PathLike[str] | None = None,
+    captions: str | os.PathLike[str] | None = None,
+    queries: Sequence[str] = DEFAULT_QUERIES,
+    n_images: int = 48,
+    limit: int = 4,
+    progress: bool = True,
+) -> DemoResult:
+    """Runs the demo end to end and returns where its outputs are.
+
+    Args:
+        out_dir: folder for the images, the embedded Qdrant data and the report.
+        model: CLIP checkpoint; defaults to the bundled shapes model.
+        images: a folder of your own images (then ``model`` should be a real CLIP).
+        captions: CSV (``image,caption``) for ``images``.
+        queries: text queries to run.
+        n_images: size of the synthetic world (ignored with ``images``).
+        limit: hits per query.
+    """
+    from qdrant_client import QdrantClient
+
+    from qdrant_xai.shapes import generate_scenes, write_scene_folder
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    synthetic = images is None
+    if synthetic:
+        image_dir = out / "images"
+        captions = write_scene_folder(image_dir, n_images, seed=DEMO_SEED)
+        scenes = {
+            f"scene_{i:04d}.png": scene
+            for i, scene in enumerate(generate_scenes(n_images, seed=DEMO_SEED))
+        }
+    else:
+        image_dir = Path(images)  # type: ignore[arg-type]
+        scenes = {}
+    encoder = ClipEncoder.from_pretrained(model or SHAPES_MODEL_DIR)
+    client = QdrantClient(path=str(out / "qdrant_data"))
+    try:
+        if client.collection_exists(DEMO_COLLECTION):
+            client.delete_collection(DEMO_COLLECTION)
+        summary = Indexer(client, encoder, collection_name=DEMO_COLLECTION).index_folder(
+            image_dir, captions=captions, progress=progress
+        )
+        searcher = Searcher(client, encoder, collection_name=DEMO_COLLECTION)
+        explainer = Explainer(encoder, client, collection_name=DEMO_COLLECTION)
+        result = DemoResult(report=out / "report.html", overlay=None, summary=summary)
+        sections: list[tuple[object, list[Explanation]]] = []
+        for query in queries:
+            explanations = explainer.explain(query, searcher.search_images(query, limit=limit))
+            result.explanations[query] = explanations
+            sections.append((query, explanations))
+            if synthetic and explanations:
+                result.on_target[query] = _on_target(query, explanations[0], scenes)
+        image_queries = sorted(image_dir.glob("*.png"))[:2] if synthetic else []
+        for path in image_queries:
+            loaded = load_image(path)
+            hits = searcher.search_texts(loaded, limit=limit)
+            sections.append((loaded.image, explainer.explain(loaded, hits)))
+        first = next(iter(result.explanations.values()), [])
+        if first and first[0].heatmap is not None:
+            result.overlay = out / "top_hit_overlay.png"
+            _side_by_side(first[0]).save(result.overlay)
+        write_report(
+            result.report,
+            sections,  # type: ignore[arg-type]
+            title="qdrant-xai demo",
+            subtitle=f"model {encoder.model_id} · collection '{DEMO_COLLECTION}' · "
+            f"{summary.indexed_images} images, {summary.indexed_texts} captions",
+        )
+        return result
+    finally:
+        client.close()
+
+
+def _on_target(query: str, top: Explanation, scenes: dict[str, object]) -> bool:
+    """Whether the top hit contains the queried shape and its heatmap peak is on it."""
+    scene = scenes.get(Path(str(top.payload.get(PayloadKeys.SOURCE, ""))).name)
+    words = query.split()
+    if scene is None or top.heatmap is None or top.crop_box is None or len(words) < 2:
+        return False
+    color, shape = words[-2], words[-1]
+    for obj in scene.objects:  # type: ignore[attr-defined]
+        if obj.color == color and obj.shape == shape:
+            return peak_on_mask(top.heatmap, top.crop_box, obj.mask)
+    return False
+
+
+def _side_by_side(explanation: Explanation, size: int = 256):  # type: ignore[no-untyped-def]
+    """The hit image and its overlay next to each other, upscaled for viewing."""
+    from PIL import Image
+
+    original = load_image(str(explanation.image_source)).image
+    overlay = explanation.overlay(original)
+    scale = size / max(original.size)
+    dims = (round(original.width * scale), round(original.height * scale))
+    canvas = Image.new("RGB", (dims[0] * 2 + 8, dims[1]), "white")
+    canvas.paste(original.resize(dims, Image.Resampling.LANCZOS), (0, 0))
+    canvas.paste(overlay.resize(dims, Image.Resampling.LANCZOS), (dims[0] + 8, 0))
+    return canvas
