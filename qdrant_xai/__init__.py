@@ -31,7 +31,7 @@ from qdrant_xai.encoder import DEFAULT_MODEL, ClipEncoder, ImageFeatures, TextFe
 from qdrant_xai.explain import Explainer, Explanation, WordAttribution
 from qdrant_xai.fingerprint import ModelFingerprint
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
-from qdrant_xai.indexing import ImageRecord, IndexSummary, Indexer
+from qdrant_xai.indexing import ImageRecord, Indexer, IndexSummary
 from qdrant_xai.search import Searcher
 from qdrant_xai.words import Word
 

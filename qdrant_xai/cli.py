@@ -36,29 +36,47 @@ examples:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("qdrant and model")
-    group.add_argument("--collection", default=DEFAULT_COLLECTION,
-                       help=f"collection name (default: {DEFAULT_COLLECTION})")
+    group.add_argument(
+        "--collection",
+        default=DEFAULT_COLLECTION,
+        help=f"collection name (default: {DEFAULT_COLLECTION})",
+    )
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--path", default=None,
-                       help=f"embedded Qdrant folder (default: {DEFAULT_PATH})")
-    where.add_argument("--url", default=os.environ.get("QDRANT_URL"),
-                       help="Qdrant server URL (default: $QDRANT_URL)")
-    group.add_argument("--model", default=None,
-                       help=f"CLIP hub id or directory (default: {DEFAULT_MODEL}, or for search "
-                       "and explain the model recorded in the collection)")
+    where.add_argument(
+        "--path", default=None, help=f"embedded Qdrant folder (default: {DEFAULT_PATH})"
+    )
+    where.add_argument(
+        "--url",
+        default=os.environ.get("QDRANT_URL"),
+        help="Qdrant server URL (default: $QDRANT_URL)",
+    )
+    group.add_argument(
+        "--model",
+        default=None,
+        help=f"CLIP hub id or directory (default: {DEFAULT_MODEL}, or for search "
+        "and explain the model recorded in the collection)",
+    )
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def _output(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per hit and line (id, score, payload "
-                        "without features, heatmap, words as [word, score, [start, end]])")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per hit and line (id, score, payload "
+        "without features, heatmap, words as [word, score, [start, end]])",
+    )
     parser.add_argument("--html", metavar="PATH", help="write an HTML report to PATH")
-    parser.add_argument("--image-root", action="append", default=[], metavar="DIR",
-                        help="folder from which images named in payloads may be read "
-                        "(to recompute missing features); repeatable")
+    parser.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder from which images named in payloads may be read "
+        "(to recompute missing features); repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="index every image under DIR (and its captions)")
     index.add_argument("directory", metavar="DIR")
     index.add_argument("--captions", metavar="CSV", help="CSV with header image,caption")
-    index.add_argument("--codec", default="fp16", choices=["fp16", "int8"],
-                       help="payload codec of the stored features (default: fp16)")
+    index.add_argument(
+        "--codec",
+        default="fp16",
+        choices=["fp16", "int8"],
+        help="payload codec of the stored features (default: fp16)",
+    )
     index.add_argument("--batch-size", type=int, default=16)
     index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _common(index)
@@ -83,9 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="search by text (or --image) and explain the hits")
     search.add_argument("text", nargs="?", help="text query")
     search.add_argument("--image", metavar="PATH", help="image query instead of text")
-    search.add_argument("--target", choices=["image", "text"], default=None,
-                        help="kind of hits (default: images for a text query, texts for an "
-                        "image query)")
+    search.add_argument(
+        "--target",
+        choices=["image", "text"],
+        default=None,
+        help="kind of hits (default: images for a text query, texts for an image query)",
+    )
     search.add_argument("--limit", type=int, default=5)
     search.add_argument("--explain", action="store_true", help="explain every hit")
     _output(search)
@@ -101,12 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the offline demo and write an HTML report")
     demo.add_argument("--out", default="qdrant-xai-demo", help="output folder")
-    demo.add_argument("--model", default=None,
-                      help="CLIP checkpoint (default: the bundled shapes model)")
+    demo.add_argument(
+        "--model", default=None, help="CLIP checkpoint (default: the bundled shapes model)"
+    )
     demo.add_argument("--images", metavar="DIR", help="your own images instead of shapes")
     demo.add_argument("--captions", metavar="CSV", help="captions for --images")
-    demo.add_argument("--query", action="append", dest="queries", metavar="TEXT",
-                      help="text query; repeatable")
+    demo.add_argument(
+        "--query", action="append", dest="queries", metavar="TEXT", help="text query; repeatable"
+    )
     demo.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -173,7 +200,7 @@ def _recorded_model(client: Any, collection_name: str) -> str | None:
         return None
     points, _ = client.scroll(collection_name, limit=1, with_payload=[PayloadKeys.MODEL])
     name = (points[0].payload or {}).get(PayloadKeys.MODEL) if points else None
-    if isinstance(name, str) and (os.path.isdir(name) or "/" in name and not os.path.isabs(name)):
+    if isinstance(name, str) and (os.path.isdir(name) or ("/" in name and not os.path.isabs(name))):
         return name
     return None
 
@@ -190,7 +217,10 @@ def _index(args: argparse.Namespace, client: Any) -> int:
     from qdrant_xai.indexing import Indexer
 
     indexer = Indexer(
-        client, _encoder(args), collection_name=args.collection, codec=args.codec,
+        client,
+        _encoder(args),
+        collection_name=args.collection,
+        codec=args.codec,
         batch_size=args.batch_size,
     )
     summary = indexer.index_folder(
@@ -231,10 +261,17 @@ def _explain(args: argparse.Namespace, client: Any) -> int:
     encoder = _encoder(args, client)
     kind = (records[0].payload or {}).get("xai_kind", "image")
     using = "image" if kind == "image" else "text"
-    vector = encoder.embed_texts([query])[0] if isinstance(query, str) else encoder.embed_images([query])[0]
+    vector = (
+        encoder.embed_texts([query])[0]
+        if isinstance(query, str)
+        else encoder.embed_images([query])[0]
+    )
     # score the point exactly as a search would, so the explanation carries its real score
     scored = client.query_points(
-        args.collection, query=vector.tolist(), using=using, limit=1,
+        args.collection,
+        query=vector.tolist(),
+        using=using,
+        limit=1,
         query_filter=models.Filter(must=[models.HasIdCondition(has_id=[point_id])]),
         with_payload=light_payload(),
     ).points
@@ -263,9 +300,17 @@ def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanati
             if explanations is not None:
                 record = explanations[rank].to_dict()
             else:
-                payload = {k: v for k, v in (hit.payload or {}).items() if k not in PayloadKeys.HEAVY}
-                record = {"id": hit.id, "score": hit.score, "rank": rank, "payload": payload,
-                          "heatmap": None, "words": []}
+                payload = {
+                    k: v for k, v in (hit.payload or {}).items() if k not in PayloadKeys.HEAVY
+                }
+                record = {
+                    "id": hit.id,
+                    "score": hit.score,
+                    "rank": rank,
+                    "payload": payload,
+                    "heatmap": None,
+                    "words": [],
+                }
             print(json.dumps(record, ensure_ascii=False))
     else:
         for rank, hit in enumerate(hits):
@@ -279,14 +324,17 @@ def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanati
                     print(f"      top words ({e.words_side}): {words}")
                 if e.peak() is not None:
                     rows, cols = e.heatmap.shape
-                    print(f"      heatmap peak ({e.heatmap_side} image): row {e.peak()[0]}, "
-                          f"col {e.peak()[1]} of {rows}x{cols}")
+                    print(
+                        f"      heatmap peak ({e.heatmap_side} image): row {e.peak()[0]}, "
+                        f"col {e.peak()[1]} of {rows}x{cols}"
+                    )
     if args.html and explanations is not None:
         from qdrant_xai.render import write_report
 
         report_query = query if isinstance(query, str) else query.image
-        path = write_report(args.html, [(report_query, explanations)],
-                            subtitle=f"collection '{args.collection}'")
+        path = write_report(
+            args.html, [(report_query, explanations)], subtitle=f"collection '{args.collection}'"
+        )
         print(f"report: {path}", file=sys.stderr)
     elif args.html:
         print("--html needs --explain; no report written", file=sys.stderr)
@@ -311,11 +359,16 @@ def _demo(args: argparse.Namespace) -> int:
         top = explanations[0]
         verdict = ""
         if query in result.on_target:
-            verdict = "  heatmap peak on the named shape" if result.on_target[query] else \
-                "  heatmap peak NOT on the named shape"
+            verdict = (
+                "  heatmap peak on the named shape"
+                if result.on_target[query]
+                else "  heatmap peak NOT on the named shape"
+            )
         words = ", ".join(f"{w.word} {w.score:+.3f}" for w in top.top_words(2))
-        print(f"{query!r}: top hit {Path(str(top.payload.get('source', ''))).name} "
-              f"score {top.score:.3f}; top words {words}{verdict}")
+        print(
+            f"{query!r}: top hit {Path(str(top.payload.get('source', ''))).name} "
+            f"score {top.score:.3f}; top words {words}{verdict}"
+        )
     if result.on_target:
         hits = sum(result.on_target.values())
         print(f"pointing: {hits}/{len(result.on_target)} top-hit heatmaps on the named shape")

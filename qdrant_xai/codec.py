@@ -11,8 +11,8 @@ stored as a JSON object::
 :meth:`PayloadFeatureCodec.decode` checks everything before allocating and raises
 :class:`~qdrant_xai.FeatureCodecError`, never a crash or a silently wrong map.
 
-Bytes per image point for ViT-B/32 (7x7x512): fp16 50,176 raw / 66,902 base64; int8
-25,284 raw (with scales) / 33,712 base64.
+Bytes per image point for ViT-B/32 (7x7x512): fp16 50,176 raw / 66,904 base64; int8
+25,284 raw (with scales) / 33,716 base64.
 """
 
 from __future__ import annotations
@@ -108,7 +108,11 @@ class PayloadFeatureCodec:
                 f"{CODEC_VERSION}); upgrade qdrant-xai or re-index the collection"
             )
         codec = payload.get("codec")
-        if codec not in _DTYPE_OF or payload.get("dtype") != _DTYPE_OF[codec]:
+        if (
+            not isinstance(codec, str)  # a list or dict here is unhashable: refuse, not crash
+            or codec not in _DTYPE_OF
+            or payload.get("dtype") != _DTYPE_OF[codec]
+        ):
             raise FeatureCodecError(
                 f"{what}: unknown codec/dtype {codec!r}/{payload.get('dtype')!r}"
             )
@@ -139,7 +143,8 @@ class PayloadFeatureCodec:
             if not np.isfinite(scale).all():
                 raise FeatureCodecError(f"{what}: non-finite int8 scales")
             values = np.frombuffer(data, dtype=np.int8).reshape(rows, dims[-1])
-            array = (values.astype(np.float32) * scale[:, None]).reshape(-1)
+            with np.errstate(over="ignore"):  # huge tampered scales: refused just below
+                array = (values.astype(np.float32) * scale[:, None]).reshape(-1)
         if not np.isfinite(array).all():
             raise FeatureCodecError(f"{what}: contains NaN or infinite values")
         return array.reshape(dims)
@@ -182,7 +187,9 @@ def _shape(value: object, what: str) -> tuple[int, ...]:
     if (
         not isinstance(value, list | tuple)
         or not 1 <= len(value) <= 4
-        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in value)
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in value
+        )
     ):
         raise FeatureCodecError(f"{what}: invalid shape {value!r}")
     return tuple(value)

@@ -3,7 +3,8 @@
 A collection holds two kinds of points:
 
 * image points: vector ``image``; payload ``source``, ``width``, ``height``, ``crop_box``,
-  ``caption_ids`` and the patch contributions under ``xai_features``;
+  ``caption_ids`` and the patch contributions under ``xai_features`` (optionally the raw
+  projected patch tokens under ``xai_patch_tokens``);
 * text points: vector ``text``; payload ``text``, ``words`` (``[word, start, end]``),
   ``image_id`` (the image it captions, if any) and word contributions under
   ``xai_features``.
@@ -44,6 +45,7 @@ class PayloadKeys:
     KIND = "xai_kind"
     FINGERPRINT = "xai_fingerprint"
     FEATURES = "xai_features"
+    PATCH_TOKENS = "xai_patch_tokens"
     MODEL = "xai_model"
     SOURCE = "source"
     WIDTH = "width"
@@ -55,7 +57,7 @@ class PayloadKeys:
     IMAGE_ID = "image_id"
 
     #: keys too large to return with search results; fetched only for explained hits
-    HEAVY = (FEATURES,)
+    HEAVY = (FEATURES, PATCH_TOKENS)
 
 
 def image_point_id(source: str) -> str:
@@ -105,7 +107,9 @@ def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int)
     vectors: Any = info.config.params.vectors
     problems = []
     if not isinstance(vectors, dict):
-        problems.append("it has one unnamed vector; qdrant-xai needs named vectors 'image' and 'text'")
+        problems.append(
+            "it has one unnamed vector; qdrant-xai needs named vectors 'image' and 'text'"
+        )
     else:
         for name in (IMAGE_VECTOR, TEXT_VECTOR):
             params = vectors.get(name)
@@ -113,9 +117,13 @@ def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int)
                 problems.append(f"vector {name!r} is missing")
                 continue
             if params.size != dim:
-                problems.append(f"vector {name!r} has dimension {params.size}, the model gives {dim}")
+                problems.append(
+                    f"vector {name!r} has dimension {params.size}, the model gives {dim}"
+                )
             if params.distance != models.Distance.COSINE:
-                problems.append(f"vector {name!r} uses {params.distance.value} distance, not Cosine")
+                problems.append(
+                    f"vector {name!r} uses {params.distance.value} distance, not Cosine"
+                )
     if problems:
         raise SchemaMismatchError(
             f"collection {collection_name!r} cannot hold this model's points: "

@@ -26,8 +26,14 @@ __all__ = ["DEFAULT_MODEL", "ClipEncoder", "ImageFeatures", "TextFeatures"]
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 ImageInput = str | os.PathLike[str] | bytes | LoadedImage | Any  # Any: a PIL image
 
@@ -99,7 +105,10 @@ class ClipEncoder:
         self.dtype = next(model.parameters()).dtype
         vision = model.config.vision_config
         crop = getattr(processor.image_processor, "crop_size", None) or {}
-        size = (int(crop.get("height", vision.image_size)), int(crop.get("width", vision.image_size)))
+        size = (
+            int(crop.get("height", vision.image_size)),
+            int(crop.get("width", vision.image_size)),
+        )
         self.image_size: tuple[int, int] = size
         self.grid: tuple[int, int] = (size[0] // vision.patch_size, size[1] // vision.patch_size)
         self.dim: int = int(model.config.projection_dim)

@@ -112,7 +112,9 @@ def load_image(
     if isinstance(source, bytes):
         label = name or "<bytes>"
         if len(source) > limits.max_bytes:
-            raise ImageLoadError(f"{label}: {len(source)} bytes exceeds the {limits.max_bytes} limit")
+            raise ImageLoadError(
+                f"{label}: {len(source)} bytes exceeds the {limits.max_bytes} limit"
+            )
         return _decode(io.BytesIO(source), label, limits)
     path = Path(source)
     label = name or str(path)

@@ -115,6 +115,8 @@ class Indexer:
         batch_size: images per forward pass.
         max_request_bytes: upper bound of one upsert request (Qdrant refuses 32 MB).
         image_limits: size bounds for decoding.
+        patch_tokens: also store the raw projected patch tokens (the "patch similarity"
+            baseline; doubles the payload). The direct contributions are always stored.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class Indexer:
         batch_size: int = 16,
         max_request_bytes: int = 8 * 1024 * 1024,
         image_limits: ImageLimits | None = None,
+        patch_tokens: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -137,6 +140,7 @@ class Indexer:
         self.batch_size = batch_size
         self.max_request_bytes = max_request_bytes
         self.image_limits = image_limits or ImageLimits()
+        self.patch_tokens = patch_tokens
 
     # -- entry points -------------------------------------------------------------------
 
@@ -218,7 +222,7 @@ class Indexer:
             try:
                 loaded.append((record, load_image(record.source, limits=self.image_limits)))
             except ImageLoadError as exc:
-                summary.failed.append((record.source, str(exc)))
+                summary.failed.append((record.source, str(exc).removeprefix(f"{record.source}: ")))
         if not loaded:
             return
         features = self._encode_images([image for _, image in loaded], summary)
@@ -245,13 +249,15 @@ class Indexer:
         self, images: list[LoadedImage], summary: IndexSummary
     ) -> list[ImageFeatures | None]:
         try:
-            return list(self.encoder.encode_images(images))
+            return list(self.encoder.encode_images(images, patch_tokens=self.patch_tokens))
         except (RuntimeError, ValueError):
             pass  # one bad image spoils the batch: retry one by one to find it
         results: list[ImageFeatures | None] = []
         for image in images:
             try:
-                results.append(self.encoder.encode_images([image])[0])
+                results.append(
+                    self.encoder.encode_images([image], patch_tokens=self.patch_tokens)[0]
+                )
             except (RuntimeError, ValueError) as exc:
                 summary.failed.append((image.source, f"the model could not encode it ({exc})"))
                 results.append(None)
@@ -261,20 +267,23 @@ class Indexer:
         self, point_id: str, image: LoadedImage, feats: ImageFeatures, caption_ids: list[str]
     ) -> models.PointStruct:
         key = self.encoder.fingerprint.key
+        payload: dict[str, Any] = {
+            PayloadKeys.KIND: "image",
+            PayloadKeys.SOURCE: image.source,
+            PayloadKeys.WIDTH: image.width,
+            PayloadKeys.HEIGHT: image.height,
+            PayloadKeys.CROP_BOX: list(self.encoder.crop_box(image.width, image.height)),
+            PayloadKeys.CAPTION_IDS: caption_ids,
+            PayloadKeys.FINGERPRINT: key,
+            PayloadKeys.MODEL: self.encoder.model_id,
+            PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
+        }
+        if feats.patch_tokens is not None:
+            payload[PayloadKeys.PATCH_TOKENS] = self.codec.encode(
+                feats.patch_tokens, fingerprint=key
+            )
         return models.PointStruct(
-            id=point_id,
-            vector={IMAGE_VECTOR: feats.embedding.tolist()},
-            payload={
-                PayloadKeys.KIND: "image",
-                PayloadKeys.SOURCE: image.source,
-                PayloadKeys.WIDTH: image.width,
-                PayloadKeys.HEIGHT: image.height,
-                PayloadKeys.CROP_BOX: list(self.encoder.crop_box(image.width, image.height)),
-                PayloadKeys.CAPTION_IDS: caption_ids,
-                PayloadKeys.FINGERPRINT: key,
-                PayloadKeys.MODEL: self.encoder.model_id,
-                PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
-            },
+            id=point_id, vector={IMAGE_VECTOR: feats.embedding.tolist()}, payload=payload
         )
 
     def _text_points(
@@ -293,8 +302,11 @@ class Indexer:
         for (text, pid, image_id), feats in zip(valid, encoded, strict=True):
             if feats.truncated:
                 summary.notes.append(
-                    (text[:60], f"longer than the model's {self.encoder.max_text_tokens} tokens; "
-                     f"indexed its first {len(feats.words)} words")
+                    (
+                        text[:60],
+                        f"longer than the model's {self.encoder.max_text_tokens} tokens; "
+                        f"indexed its first {len(feats.words)} words",
+                    )
                 )
             payload: dict[str, Any] = {
                 PayloadKeys.KIND: "text",
@@ -310,7 +322,9 @@ class Indexer:
                     feats.word_contributions, fingerprint=key
                 )
             points.append(
-                models.PointStruct(id=pid, vector={TEXT_VECTOR: feats.embedding.tolist()}, payload=payload)
+                models.PointStruct(
+                    id=pid, vector={TEXT_VECTOR: feats.embedding.tolist()}, payload=payload
+                )
             )
         return points
 
@@ -327,9 +341,7 @@ class Indexer:
             with_vectors=False,
         )
         key = self.encoder.fingerprint.key
-        return {
-            str(p.id) for p in found if (p.payload or {}).get(PayloadKeys.FINGERPRINT) == key
-        }
+        return {str(p.id) for p in found if (p.payload or {}).get(PayloadKeys.FINGERPRINT) == key}
 
     def _upsert(self, points: list[models.PointStruct]) -> None:
         chunk: list[models.PointStruct] = []
@@ -347,8 +359,10 @@ class Indexer:
 
 def _estimate_bytes(point: models.PointStruct) -> int:
     payload = point.payload or {}
-    features = payload.get(PayloadKeys.FEATURES) or {}
-    heavy = len(features.get("data", "")) + len(features.get("scale", ""))
+    heavy = 0
+    for key in PayloadKeys.HEAVY:
+        encoded = payload.get(key) or {}
+        heavy += len(encoded.get("data", "")) + len(encoded.get("scale", ""))
     vectors = point.vector if isinstance(point.vector, dict) else {}
     floats = sum(len(v) for v in vectors.values() if isinstance(v, list))
     return _POINT_OVERHEAD + heavy + 24 * floats + len(str(payload.get(PayloadKeys.TEXT, "")))

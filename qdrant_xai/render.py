@@ -131,7 +131,9 @@ def render_section(query: str | Image.Image, explanations: Sequence[Explanation]
 def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
     image_html = ""
     if explanation.heatmap is not None:
-        given = query if explanation.heatmap_side == "query" and not isinstance(query, str) else None
+        given = (
+            query if explanation.heatmap_side == "query" and not isinstance(query, str) else None
+        )
         try:
             overlay = explanation.overlay(given)
             image_html = f"<img src='{png_data_uri(overlay)}' alt='heatmap'>"

@@ -39,9 +39,7 @@ def split_words(text: str) -> tuple[Word, ...]:
     return tuple(Word(m.group(), m.start(), m.end()) for m in _WORD.finditer(text))
 
 
-def token_word_matrix(
-    offsets: Sequence[tuple[int, int]], words: Sequence[Word]
-) -> np.ndarray:
+def token_word_matrix(offsets: Sequence[tuple[int, int]], words: Sequence[Word]) -> np.ndarray:
     """Assignment of tokens to words from the tokenizer's character offsets.
 
     Args:

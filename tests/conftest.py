@@ -19,11 +19,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from qdrant_client import QdrantClient  # noqa: E402
+from qdrant_client import QdrantClient
 
-from qdrant_xai import ClipEncoder  # noqa: E402
-from qdrant_xai.demo import SHAPES_MODEL_DIR  # noqa: E402
-from qdrant_xai.testing import build_tiny_clip  # noqa: E402
+from qdrant_xai import ClipEncoder
+from qdrant_xai.demo import SHAPES_MODEL_DIR
+from qdrant_xai.testing import build_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
@@ -77,7 +77,9 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QdrantCli
     elif request.param == "local":
         qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
     elif request.param == "server":
-        qdrant = QdrantClient(url=os.environ["QDRANT_URL"], api_key=os.environ.get("QDRANT_API_KEY"))
+        qdrant = QdrantClient(
+            url=os.environ["QDRANT_URL"], api_key=os.environ.get("QDRANT_API_KEY")
+        )
     else:
         qdrant = QdrantClient(url=request.getfixturevalue("docker_qdrant_url"))
     yield qdrant

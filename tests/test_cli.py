@@ -19,8 +19,13 @@ from qdrant_xai.testing import build_tiny_clip
 def unseen_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint the project never saw: odd 5x5 grid, other widths, other seed."""
     return build_tiny_clip(
-        tmp_path_factory.mktemp("unseen"), image_size=40, patch_size=8, hidden_size=24,
-        num_heads=3, projection_dim=12, seed=11,
+        tmp_path_factory.mktemp("unseen"),
+        image_size=40,
+        patch_size=8,
+        hidden_size=24,
+        num_heads=3,
+        projection_dim=12,
+        seed=11,
     )
 
 
@@ -36,7 +41,19 @@ def test_index_then_search_explain_json_with_any_checkpoint_directory(
     unseen_model: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     common = ["--path", str(tmp_path / "q"), "--collection", "cli", "--model", str(unseen_model)]
-    assert main(["index", str(folder), "--captions", str(folder / "captions.csv"), "--no-progress", *common]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(folder),
+                "--captions",
+                str(folder / "captions.csv"),
+                "--no-progress",
+                *common,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "indexed 6 images and 6 texts" in out
     assert "broken.jpg" in out and "corrupt" in out
@@ -78,11 +95,39 @@ def test_model_recorded_in_the_collection_is_used_by_search(
     assert len(capsys.readouterr().out.strip().splitlines()) == 5
 
 
-def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], unseen_model: Path) -> None:
-    assert main(["search", "x", "--path", str(tmp_path / "q"), "--collection", "nope", "--model", str(unseen_model)]) == 1
+def test_errors_are_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], unseen_model: Path
+) -> None:
+    assert (
+        main(
+            [
+                "search",
+                "x",
+                "--path",
+                str(tmp_path / "q"),
+                "--collection",
+                "nope",
+                "--model",
+                str(unseen_model),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: collection 'nope' does not exist")
-    assert main(["index", str(tmp_path), "--path", str(tmp_path / "q"), "--model", str(tmp_path / "no-model")]) == 1
+    assert (
+        main(
+            [
+                "index",
+                str(tmp_path),
+                "--path",
+                str(tmp_path / "q"),
+                "--model",
+                str(tmp_path / "no-model"),
+            ]
+        )
+        == 1
+    )
     assert "no such model directory" in capsys.readouterr().err
     empty = tmp_path / "empty-model"
     empty.mkdir()
@@ -91,7 +136,9 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_console_script_help_lists_every_command() -> None:
-    exe = shutil.which("qdrant-xai") or shutil.which("qdrant-xai", path=str(Path(sys.executable).parent))
+    exe = shutil.which("qdrant-xai") or shutil.which(
+        "qdrant-xai", path=str(Path(sys.executable).parent)
+    )
     if exe is None:
         pytest.skip("the package is not installed (pip install -e .), no console script")
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)

@@ -132,10 +132,18 @@ class Explainer:
             words, scores = self.occlusion.attribute(query, targets)
             for row, i in enumerate(images):
                 results[i] = Explanation(
-                    hit=hits[i], rank=i, query_kind="text", hit_kind="image",
-                    heatmap=heatmaps[row], heatmap_side="hit", heatmap_method="decomposition",
-                    image_source=data[i].source, crop_box=data[i].crop_box,
-                    text=query, words=_attributions(words, scores[row]), words_side="query",
+                    hit=hits[i],
+                    rank=i,
+                    query_kind="text",
+                    hit_kind="image",
+                    heatmap=heatmaps[row],
+                    heatmap_side="hit",
+                    heatmap_method="decomposition",
+                    image_source=data[i].source,
+                    crop_box=data[i].crop_box,
+                    text=query,
+                    words=_attributions(words, scores[row]),
+                    words_side="query",
                     words_method="occlusion",
                 )
         texts = [i for i, d in enumerate(data) if d.kind == "text"]
@@ -145,8 +153,13 @@ class Explainer:
             )
             for (words, scores), i in zip(pairs, texts, strict=True):
                 results[i] = Explanation(
-                    hit=hits[i], rank=i, query_kind="text", hit_kind="text",
-                    text=data[i].text, words=_attributions(words, scores), words_side="hit",
+                    hit=hits[i],
+                    rank=i,
+                    query_kind="text",
+                    hit_kind="text",
+                    text=data[i].text,
+                    words=_attributions(words, scores),
+                    words_side="hit",
                     words_method="occlusion",
                 )
         return [results[i] for i in range(len(hits))]
@@ -164,13 +177,17 @@ class Explainer:
         texts = [i for i, d in enumerate(data) if d.kind == "text"]
         if texts:
             hit_texts = [data[i].text or "" for i in texts]
-            missing = [t for i, t in zip(texts, hit_texts, strict=True) if data[i].embedding is None]
+            missing = [
+                t for i, t in zip(texts, hit_texts, strict=True) if data[i].embedding is None
+            ]
             fresh = iter(self.encoder.embed_texts(missing)) if missing else iter(())
             embeddings = np.stack(
                 [data[i].embedding if data[i].embedding is not None else next(fresh) for i in texts]
             )
             heatmaps = decomposition_heatmaps(
-                np.broadcast_to(query_features.contributions, (len(texts), *query_features.contributions.shape)),
+                np.broadcast_to(
+                    query_features.contributions, (len(texts), *query_features.contributions.shape)
+                ),
                 embeddings,
             )
             pairs = self.occlusion.attribute_pairs(
@@ -178,10 +195,18 @@ class Explainer:
             )
             for row, ((words, scores), i) in enumerate(zip(pairs, texts, strict=True)):
                 results[i] = Explanation(
-                    hit=hits[i], rank=i, query_kind="image", hit_kind="text",
-                    heatmap=heatmaps[row], heatmap_side="query", heatmap_method="decomposition",
-                    image_source=query_source, crop_box=query_box,
-                    text=data[i].text, words=_attributions(words, scores), words_side="hit",
+                    hit=hits[i],
+                    rank=i,
+                    query_kind="image",
+                    hit_kind="text",
+                    heatmap=heatmaps[row],
+                    heatmap_side="query",
+                    heatmap_method="decomposition",
+                    image_source=query_source,
+                    crop_box=query_box,
+                    text=data[i].text,
+                    words=_attributions(words, scores),
+                    words_side="hit",
                     words_method="occlusion",
                 )
         images = [i for i, d in enumerate(data) if d.kind == "image"]
@@ -190,9 +215,15 @@ class Explainer:
             heatmaps = decomposition_heatmaps(contributions, query_features.embedding)
             for row, i in enumerate(images):
                 results[i] = Explanation(
-                    hit=hits[i], rank=i, query_kind="image", hit_kind="image",
-                    heatmap=heatmaps[row], heatmap_side="hit", heatmap_method="decomposition",
-                    image_source=data[i].source, crop_box=data[i].crop_box,
+                    hit=hits[i],
+                    rank=i,
+                    query_kind="image",
+                    hit_kind="image",
+                    heatmap=heatmaps[row],
+                    heatmap_side="hit",
+                    heatmap_method="decomposition",
+                    image_source=data[i].source,
+                    crop_box=data[i].crop_box,
                 )
         return [results[i] for i in range(len(hits))]
 
@@ -226,14 +257,19 @@ class Explainer:
         return {str(r.id): r for r in records}
 
     def _decode(self, hit: models.ScoredPoint, record: models.Record | None) -> _HitData:
-        payload: dict[str, Any] = {**(hit.payload or {}), **((record.payload if record else None) or {})}
+        payload: dict[str, Any] = {
+            **(hit.payload or {}),
+            **((record.payload if record else None) or {}),
+        }
         vectors = _named_vectors(record.vector if record else None) or _named_vectors(hit.vector)
         kind = payload.get(PayloadKeys.KIND) or ("text" if PayloadKeys.TEXT in payload else "image")
         what = f"point {hit.id}"
         fingerprint = payload.get(PayloadKeys.FINGERPRINT)
         if fingerprint is not None:
             self.encoder.fingerprint.check(fingerprint, what=what)
-        data = _HitData(kind=kind, source=payload.get(PayloadKeys.SOURCE), text=payload.get(PayloadKeys.TEXT))
+        data = _HitData(
+            kind=kind, source=payload.get(PayloadKeys.SOURCE), text=payload.get(PayloadKeys.TEXT)
+        )
         box = payload.get(PayloadKeys.CROP_BOX)
         if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box):
             data.crop_box = (box[0], box[1], box[2], box[3])
@@ -255,7 +291,8 @@ class Explainer:
 
     def _recompute_missing(self, hits: list[models.ScoredPoint], data: list[_HitData]) -> None:
         todo = [
-            i for i, d in enumerate(data)
+            i
+            for i, d in enumerate(data)
             if d.kind == "image" and (d.contributions is None or d.embedding is None)
         ]
         if not todo:

@@ -33,18 +33,24 @@ class WordOcclusion:
         self.encoder = encoder
         self.max_batch = max_batch
 
-    def _variant_embeddings(self, texts: Sequence[str]) -> list[tuple[tuple[Word, ...], np.ndarray]]:
+    def _variant_embeddings(
+        self, texts: Sequence[str]
+    ) -> list[tuple[tuple[Word, ...], np.ndarray]]:
         words_of = [split_words(t) for t in texts]
         variants: list[str] = []
         for text, words in zip(texts, words_of, strict=True):
             variants.append(text)
             variants.extend(text_without(text, [w]) for w in words)
-        embeds = np.concatenate(
-            [
-                self.encoder.embed_texts(variants[i : i + self.max_batch])
-                for i in range(0, len(variants), self.max_batch)
-            ]
-        ) if variants else np.zeros((0, self.encoder.dim), dtype=np.float32)
+        embeds = (
+            np.concatenate(
+                [
+                    self.encoder.embed_texts(variants[i : i + self.max_batch])
+                    for i in range(0, len(variants), self.max_batch)
+                ]
+            )
+            if variants
+            else np.zeros((0, self.encoder.dim), dtype=np.float32)
+        )
         out, cursor = [], 0
         for words in words_of:
             out.append((words, embeds[cursor : cursor + len(words) + 1]))
