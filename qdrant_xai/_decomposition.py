@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,7 @@ class _Recording:
 
 @contextmanager
 def _record_attention(
-    layers: nn.ModuleList, query_index: Tensor, final_norm: nn.Module | None = None
+    layers: Any, query_index: Tensor, final_norm: nn.Module | None = None
 ) -> Iterator[_Recording]:
     """Hooks every encoder layer; keeps only the attention row of the pooled token.
 
@@ -88,7 +89,7 @@ def _record_attention(
             handle.remove()
 
 
-def _direct_contributions(recording: _Recording, layers: nn.ModuleList) -> Tensor:
+def _direct_contributions(recording: _Recording, layers: Any) -> Tensor:
     """Σ_l Σ_h A^l[h, q, i] · V^l[h, i] · W_O^l[h] for every source token i.
 
     Returns:
@@ -109,7 +110,7 @@ def _direct_contributions(recording: _Recording, layers: nn.ModuleList) -> Tenso
 
 
 def _project_linearised(
-    contributions: Tensor, residual: Tensor, norm: nn.LayerNorm, projection: nn.Linear
+    contributions: Tensor, residual: Tensor, norm: Any, projection: Any
 ) -> Tensor:
     """Final layer norm linearised at ``residual``, then the projection into the joint space.
 
@@ -142,7 +143,7 @@ class ImageTowerOutput:
     patch_tokens: Tensor
 
 
-def run_image_tower(model: nn.Module, pixel_values: Tensor) -> ImageTowerOutput:
+def run_image_tower(model: Any, pixel_values: Tensor) -> ImageTowerOutput:
     """One vision-tower forward pass yielding embeddings, contributions and patch tokens.
 
     Args:
@@ -171,7 +172,7 @@ def run_image_tower(model: nn.Module, pixel_values: Tensor) -> ImageTowerOutput:
     )
 
 
-def image_patch_contributions(model: nn.Module, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+def image_patch_contributions(model: Any, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
     """Image embeddings and direct patch contributions in the joint space.
 
     Args:
@@ -186,9 +187,9 @@ def image_patch_contributions(model: nn.Module, pixel_values: Tensor) -> tuple[T
     return out.embeds, out.contributions
 
 
-def _patch_grid(model: nn.Module, pixel_values: Tensor) -> tuple[int, int]:
-    patch = model.config.vision_config.patch_size
-    return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+def _patch_grid(model: Any, pixel_values: Tensor) -> tuple[int, int]:
+    patch = int(model.config.vision_config.patch_size)
+    return int(pixel_values.shape[-2]) // patch, int(pixel_values.shape[-1]) // patch
 
 
 @dataclass
@@ -214,7 +215,7 @@ def eos_positions(input_ids: Tensor, eos_token_id: int) -> Tensor:
     return (input_ids == eos_token_id).int().argmax(dim=-1)
 
 
-def run_text_tower(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> TextTowerOutput:
+def run_text_tower(model: Any, input_ids: Tensor, attention_mask: Tensor) -> TextTowerOutput:
     """One text-tower forward pass yielding embeddings and per-token contributions.
 
     Args:
@@ -240,7 +241,7 @@ def run_text_tower(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
 
 
 def text_token_contributions(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor
+    model: Any, input_ids: Tensor, attention_mask: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Text embeddings [B, P] and direct token contributions [B, T, P] at the end token."""
     out = run_text_tower(model, input_ids, attention_mask)

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_xai._exceptions import CollectionError, QdrantXaiError
 from qdrant_xai.encoder import DEFAULT_MODEL
@@ -236,7 +236,7 @@ def _search(args: argparse.Namespace, client: Any) -> int:
     if (args.text is None) == (args.image is None):
         raise QdrantXaiError("give either a text query or --image PATH (not both)")
     query = args.text if args.image is None else _image_query(args.image)
-    target = args.target or ("image" if args.image is None else "text")
+    target: Literal["image", "text"] = args.target or ("image" if args.image is None else "text")
     encoder = _encoder(args, client)
     hits = Searcher(client, encoder, collection_name=args.collection).search(
         query, target=target, limit=args.limit
@@ -357,20 +357,22 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"{query!r}: no hits")
             continue
         top = explanations[0]
-        verdict = ""
-        if query in result.on_target:
-            verdict = (
-                "  heatmap peak on the named shape"
-                if result.on_target[query]
-                else "  heatmap peak NOT on the named shape"
-            )
+        verdict = (
+            {
+                True: "; heatmap peak on the named shape",
+                False: "; heatmap peak NOT on the named shape",
+                None: "; the top hit does not show that shape",
+            }[result.on_target.get(query)]
+            if result.synthetic
+            else ""
+        )
         words = ", ".join(f"{w.word} {w.score:+.3f}" for w in top.top_words(2))
         print(
             f"{query!r}: top hit {Path(str(top.payload.get('source', ''))).name} "
             f"score {top.score:.3f}; top words {words}{verdict}"
         )
-    if result.on_target:
-        hits = sum(result.on_target.values())
+    if result.synthetic:
+        hits = sum(v is True for v in result.on_target.values())
         print(f"pointing: {hits}/{len(result.on_target)} top-hit heatmaps on the named shape")
     if result.overlay:
         print(f"overlay: {result.overlay}")

@@ -13,9 +13,10 @@ With ``--model openai/clip-vit-base-patch32 --images DIR`` it runs on real photo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,16 +44,18 @@ class DemoResult:
         report: path of the HTML report.
         overlay: path of the top hit's heatmap overlay (PNG) for the first query.
         summary: the indexing summary.
+        synthetic: whether the demo ran on the generated shapes world.
         explanations: ``query -> explanations`` for each text query.
-        on_target: ``query -> whether the top hit's heatmap peak lies on the named shape``
-            (synthetic world only).
+        on_target: ``query -> whether the top hit's heatmap peak lies on the named shape``,
+            ``None`` when the top hit does not contain that shape (synthetic world only).
     """
 
     report: Path
     overlay: Path | None
     summary: IndexSummary
+    synthetic: bool = True
     explanations: dict[str, list[Explanation]] = field(default_factory=dict)
-    on_target: dict[str, bool] = field(default_factory=dict)
+    on_target: dict[str, bool | None] = field(default_factory=dict)
 
 
 def peak_on_mask(
@@ -117,7 +120,9 @@ def run_demo(
         )
         searcher = Searcher(client, encoder, collection_name=DEMO_COLLECTION)
         explainer = Explainer(encoder, client, collection_name=DEMO_COLLECTION)
-        result = DemoResult(report=out / "report.html", overlay=None, summary=summary)
+        result = DemoResult(
+            report=out / "report.html", overlay=None, summary=summary, synthetic=synthetic
+        )
         sections: list[tuple[object, list[Explanation]]] = []
         for query in queries:
             explanations = explainer.explain(query, searcher.search_images(query, limit=limit))
@@ -146,20 +151,20 @@ def run_demo(
         client.close()
 
 
-def _on_target(query: str, top: Explanation, scenes: dict[str, object]) -> bool:
-    """Whether the top hit contains the queried shape and its heatmap peak is on it."""
+def _on_target(query: str, top: Explanation, scenes: Mapping[str, Any]) -> bool | None:
+    """Whether the top hit's heatmap peak is on the queried shape (None: no such shape)."""
     scene = scenes.get(Path(str(top.payload.get(PayloadKeys.SOURCE, ""))).name)
     words = query.split()
     if scene is None or top.heatmap is None or top.crop_box is None or len(words) < 2:
-        return False
+        return None
     color, shape = words[-2], words[-1]
-    for obj in scene.objects:  # type: ignore[attr-defined]
+    for obj in scene.objects:
         if obj.color == color and obj.shape == shape:
             return peak_on_mask(top.heatmap, top.crop_box, obj.mask)
-    return False
+    return None
 
 
-def _side_by_side(explanation: Explanation, size: int = 256):  # type: ignore[no-untyped-def]
+def _side_by_side(explanation: Explanation, size: int = 256) -> Any:
     """The hit image and its overlay next to each other, upscaled for viewing."""
     from PIL import Image
 

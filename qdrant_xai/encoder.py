@@ -185,7 +185,7 @@ class ClipEncoder:
                 "reachable) or a local directory saved with save_pretrained"
             )
             raise ModelLoadError(f"{hint} ({type(exc).__name__}: {exc})") from exc
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]
         return cls(model, processor, model_id=name)
 
     # -- geometry ---------------------------------------------------------------------
@@ -287,13 +287,13 @@ class ClipEncoder:
             words = split_words(text)
             offsets = [tuple(pair) for pair in batch["offset_mapping"][i].tolist()]
             assignment = token_word_matrix(offsets, words)  # [T, n_words]
-            kept = assignment.any(axis=0)
+            kept: np.ndarray = np.asarray(assignment.any(axis=0))
             per_word = assignment[:, kept].T @ contributions[i]  # [n_kept, P]
             results.append(
                 TextFeatures(
                     text=text,
                     embedding=embeds[i],
-                    words=tuple(w for w, keep in zip(words, kept, strict=True) if keep),
+                    words=tuple(w for w, keep in zip(words, kept.tolist(), strict=True) if keep),
                     word_contributions=per_word.astype(np.float32),
                     truncated=bool(not kept.all()),
                 )

@@ -180,9 +180,12 @@ class Explainer:
             missing = [
                 t for i, t in zip(texts, hit_texts, strict=True) if data[i].embedding is None
             ]
-            fresh = iter(self.encoder.embed_texts(missing)) if missing else iter(())
+            fresh = iter(self.encoder.embed_texts(missing))
             embeddings = np.stack(
-                [data[i].embedding if data[i].embedding is not None else next(fresh) for i in texts]
+                [
+                    embedding if (embedding := data[i].embedding) is not None else next(fresh)
+                    for i in texts
+                ]
             )
             heatmaps = decomposition_heatmaps(
                 np.broadcast_to(
