@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
 from qdrant_xai._exceptions import CollectionError, QdrantXaiError
 from qdrant_xai.encoder import DEFAULT_MODEL
 
@@ -155,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             client.close()
     except QdrantXaiError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ResponseHandlingException, UnexpectedResponse) as exc:
+        where = args.url if getattr(args, "url", None) and args.path is None else "embedded"
+        print(f"error: the Qdrant request failed ({where}): {exc}", file=sys.stderr)
         return 1
 
 

@@ -135,6 +135,19 @@ def test_errors_are_one_clear_line(
     assert "no CLIP checkpoint in" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_an_unreachable_server_is_one_clear_error(
+    capsys: pytest.CaptureFixture[str], unseen_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QDRANT_API_KEY", "secret-key-123")
+    url = "http://127.0.0.1:9"  # discard port: nothing listens
+    assert main(["search", "x", "--url", url, "--model", str(unseen_model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and url in err
+    assert "secret-key-123" not in err
+
+
 def test_console_script_help_lists_every_command() -> None:
     exe = shutil.which("qdrant-xai") or shutil.which(
         "qdrant-xai", path=str(Path(sys.executable).parent)
