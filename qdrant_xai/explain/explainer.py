@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -123,24 +123,13 @@ class Explainer:
         self, query: str, hits: list[models.ScoredPoint], data: list[_HitData]
     ) -> list[Explanation]:
         query_embedding = self.encoder.embed_texts([query])[0]
-        results: dict[int, Explanation] = {}
-        images = [i for i, d in enumerate(data) if d.kind == "image"]
-        if images:
-            contributions = np.stack([_required(data[i].contributions) for i in images])
-            heatmaps = decomposition_heatmaps(contributions, query_embedding)
-            targets = np.stack([_required(data[i].embedding) for i in images])
+        results = self._image_hits(hits, data, query_embedding, query_kind="text")
+        if results:
+            targets = np.stack([_required(data[i].embedding) for i in results])
             words, scores = self.occlusion.attribute(query, targets)
-            for row, i in enumerate(images):
-                results[i] = Explanation(
-                    hit=hits[i],
-                    rank=i,
-                    query_kind="text",
-                    hit_kind="image",
-                    heatmap=heatmaps[row],
-                    heatmap_side="hit",
-                    heatmap_method="decomposition",
-                    image_source=data[i].source,
-                    crop_box=data[i].crop_box,
+            for row, i in enumerate(list(results)):
+                results[i] = replace(
+                    results[i],
                     text=query,
                     words=_attributions(words, scores[row]),
                     words_side="query",
@@ -212,23 +201,37 @@ class Explainer:
                     words_side="hit",
                     words_method="occlusion",
                 )
-        images = [i for i, d in enumerate(data) if d.kind == "image"]
-        if images:
-            contributions = np.stack([_required(data[i].contributions) for i in images])
-            heatmaps = decomposition_heatmaps(contributions, query_features.embedding)
-            for row, i in enumerate(images):
-                results[i] = Explanation(
-                    hit=hits[i],
-                    rank=i,
-                    query_kind="image",
-                    hit_kind="image",
-                    heatmap=heatmaps[row],
-                    heatmap_side="hit",
-                    heatmap_method="decomposition",
-                    image_source=data[i].source,
-                    crop_box=data[i].crop_box,
-                )
+        results.update(self._image_hits(hits, data, query_features.embedding, query_kind="image"))
         return [results[i] for i in range(len(hits))]
+
+    def _image_hits(
+        self,
+        hits: list[models.ScoredPoint],
+        data: list[_HitData],
+        query_embedding: np.ndarray,
+        *,
+        query_kind: Literal["text", "image"],
+    ) -> dict[int, Explanation]:
+        """Heatmap explanations of the image hits, by hit position."""
+        images = [i for i, d in enumerate(data) if d.kind == "image"]
+        if not images:
+            return {}
+        contributions = np.stack([_required(data[i].contributions) for i in images])
+        heatmaps = decomposition_heatmaps(contributions, query_embedding)
+        return {
+            i: Explanation(
+                hit=hits[i],
+                rank=i,
+                query_kind=query_kind,
+                hit_kind="image",
+                heatmap=heatmaps[row],
+                heatmap_side="hit",
+                heatmap_method="decomposition",
+                image_source=data[i].source,
+                crop_box=data[i].crop_box,
+            )
+            for row, i in enumerate(images)
+        }
 
     # -- fetching what the hits need ----------------------------------------------------
 
