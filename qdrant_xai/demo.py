@@ -42,7 +42,7 @@ class DemoResult:
 
     Attributes:
         report: path of the HTML report.
-        overlay: path of the top hit's heatmap overlay (PNG) for the first query.
+        overlay: path of a PNG with the first query's top hits above their heatmaps.
         summary: the indexing summary.
         synthetic: whether the demo ran on the generated shapes world.
         explanations: ``query -> explanations`` for each text query.
@@ -137,8 +137,8 @@ def run_demo(
             sections.append((loaded.image, explainer.explain(loaded, hits)))
         first = next(iter(result.explanations.values()), [])
         if first and first[0].heatmap is not None:
-            result.overlay = out / "top_hit_overlay.png"
-            _side_by_side(first[0]).save(result.overlay)
+            result.overlay = out / "top_hits_overlay.png"
+            _overlay_strip(first).save(result.overlay)
         write_report(
             result.report,
             sections,  # type: ignore[arg-type]
@@ -164,15 +164,19 @@ def _on_target(query: str, top: Explanation, scenes: Mapping[str, Any]) -> bool 
     return None
 
 
-def _side_by_side(explanation: Explanation, size: int = 256) -> Any:
-    """The hit image and its overlay next to each other, upscaled for viewing."""
+def _overlay_strip(explanations: Sequence[Explanation], size: int = 200) -> Any:
+    """The first hits (top row) above their heatmap overlays (bottom row), upscaled."""
     from PIL import Image
 
-    original = load_image(str(explanation.image_source)).image
-    overlay = explanation.overlay(original)
-    scale = size / max(original.size)
-    dims = (round(original.width * scale), round(original.height * scale))
-    canvas = Image.new("RGB", (dims[0] * 2 + 8, dims[1]), "white")
-    canvas.paste(original.resize(dims, Image.Resampling.LANCZOS), (0, 0))
-    canvas.paste(overlay.resize(dims, Image.Resampling.LANCZOS), (dims[0] + 8, 0))
+    shown = [e for e in explanations if e.heatmap is not None and e.image_source][:3]
+    gap = 8
+    canvas = Image.new("RGB", (len(shown) * (size + gap) - gap, 2 * size + gap), "white")
+    for column, explanation in enumerate(shown):
+        original = load_image(str(explanation.image_source)).image
+        overlay = explanation.overlay(original)
+        scale = size / max(original.size)
+        dims = (round(original.width * scale), round(original.height * scale))
+        x = column * (size + gap)
+        canvas.paste(original.resize(dims, Image.Resampling.LANCZOS), (x, 0))
+        canvas.paste(overlay.resize(dims, Image.Resampling.LANCZOS), (x, size + gap))
     return canvas

@@ -44,8 +44,9 @@ def overlay_heatmap(
 ) -> Image.Image:
     """Draws ``heatmap`` ([gh, gw]) over ``crop_box`` of ``image`` (default: all of it).
 
-    Values are min-max scaled per heatmap; the area outside the crop box is dimmed
-    because the model never saw it.
+    Values are divided by the heatmap's maximum, and patches that lowered the score are
+    drawn as zero (only evidence for the match is coloured); the area outside the crop box
+    is dimmed because the model never saw it.
     """
     from matplotlib import colormaps
 
@@ -53,8 +54,8 @@ def overlay_heatmap(
     x0, y0, x1, y1 = crop_box or (0, 0, base.width, base.height)
     width, height = max(1, x1 - x0), max(1, y1 - y0)
     values = np.asarray(heatmap, dtype=np.float32)
-    lo, hi = float(values.min()), float(values.max())
-    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    peak = float(values.max())
+    scaled = np.clip(values, 0.0, None) / peak if peak > 0 else np.zeros_like(values)
     smooth = Image.fromarray(scaled, mode="F").resize((width, height), Image.Resampling.BICUBIC)
     levels = np.clip(np.asarray(smooth), 0.0, 1.0)
     colours = (colormaps[colormap](levels)[..., :3] * 255.0).astype(np.float32)
