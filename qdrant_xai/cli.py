@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images", metavar="DIR", help="your own images instead of shapes")
     demo.add_argument("--captions", metavar="CSV", help="captions for --images")
     demo.add_argument(
-        "--query", action="append", dest="queries", metavar="TEXT", help="text query; repeatable"
+        "--query",
+        action="append",
+        dest="queries",
+        metavar="TEXT",
+        help="text query; repeatable (default: shape queries, or the first captions of --captions)",
     )
     demo.add_argument("--no-progress", action="store_true")
     return parser
@@ -347,14 +351,14 @@ def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanati
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from qdrant_xai.demo import DEFAULT_QUERIES, run_demo
+    from qdrant_xai.demo import run_demo
 
     result = run_demo(
         args.out,
         model=_model_name(args) if args.model else None,
         images=args.images,
         captions=args.captions,
-        queries=args.queries or DEFAULT_QUERIES,
+        queries=args.queries,
         progress=not args.no_progress,
     )
     print(result.summary)

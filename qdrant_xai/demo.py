@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_xai._exceptions import QdrantXaiError
 from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.encoder import ClipEncoder
 from qdrant_xai.explain import Explainer, Explanation
-from qdrant_xai.images import load_image
-from qdrant_xai.indexing import Indexer, IndexSummary
+from qdrant_xai.images import iter_image_files, load_image
+from qdrant_xai.indexing import Indexer, IndexSummary, read_captions_csv
 from qdrant_xai.render import write_report
 from qdrant_xai.search import Searcher
 
@@ -77,7 +78,7 @@ def run_demo(
     model: str | os.PathLike[str] | None = None,
     images: str | os.PathLike[str] | None = None,
     captions: str | os.PathLike[str] | None = None,
-    queries: Sequence[str] = DEFAULT_QUERIES,
+    queries: Sequence[str] | None = None,
     n_images: int = 48,
     limit: int = 4,
     progress: bool = True,
@@ -89,7 +90,8 @@ def run_demo(
         model: CLIP checkpoint; defaults to the bundled shapes model.
         images: a folder of your own images (then ``model`` should be a real CLIP).
         captions: CSV (``image,caption``) for ``images``.
-        queries: text queries to run.
+        queries: text queries to run; by default shape queries for the synthetic world,
+            or the first captions of ``captions`` for your own images.
         n_images: size of the synthetic world (ignored with ``images``).
         limit: hits per query.
     """
@@ -97,6 +99,10 @@ def run_demo(
 
     from qdrant_xai.shapes import generate_scenes, write_scene_folder
 
+    if queries is None:
+        queries = DEFAULT_QUERIES if images is None else _first_captions(captions, 3)
+    if not queries:
+        raise QdrantXaiError("no queries: pass queries=[...] (CLI: --query TEXT) or --captions CSV")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     synthetic = images is None
@@ -130,7 +136,8 @@ def run_demo(
             sections.append((query, explanations))
             if synthetic and explanations:
                 result.on_target[query] = _on_target(query, explanations[0], scenes)
-        image_queries = sorted(image_dir.glob("*.png"))[:2] if synthetic else []
+        # image→text needs captions in the collection; query with the first two images
+        image_queries = list(iter_image_files(image_dir))[:2] if captions is not None else []
         for path in image_queries:
             loaded = load_image(path)
             hits = searcher.search_texts(loaded, limit=limit)
@@ -149,6 +156,13 @@ def run_demo(
         return result
     finally:
         client.close()
+
+
+def _first_captions(captions: str | os.PathLike[str] | None, n: int) -> list[str]:
+    if captions is None:
+        return []
+    rows = read_captions_csv(captions).values()
+    return [texts[0] for texts in rows if texts and texts[0].strip()][:n]
 
 
 def _on_target(query: str, top: Explanation, scenes: Mapping[str, Any]) -> bool | None:
