@@ -240,3 +240,15 @@ def test_hits_of_a_plain_search_call_can_be_explained(
 
 def test_empty_hit_list_gives_no_explanations(tiny_encoder: ClipEncoder) -> None:
     assert Explainer(tiny_encoder).explain("anything", []) == []
+
+
+def test_hits_without_vectors_and_no_client_say_how_to_fix_it(
+    client: QdrantClient, collection_name: str, tiny_encoder: ClipEncoder, scene_dir: Path
+) -> None:
+    _index(client, tiny_encoder, collection_name, scene_dir)
+    query = tiny_encoder.embed_texts(["a red circle"])[0]
+    hits = client.query_points(
+        collection_name, query=query.tolist(), using="image", limit=2, with_payload=True
+    ).points
+    with pytest.raises(FeaturesMissingError, match="with_vectors=True"):
+        Explainer(tiny_encoder).explain("a red circle", hits)

@@ -305,25 +305,37 @@ class Explainer:
             return
         images = []
         for i in todo:
+            missing = _what_is_missing(data[i], fetched=self.client is not None)
             source = data[i].source
             if not source:
                 raise FeaturesMissingError(
-                    f"point {hits[i].id} has no stored patch features and no image source; "
-                    "re-index it with qdrant-xai (features are stored by default)"
+                    f"point {hits[i].id} has {missing} and no image source to recompute them "
+                    "from; re-index it with qdrant-xai (features are stored by default)"
                 )
             try:
                 images.append(self.sources.open(source))
             except QdrantXaiError as exc:
                 raise FeaturesMissingError(
-                    f"point {hits[i].id} has no stored patch features and its image cannot be "
-                    f"read to recompute them: {exc}. Run `qdrant-xai backfill`/re-index, or "
-                    "allow the image folder with image_roots"
+                    f"point {hits[i].id} has {missing}, and its image cannot be read to "
+                    f"recompute them: {exc}. Re-index the collection with qdrant-xai, or allow "
+                    "the image folder with image_roots"
                 ) from exc
         for i, image, feats in zip(todo, images, self.encoder.encode_images(images), strict=True):
             data[i].contributions = feats.contributions
             data[i].embedding = feats.embedding
             if data[i].crop_box is None:
                 data[i].crop_box = self.encoder.crop_box(image.width, image.height)
+
+
+def _what_is_missing(data: _HitData, *, fetched: bool) -> str:
+    if data.contributions is None:
+        return "no stored patch features"
+    if fetched:
+        return "no stored 'image' vector from this model"
+    return (
+        "no 'image' vector in the hit (search with with_vectors=True, or give the explainer "
+        "the client and collection_name to fetch it)"
+    )
 
 
 def _attributions(words: tuple[Word, ...], scores: np.ndarray) -> tuple[WordAttribution, ...]:
