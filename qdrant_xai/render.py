@@ -111,7 +111,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:70rem}
 h1{font-size:1.3rem} .meta{color:#666;font-size:.9rem}
 .hit{display:flex;gap:1.2rem;align-items:flex-start;border-top:1px solid #ddd;padding:1rem 0}
-.hit img{width:224px;height:auto;image-rendering:auto;border-radius:4px}
+.hit img{width:200px;height:auto;image-rendering:auto;border-radius:4px}
 .rank{font-weight:600;font-size:1.1rem;min-width:2.5rem}
 .text{font-size:1.05rem;line-height:1.8} .w{border-radius:3px;padding:0 2px}
 .top{color:#555;font-size:.85rem} .query img{width:160px}
@@ -136,8 +136,13 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
             query if explanation.heatmap_side == "query" and not isinstance(query, str) else None
         )
         try:
-            overlay = explanation.overlay(given)
+            original = given if isinstance(given, Image.Image) else None
+            if original is None and explanation.image_source:
+                original = load_image(explanation.image_source).image
+            overlay = explanation.overlay(original)
             image_html = f"<img src='{png_data_uri(overlay)}' alt='heatmap'>"
+            if explanation.heatmap_side == "hit" and original is not None:
+                image_html = f"<img src='{png_data_uri(original)}' alt='hit'>" + image_html
         except Exception as exc:  # one unreadable image must not lose the rest of the report
             image_html = f"<p class='meta'>no overlay: {html.escape(str(exc))}</p>"
     caption = ""
