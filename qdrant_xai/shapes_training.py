@@ -75,7 +75,7 @@ class ShapesTrainingConfig:
     The defaults are those of the bundled ``qdrant_xai/data/shapes-clip``.
     """
 
-    steps: int = 2400
+    steps: int = 4000
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
