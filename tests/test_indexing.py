@@ -312,3 +312,25 @@ def test_mismatched_collection_is_refused_and_left_alone(
     assert point.payload == {"keep": "me"}
     assert point.vector == vector
     assert client.get_collection(collection_name).config.params.vectors == vectors
+
+
+def test_small_request_cap_splits_upserts_without_losing_points(
+    client: QdrantClient, collection_name: str, tiny_encoder: ClipEncoder, tmp_path: Path
+) -> None:
+    captions = write_scene_folder(tmp_path / "scenes", 9, seed=4, size=48)
+    calls: list[int] = []
+    upsert = client.upsert
+
+    def counting_upsert(*args: object, **kwargs: object) -> object:
+        calls.append(len(kwargs["points"]))  # type: ignore[arg-type]
+        return upsert(*args, **kwargs)  # type: ignore[arg-type]
+
+    client.upsert = counting_upsert  # type: ignore[method-assign]
+    # room for two points per request: one image point with features is ~3.3 KB here
+    indexer = Indexer(
+        client, tiny_encoder, collection_name=collection_name, batch_size=4, max_request_bytes=7000
+    )
+    summary = indexer.index_folder(tmp_path / "scenes", captions=captions, progress=False)
+    assert summary.indexed_images == 9 and summary.indexed_texts == 9
+    assert max(calls) <= 2 and sum(calls) == 18
+    assert count(client, collection_name) == 18
