@@ -41,7 +41,17 @@ class ModelLoadError(QdrantXaiError):
 
 
 class ImageLoadError(QdrantXaiError):
-    """An image could not be used: unreadable, truncated, a decompression bomb, degenerate."""
+    """An image could not be used: unreadable, truncated, a decompression bomb, degenerate.
+
+    Attributes:
+        source: the path, URL or label of the image.
+        reason: what is wrong with it and what to do, without the source.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
 
 
 class SourceNotAllowedError(QdrantXaiError):

@@ -112,26 +112,25 @@ def load_image(
     if isinstance(source, bytes):
         label = name or "<bytes>"
         if len(source) > limits.max_bytes:
-            raise ImageLoadError(
-                f"{label}: {len(source)} bytes exceeds the {limits.max_bytes} limit"
-            )
+            raise ImageLoadError(label, f"{len(source)} bytes exceeds the {limits.max_bytes} limit")
         return _decode(io.BytesIO(source), label, limits)
     path = Path(source)
     label = name or str(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageLoadError(f"{label}: cannot read the file ({exc.strerror or exc})") from exc
+        raise ImageLoadError(label, f"cannot read the file ({exc.strerror or exc})") from exc
     if size > limits.max_bytes:
         raise ImageLoadError(
-            f"{label}: file is {size} bytes, over the {limits.max_bytes}-byte limit; "
-            "downscale it or raise ImageLimits.max_bytes"
+            label,
+            f"file is {size} bytes, over the {limits.max_bytes}-byte limit; "
+            "downscale it or raise ImageLimits.max_bytes",
         )
     try:
         with path.open("rb") as handle:
             return _decode(io.BytesIO(handle.read()), label, limits)
     except OSError as exc:
-        raise ImageLoadError(f"{label}: cannot read the file ({exc})") from exc
+        raise ImageLoadError(label, f"cannot read the file ({exc})") from exc
 
 
 def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
@@ -143,9 +142,10 @@ def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
                 width, height = opened.size
                 if width * height > limits.max_pixels:
                     raise ImageLoadError(
-                        f"{label}: {width}x{height} pixels exceeds the limit of "
+                        label,
+                        f"{width}x{height} pixels exceeds the limit of "
                         f"{limits.max_pixels} (possible decompression bomb); raise "
-                        "ImageLimits.max_pixels if the image is trusted"
+                        "ImageLimits.max_pixels if the image is trusted",
                     )
                 opened.load()
                 image = ImageOps.exif_transpose(opened) or opened
@@ -154,11 +154,11 @@ def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{label}: refused as a decompression bomb ({exc})") from exc
+        raise ImageLoadError(label, f"refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{label}: not an image Pillow can read") from exc
+        raise ImageLoadError(label, "not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{label}: corrupt or truncated image ({exc})") from exc
+        raise ImageLoadError(label, f"corrupt or truncated image ({exc})") from exc
     return _checked(rgb, label, limits)
 
 
@@ -167,16 +167,17 @@ def _checked(image: Image.Image, label: str, limits: ImageLimits) -> LoadedImage
     short, long = min(width, height), max(width, height)
     if short < limits.min_side:
         raise ImageLoadError(
-            f"{label}: {width}x{height} is too small (a side under {limits.min_side} px)"
+            label, f"{width}x{height} is too small (a side under {limits.min_side} px)"
         )
     if long / short > limits.max_aspect_ratio:
         raise ImageLoadError(
-            f"{label}: aspect ratio {long / short:.0f}:1 exceeds {limits.max_aspect_ratio:.0f}:1; "
+            label,
+            f"aspect ratio {long / short:.0f}:1 exceeds {limits.max_aspect_ratio:.0f}:1; "
             "CLIP's centre crop would keep only a sliver. Crop or tile the image first, or "
-            "raise ImageLimits.max_aspect_ratio"
+            "raise ImageLimits.max_aspect_ratio",
         )
     if width * height > limits.max_pixels:
-        raise ImageLoadError(f"{label}: {width}x{height} pixels exceeds the limit")
+        raise ImageLoadError(label, f"{width}x{height} pixels exceeds the limit")
     return LoadedImage(image=image, source=label, width=width, height=height)
 
 
@@ -188,7 +189,7 @@ def iter_image_files(directory: str | os.PathLike[str]) -> Iterator[Path]:
     """
     root = Path(directory)
     if not root.is_dir():
-        raise ImageLoadError(f"{root}: not a directory")
+        raise ImageLoadError(str(root), "not a directory")
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for filename in sorted(filenames):

@@ -222,7 +222,7 @@ class Indexer:
             try:
                 loaded.append((record, load_image(record.source, limits=self.image_limits)))
             except ImageLoadError as exc:
-                summary.failed.append((record.source, str(exc).removeprefix(f"{record.source}: ")))
+                summary.failed.append((record.source, exc.reason))
         if not loaded:
             return
         features = self._encode_images([image for _, image in loaded], summary)
