@@ -132,11 +132,10 @@ def render_section(query: str | Image.Image, explanations: Sequence[Explanation]
 def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
     image_html = ""
     if explanation.heatmap is not None:
-        given = (
+        original = (
             query if explanation.heatmap_side == "query" and not isinstance(query, str) else None
         )
         try:
-            original = given if isinstance(given, Image.Image) else None
             if original is None and explanation.image_source:
                 original = load_image(explanation.image_source).image
             overlay = explanation.overlay(original)
