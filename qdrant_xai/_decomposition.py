@@ -136,11 +136,14 @@ class ImageTowerOutput:
         contributions: [B, gh, gw, P] direct patch contributions, divided by ``|embeds|``.
         patch_tokens: [B, gh, gw, P] raw patch tokens after ``post_layernorm`` and the
             projection (the "patch similarity" baseline), not normalised.
+        last_layer_inputs: [B, 1 + gh*gw, D] the residual stream entering the last encoder
+            layer (what :mod:`qdrant_xai._last_layer` replays for gradient methods).
     """
 
     embeds: Tensor
     contributions: Tensor
     patch_tokens: Tensor
+    last_layer_inputs: Tensor
 
 
 def run_image_tower(model: Any, pixel_values: Tensor) -> ImageTowerOutput:
@@ -154,8 +157,17 @@ def run_image_tower(model: Any, pixel_values: Tensor) -> ImageTowerOutput:
     batch = pixel_values.shape[0]
     query_index = torch.zeros(batch, dtype=torch.long, device=pixel_values.device)
     layers = vision.encoder.layers
-    with _record_attention(layers, query_index) as recording:
-        outputs = vision(pixel_values=pixel_values)
+    entering: list[Tensor] = []
+
+    def on_last_layer(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        entering.append(args[0] if args else kwargs["hidden_states"])
+
+    handle = layers[-1].register_forward_pre_hook(on_last_layer, with_kwargs=True)
+    try:
+        with _record_attention(layers, query_index) as recording:
+            outputs = vision(pixel_values=pixel_values)
+    finally:
+        handle.remove()
     hidden = outputs.last_hidden_state  # [B, 1 + gh*gw, D], before post_layernorm
     embeds = model.visual_projection(outputs.pooler_output)
     per_token = _direct_contributions(recording, layers)[:, 1:]
@@ -169,6 +181,7 @@ def run_image_tower(model: Any, pixel_values: Tensor) -> ImageTowerOutput:
         embeds=embeds,
         contributions=projected.reshape(batch, grid_h, grid_w, -1),
         patch_tokens=patch_tokens.reshape(batch, grid_h, grid_w, -1),
+        last_layer_inputs=entering[0],
     )
 
 

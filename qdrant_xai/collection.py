@@ -4,7 +4,9 @@ A collection holds two kinds of points:
 
 * image points: vector ``image``; payload ``source``, ``width``, ``height``, ``crop_box``,
   ``caption_ids`` and the patch contributions under ``xai_features`` (optionally the raw
-  projected patch tokens under ``xai_patch_tokens``);
+  projected patch tokens under ``xai_patch_tokens``, and with the ``full`` feature profile
+  the input of the last vision layer under ``xai_last_layer``; ``xai_profile`` names the
+  profile);
 * text points: vector ``text``; payload ``text``, ``words`` (``[word, start, end]``),
   ``image_id`` (the image it captions, if any) and word contributions under
   ``xai_features``.
@@ -46,7 +48,9 @@ class PayloadKeys:
     FINGERPRINT = "xai_fingerprint"
     FEATURES = "xai_features"
     PATCH_TOKENS = "xai_patch_tokens"
+    LAST_LAYER = "xai_last_layer"
     MODEL = "xai_model"
+    PROFILE = "xai_profile"
     SOURCE = "source"
     WIDTH = "width"
     HEIGHT = "height"
@@ -57,7 +61,7 @@ class PayloadKeys:
     IMAGE_ID = "image_id"
 
     #: keys too large to return with search results; fetched only for explained hits
-    HEAVY = (FEATURES, PATCH_TOKENS)
+    HEAVY = (FEATURES, PATCH_TOKENS, LAST_LAYER)
 
 
 def image_point_id(source: str) -> str:

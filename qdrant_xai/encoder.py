@@ -48,11 +48,14 @@ class ImageFeatures:
             heatmap of ``cos(image, t)`` for a normalised query ``t``.
         patch_tokens: [gh, gw, P] raw patch tokens (after ``post_layernorm`` and the
             projection), only when requested.
+        last_layer_inputs: [1 + gh*gw, D] the residual stream entering the last vision
+            layer (the ``full`` feature profile), only when requested.
     """
 
     embedding: np.ndarray
     contributions: np.ndarray
     patch_tokens: np.ndarray | None = None
+    last_layer_inputs: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class ClipEncoder:
         self.image_size: tuple[int, int] = size
         self.grid: tuple[int, int] = (size[0] // vision.patch_size, size[1] // vision.patch_size)
         self.dim: int = int(model.config.projection_dim)
+        #: width of the vision tower's residual stream (last-layer inputs are [1+gh*gw, D])
+        self.vision_width: int = int(vision.hidden_size)
         self.max_text_tokens: int = int(model.config.text_config.max_position_embeddings)
         self.fingerprint = ModelFingerprint(
             model_id=model_id,
@@ -217,43 +222,68 @@ class ClipEncoder:
 
     # -- images -------------------------------------------------------------------------
 
-    def _pixels(self, images: Sequence[ImageInput]) -> torch.Tensor:
+    def pixel_values(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """[B, 3, H, W] model input for ``images`` (resized, centre-cropped, normalised).
+
+        In this space 0 is the dataset mean colour: perturbation methods and the
+        deletion/insertion metrics use it as the "removed" value.
+        """
         rgb = [_as_loaded(image).image for image in images]
         pixels = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.device, dtype=self.dtype)
 
     @torch.inference_mode()
     def encode_images(
-        self, images: Sequence[ImageInput], *, patch_tokens: bool = False
+        self,
+        images: Sequence[ImageInput],
+        *,
+        patch_tokens: bool = False,
+        last_layer: bool = False,
     ) -> list[ImageFeatures]:
         """Embeddings and patch contributions for a batch, in one forward pass.
 
         Args:
             images: paths, encoded bytes, Pillow images or :class:`LoadedImage`.
             patch_tokens: also return the raw projected patch tokens.
+            last_layer: also return the input of the last vision layer (what gradient
+                methods need to run later without the image).
         """
         if not images:
             return []
-        out = run_image_tower(self.model, self._pixels(images))
+        out = run_image_tower(self.model, self.pixel_values(images))
         norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         embeds = _numpy(out.embeds / norms)
         contributions = _numpy(out.contributions)
         tokens = _numpy(out.patch_tokens) if patch_tokens else None
+        entering = _numpy(out.last_layer_inputs) if last_layer else None
         return [
             ImageFeatures(
                 embedding=embeds[i],
                 contributions=contributions[i],
                 patch_tokens=None if tokens is None else tokens[i],
+                last_layer_inputs=None if entering is None else entering[i],
             )
             for i in range(len(images))
         ]
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixel_values: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+        """[B, P] normalised embeddings of model-ready pixels (see :meth:`pixel_values`),
+        in chunks of ``batch_size``."""
+        chunks = []
+        for start in range(0, int(pixel_values.shape[0]), batch_size):
+            vision = self.model.vision_model(pixel_values=pixel_values[start : start + batch_size])
+            chunks.append(_normalised(self.model.visual_projection(vision.pooler_output)))
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks)
 
     @torch.inference_mode()
     def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
         """[B, P] L2-normalised image embeddings (no features)."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vision = self.model.vision_model(pixel_values=self._pixels(images))
+        vision = self.model.vision_model(pixel_values=self.pixel_values(images))
         return _normalised(self.model.visual_projection(vision.pooler_output))
 
     # -- texts --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_client import QdrantClient, models
 
@@ -30,7 +30,10 @@ from qdrant_xai.collection import (
 from qdrant_xai.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.images import ImageLimits, LoadedImage, iter_image_files, load_image
 
-__all__ = ["ImageRecord", "IndexSummary", "Indexer", "read_captions_csv"]
+__all__ = ["PROFILES", "ImageRecord", "IndexSummary", "Indexer", "Profile", "read_captions_csv"]
+
+Profile = Literal["standard", "full"]
+PROFILES: tuple[Profile, ...] = ("standard", "full")
 
 _POINT_OVERHEAD = 2048  # bytes of JSON around the vector and features of one point
 
@@ -117,6 +120,11 @@ class Indexer:
         image_limits: size bounds for decoding.
         patch_tokens: also store the raw projected patch tokens (the "patch similarity"
             baseline; doubles the payload). The direct contributions are always stored.
+        profile: ``"standard"`` stores the direct patch contributions (every stored-feature
+            method runs from them); ``"full"`` also stores the input of the last vision
+            layer, so gradient methods (``grad-eclip``, ``gae``) and the raw patch tokens
+            need no image read at query time (about 1.5x the payload of ``standard`` for
+            ViT-B/32).
     """
 
     def __init__(
@@ -130,9 +138,12 @@ class Indexer:
         max_request_bytes: int = 8 * 1024 * 1024,
         image_limits: ImageLimits | None = None,
         patch_tokens: bool = False,
+        profile: Profile = "standard",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
         self.client = client
         self.encoder = encoder
         self.collection_name = collection_name
@@ -141,6 +152,7 @@ class Indexer:
         self.max_request_bytes = max_request_bytes
         self.image_limits = image_limits or ImageLimits()
         self.patch_tokens = patch_tokens
+        self.profile = profile
 
     # -- entry points -------------------------------------------------------------------
 
@@ -249,19 +261,22 @@ class Indexer:
         self, images: list[LoadedImage], summary: IndexSummary
     ) -> list[ImageFeatures | None]:
         try:
-            return list(self.encoder.encode_images(images, patch_tokens=self.patch_tokens))
+            return list(self._encoder_pass(images))
         except (RuntimeError, ValueError):
             pass  # one bad image spoils the batch: retry one by one to find it
         results: list[ImageFeatures | None] = []
         for image in images:
             try:
-                results.append(
-                    self.encoder.encode_images([image], patch_tokens=self.patch_tokens)[0]
-                )
+                results.append(self._encoder_pass([image])[0])
             except (RuntimeError, ValueError) as exc:
                 summary.failed.append((image.source, f"the model could not encode it ({exc})"))
                 results.append(None)
         return results
+
+    def _encoder_pass(self, images: list[LoadedImage]) -> list[ImageFeatures]:
+        return self.encoder.encode_images(
+            images, patch_tokens=self.patch_tokens, last_layer=self.profile == "full"
+        )
 
     def _image_point(
         self, point_id: str, image: LoadedImage, feats: ImageFeatures, caption_ids: list[str]
@@ -276,11 +291,16 @@ class Indexer:
             PayloadKeys.CAPTION_IDS: caption_ids,
             PayloadKeys.FINGERPRINT: key,
             PayloadKeys.MODEL: self.encoder.model_id,
+            PayloadKeys.PROFILE: self.profile,
             PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
         }
         if feats.patch_tokens is not None:
             payload[PayloadKeys.PATCH_TOKENS] = self.codec.encode(
                 feats.patch_tokens, fingerprint=key
+            )
+        if feats.last_layer_inputs is not None:
+            payload[PayloadKeys.LAST_LAYER] = self.codec.encode(
+                feats.last_layer_inputs, fingerprint=key
             )
         return models.PointStruct(
             id=point_id, vector={IMAGE_VECTOR: feats.embedding.tolist()}, payload=payload
@@ -331,17 +351,25 @@ class Indexer:
     # -- Qdrant I/O ---------------------------------------------------------------------
 
     def _current(self, ids: list[str]) -> set[str]:
-        """Ids among ``ids`` already stored with this model's fingerprint."""
+        """Ids among ``ids`` already stored with this model's fingerprint and (image points)
+        at least this run's feature profile."""
         if not ids:
             return set()
         found = self.client.retrieve(
             self.collection_name,
             ids=ids,
-            with_payload=[PayloadKeys.FINGERPRINT],
+            with_payload=[PayloadKeys.FINGERPRINT, PayloadKeys.KIND, PayloadKeys.PROFILE],
             with_vectors=False,
         )
         key = self.encoder.fingerprint.key
-        return {str(p.id) for p in found if (p.payload or {}).get(PayloadKeys.FINGERPRINT) == key}
+        return {str(p.id) for p in found if self._is_current(p.payload or {}, key)}
+
+    def _is_current(self, payload: dict[str, Any], key: str) -> bool:
+        if payload.get(PayloadKeys.FINGERPRINT) != key:
+            return False
+        if payload.get(PayloadKeys.KIND) != "image" or self.profile == "standard":
+            return True
+        return payload.get(PayloadKeys.PROFILE) == self.profile
 
     def _upsert(self, points: list[models.PointStruct]) -> None:
         chunk: list[models.PointStruct] = []

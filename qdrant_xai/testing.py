@@ -47,6 +47,7 @@ __all__ = [
     "build_clip_processor",
     "build_clip_tokenizer",
     "build_tiny_clip",
+    "build_vit_b32_random",
     "bytes_to_unicode",
     "clip_bpe_vocabulary",
     "tiny_clip_config",
@@ -255,6 +256,33 @@ def build_tiny_clip(
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     return path
+
+
+def build_vit_b32_random(*, seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
+    """A CLIP with ViT-B/32's shapes (224 px input, 7x7 grid, widths 768/512, 12 layers
+    each, projection 512) and random weights, built in memory for realistic timings.
+
+    The weights are random, so its heatmaps mean nothing; only costs are meaningful.
+    """
+    processor = build_clip_processor(image_size=224, model_max_length=77)
+    config = tiny_clip_config(
+        processor.tokenizer,
+        image_size=224,
+        patch_size=32,
+        vision_hidden_size=768,
+        vision_layers=12,
+        vision_heads=12,
+        text_hidden_size=512,
+        text_layers=12,
+        text_heads=8,
+        context_length=77,
+        projection_dim=512,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    model.set_attn_implementation("eager")
+    return model.eval(), processor
 
 
 def tiny_clip_config(

@@ -1,0 +1,210 @@
+"""The two method interfaces every explanation method implements, and the registry.
+
+An **image method** turns what is known about N images (:class:`ImageEvidence`) and one
+query embedding per image into N heatmaps over the patch grid. It declares which evidence
+it can run from (:attr:`ImageMethod.requires`, alternatives in order of preference), so
+the explainer can use stored features where they suffice and read the image only when
+nothing stored will do.
+
+A **word method** turns N ``(text, target embedding)`` pairs into per-word scores. Pairs
+that share a text (a text query against its N image hits) are computed once.
+
+Methods are chosen by name::
+
+    from qdrant_xai.explain import image_method, word_method
+    heatmaps = image_method("grad-eclip").heatmaps(encoder, evidence, queries)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from qdrant_xai._exceptions import QdrantXaiError
+from qdrant_xai.words import Word
+
+if TYPE_CHECKING:
+    from qdrant_xai.encoder import ClipEncoder
+    from qdrant_xai.images import LoadedImage
+
+__all__ = [
+    "EVIDENCE_FIELDS",
+    "IMAGE_METHODS",
+    "WORD_METHODS",
+    "ImageEvidence",
+    "ImageMethod",
+    "UnknownMethodError",
+    "WordMethod",
+    "WordScores",
+    "image_method",
+    "register_image_method",
+    "register_word_method",
+    "word_method",
+]
+
+#: evidence an image method may need; all but ``images`` can come from the payload
+EVIDENCE_FIELDS = ("contributions", "patch_tokens", "last_layer_inputs", "images")
+
+
+@dataclass
+class ImageEvidence:
+    """What is known about N images; any field may be missing.
+
+    Attributes:
+        embeddings: [N, P] L2-normalised image embeddings.
+        contributions: [N, gh, gw, P] direct patch contributions (always stored).
+        patch_tokens: [N, gh, gw, P] raw projected patch tokens (stored on request).
+        last_layer_inputs: [N, 1 + gh*gw, D] input of the last vision layer (the ``full``
+            feature profile).
+        images: the decoded images, when they were read.
+    """
+
+    embeddings: np.ndarray | None = None
+    contributions: np.ndarray | None = None
+    patch_tokens: np.ndarray | None = None
+    last_layer_inputs: np.ndarray | None = None
+    images: list[LoadedImage] | None = None
+
+    def has(self, name: str) -> bool:
+        return getattr(self, name) is not None
+
+    def __len__(self) -> int:
+        for name in ("embeddings", *EVIDENCE_FIELDS):
+            value = getattr(self, name)
+            if value is not None:
+                return len(value)
+        return 0
+
+
+class UnknownMethodError(QdrantXaiError, ValueError):
+    """A method name that is not registered; the message lists the known ones."""
+
+
+class ImageMethod(ABC):
+    """A heatmap method: evidence about N images + N query embeddings -> N heatmaps.
+
+    Subclasses set :attr:`name`, :attr:`requires` and :attr:`stored` and implement
+    :meth:`heatmaps`. Heatmaps are signed float32 ``[N, gh, gw]``: higher means the patch
+    did more to raise ``cos(image, query)``.
+    """
+
+    name: ClassVar[str]
+    #: alternative sets of :class:`ImageEvidence` fields the method can run from, in order
+    #: of preference; the explainer reads the image only when no set is available
+    requires: ClassVar[tuple[frozenset[str], ...]]
+    #: forward/backward passes per hit, for the docs' cost table
+    cost: ClassVar[str] = ""
+
+    def can_run(self, evidence: ImageEvidence) -> bool:
+        return any(all(evidence.has(f) for f in option) for option in self.requires)
+
+    @property
+    def needs_pixels(self) -> bool:
+        """True when no stored feature suffices (the image must be read)."""
+        return all("images" in option for option in self.requires)
+
+    @abstractmethod
+    def heatmaps(
+        self, encoder: ClipEncoder, evidence: ImageEvidence, queries: np.ndarray
+    ) -> np.ndarray:
+        """[N, gh, gw] heatmaps.
+
+        Args:
+            encoder: the model the evidence came from.
+            evidence: N images, with at least one of :attr:`requires` satisfied.
+            queries: [N, P] one normalised query embedding per image, or [P] for all.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+#: ``(words, scores)`` of one text: scores [n_words] for one target
+WordScores = tuple[tuple[Word, ...], np.ndarray]
+
+
+class WordMethod(ABC):
+    """A word-attribution method: N (text, target) pairs -> N per-word score vectors.
+
+    Scores are in cosine points: positive means the word raised ``cos(text, target)``.
+    """
+
+    name: ClassVar[str]
+    cost: ClassVar[str] = ""
+
+    @abstractmethod
+    def attribute(
+        self,
+        encoder: ClipEncoder,
+        texts: Sequence[str],
+        targets: np.ndarray,
+        *,
+        stored: Sequence[np.ndarray | None] | None = None,
+    ) -> list[WordScores]:
+        """Per-word scores of ``texts[k]`` against ``targets[k]``.
+
+        Args:
+            encoder: the CLIP encoder.
+            texts: N texts (repeats are computed once).
+            targets: [N, P] normalised embeddings of the other side of each pair.
+            stored: optional stored word contributions [n_words, P] per text (text hits
+                indexed by qdrant-xai); methods that do not use them ignore them.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def unique_texts(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts in first-seen order, and each input's index into them."""
+    order: dict[str, int] = {}
+    index = [order.setdefault(t, len(order)) for t in texts]
+    return list(order), index
+
+
+IMAGE_METHODS: dict[str, Callable[..., ImageMethod]] = {}
+WORD_METHODS: dict[str, Callable[..., WordMethod]] = {}
+
+
+def register_image_method(cls: type[ImageMethod]) -> type[ImageMethod]:
+    """Class decorator: makes an image method selectable by its ``name``."""
+    IMAGE_METHODS[cls.name] = cls
+    return cls
+
+
+def register_word_method(cls: type[WordMethod]) -> type[WordMethod]:
+    """Class decorator: makes a word method selectable by its ``name``."""
+    WORD_METHODS[cls.name] = cls
+    return cls
+
+
+def image_method(method: str | ImageMethod, **options: Any) -> ImageMethod:
+    """The image method called ``method`` (an instance is returned as is)."""
+    if isinstance(method, ImageMethod):
+        return method
+    _load_all()
+    if method not in IMAGE_METHODS:
+        raise UnknownMethodError(
+            f"unknown image method {method!r}; choose one of {', '.join(sorted(IMAGE_METHODS))}"
+        )
+    return IMAGE_METHODS[method](**options)
+
+
+def word_method(method: str | WordMethod, **options: Any) -> WordMethod:
+    """The word method called ``method`` (an instance is returned as is)."""
+    if isinstance(method, WordMethod):
+        return method
+    _load_all()
+    if method not in WORD_METHODS:
+        raise UnknownMethodError(
+            f"unknown word method {method!r}; choose one of {', '.join(sorted(WORD_METHODS))}"
+        )
+    return WORD_METHODS[method](**options)
+
+
+def _load_all() -> None:
+    import qdrant_xai.explain  # noqa: F401  (importing the package registers every method)
