@@ -87,15 +87,16 @@ class UnknownMethodError(QdrantXaiError, ValueError):
 class ImageMethod(ABC):
     """A heatmap method: evidence about N images + N query embeddings -> N heatmaps.
 
-    Subclasses set :attr:`name`, :attr:`requires` and :attr:`stored` and implement
+    Subclasses set :attr:`name`, :attr:`requires` and :attr:`cost` and implement
     :meth:`heatmaps`. Heatmaps are signed float32 ``[N, gh, gw]``: higher means the patch
     did more to raise ``cos(image, query)``.
     """
 
     name: ClassVar[str]
     #: alternative sets of :class:`ImageEvidence` fields the method can run from, in order
-    #: of preference; the explainer reads the image only when no set is available
-    requires: ClassVar[tuple[frozenset[str], ...]]
+    #: of preference; the explainer reads the image only when no set is available (an
+    #: instance may narrow it when an option changes what it needs)
+    requires: tuple[frozenset[str], ...]
     #: forward/backward passes per hit, for the docs' cost table
     cost: ClassVar[str] = ""
 
