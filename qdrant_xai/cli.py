@@ -32,6 +32,8 @@ examples:
   qdrant-xai index photos/ --captions photos/captions.csv --collection photos
   qdrant-xai search "a dog on a beach" --collection photos --explain --html report.html
   qdrant-xai search --image query.jpg --collection photos --explain --json
+  qdrant-xai search "a red car" --collection photos --explain --method grad-eclip \
+      --grounding --rationales --image-root photos/
   qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos
 """
 
@@ -77,7 +79,42 @@ def _output(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DIR",
         help="folder from which images named in payloads may be read "
-        "(to recompute missing features); repeatable",
+        "(to recompute missing features, or for methods that need pixels); repeatable",
+    )
+    from qdrant_xai.explain import IMAGE_METHODS, WORD_METHODS
+
+    methods = parser.add_argument_group("explanation methods")
+    methods.add_argument(
+        "--method",
+        default="decomposition",
+        choices=sorted(IMAGE_METHODS),
+        help="heatmap method (default: decomposition, from stored features; grad-eclip and "
+        "gae run from stored features with --profile full, else they read the image)",
+    )
+    methods.add_argument(
+        "--word-method",
+        default="occlusion",
+        choices=sorted(WORD_METHODS),
+        help="word attribution method (default: occlusion)",
+    )
+    methods.add_argument(
+        "--grounding",
+        action="store_true",
+        help="add word-to-region grounding (one map per content word)",
+    )
+    methods.add_argument(
+        "--rationales",
+        action="store_true",
+        help="add the top concepts that explain each match (zero-shot, ECOR prompts)",
+    )
+    methods.add_argument(
+        "--concept",
+        action="append",
+        dest="concepts",
+        default=[],
+        metavar="TEXT",
+        help="a rationale concept of your own, added to the default vocabulary; repeatable "
+        "(implies --rationales)",
     )
 
 
@@ -99,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp16",
         choices=["fp16", "int8"],
         help="payload codec of the stored features (default: fp16)",
+    )
+    index.add_argument(
+        "--profile",
+        default="standard",
+        choices=["standard", "full"],
+        help="stored features: standard (patch contributions) or full (also the last "
+        "vision layer's input, so grad-eclip/gae need no image read; about 1.5x the bytes)",
     )
     index.add_argument("--batch-size", type=int, default=16)
     index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -232,6 +276,7 @@ def _index(args: argparse.Namespace, client: Any) -> int:
         collection_name=args.collection,
         codec=args.codec,
         batch_size=args.batch_size,
+        profile=args.profile,
     )
     summary = indexer.index_folder(
         args.directory, captions=args.captions, progress=not args.no_progress
@@ -297,9 +342,21 @@ def _image_query(path: str) -> Any:
 
 
 def _explainer(args: argparse.Namespace, client: Any, encoder: Any) -> Any:
-    from qdrant_xai.explain import Explainer
+    from qdrant_xai.explain import Explainer, RationaleScorer
 
-    return Explainer(encoder, client, collection_name=args.collection, image_roots=args.image_root)
+    rationales: bool | RationaleScorer = args.rationales
+    if args.concepts:
+        rationales = RationaleScorer(encoder, extra_concepts=args.concepts)
+    return Explainer(
+        encoder,
+        client,
+        collection_name=args.collection,
+        image_roots=args.image_root,
+        image_method=args.method,
+        word_method=args.word_method,
+        grounding=args.grounding,
+        rationales=rationales,
+    )
 
 
 def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanations: Any) -> None:
@@ -335,9 +392,17 @@ def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanati
                 if e.peak() is not None:
                     rows, cols = e.heatmap.shape
                     print(
-                        f"      heatmap peak ({e.heatmap_side} image): row {e.peak()[0]}, "
-                        f"col {e.peak()[1]} of {rows}x{cols}"
+                        f"      heatmap peak ({e.heatmap_side} image, {e.heatmap_method}): "
+                        f"row {e.peak()[0]}, col {e.peak()[1]} of {rows}x{cols}"
                     )
+                if e.grounding is not None and e.grounding.words:
+                    where = "; ".join(
+                        f"{w} at {r},{c}" for w, (r, c) in e.grounding.peaks().items()
+                    )
+                    print(f"      grounding: {where}")
+                if e.rationales:
+                    because = ", ".join(r.concept for r in e.rationales)
+                    print(f"      because there is: {because}")
     if args.html and explanations is not None:
         from qdrant_xai.render import write_report
 

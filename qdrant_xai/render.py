@@ -115,6 +115,10 @@ h1{font-size:1.3rem} .meta{color:#666;font-size:.9rem}
 .rank{font-weight:600;font-size:1.1rem;min-width:2.5rem}
 .text{font-size:1.05rem;line-height:1.8} .w{border-radius:3px;padding:0 2px}
 .top{color:#555;font-size:.85rem} .query img{width:160px}
+.strip{display:flex;gap:.5rem;flex-wrap:wrap;margin:.4rem 0}
+.strip figure{margin:0;text-align:center;font-size:.8rem;color:#444}
+.strip img{width:84px;height:auto}
+.why{font-size:.9rem} .why b{color:#7a3e00}
 """
 
 
@@ -144,6 +148,7 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
                 image_html = f"<img src='{png_data_uri(original)}' alt='hit'>" + image_html
         except Exception as exc:  # one unreadable image must not lose the rest of the report
             image_html = f"<p class='meta'>no overlay: {html.escape(str(exc))}</p>"
+            original = None
     caption = ""
     if explanation.text is not None:
         whose = "query" if explanation.words_side == "query" else "hit text"
@@ -158,10 +163,36 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
         f"<div class='rank'>#{explanation.rank + 1}</div>{image_html}<div>"
         f"<div class='meta'>score {explanation.score:.4f} · id {html.escape(str(explanation.id))}"
         f" · {html.escape(name)}</div>{caption}"
+        f"{_grounding_html(explanation, original)}{_rationales_html(explanation)}"
         f"<div class='meta'>heatmap: {explanation.heatmap_method or '-'} "
         f"({explanation.heatmap_side or '-'}) · words: {explanation.words_method or '-'}</div>"
         "</div></div>"
     )
+
+
+def _grounding_html(explanation: Explanation, image: Image.Image | None) -> str:
+    """A strip of small overlays, one per grounded word."""
+    grounding = explanation.grounding
+    if grounding is None or not grounding.words or image is None:
+        return ""
+    figures = [
+        f"<figure><img src='{png_data_uri(overlay_heatmap(image, m, explanation.crop_box))}' "
+        f"alt='{html.escape(w.text)}'><figcaption>{html.escape(w.text)}</figcaption></figure>"
+        for w, m in zip(grounding.words, grounding.maps, strict=True)
+    ]
+    strip = "".join(figures)
+    return f"<div class='top'>where each word is found:</div><div class='strip'>{strip}</div>"
+
+
+def _rationales_html(explanation: Explanation) -> str:
+    if not explanation.rationales:
+        return ""
+    items = ", ".join(
+        f"<b title='score {r.score:.4f}, concept alone {r.concept_score:.4f}, "
+        f"gain {r.gain:+.4f}'>{html.escape(r.concept)}</b>"
+        for r in explanation.rationales
+    )
+    return f"<div class='why'>matched because there is: {items}</div>"
 
 
 def render_report(

@@ -22,6 +22,7 @@ from qdrant_xai import (
 from qdrant_xai.explain import WordOcclusion
 from qdrant_xai.shapes import write_scene_folder
 from qdrant_xai.testing import build_tiny_clip
+from qdrant_xai.words import text_without
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +123,18 @@ def test_image_query_on_text_hits_explains_the_caption_words(
 
 
 def test_batched_occlusion_equals_one_text_at_a_time(tiny_encoder: ClipEncoder) -> None:
-    occlusion = WordOcclusion(tiny_encoder, max_batch=3)
-    texts = ["a red circle", "a blue square and a green cross", "purple"]
+    occlusion = WordOcclusion(max_batch=3)
+    texts = ["a red circle", "a blue square and a green cross", "purple", "a red circle"]
     rng = np.random.default_rng(0)
-    targets = rng.normal(size=(3, tiny_encoder.dim)).astype(np.float32)
+    targets = rng.normal(size=(4, tiny_encoder.dim)).astype(np.float32)
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
-    batched = occlusion.attribute_pairs(texts, targets)
+    batched = occlusion.attribute(tiny_encoder, texts, targets)
     for text, target, (words, scores) in zip(texts, targets, batched, strict=True):
-        single_words, single = WordOcclusion(tiny_encoder).attribute(text, target[None])
+        ((single_words, single),) = WordOcclusion().attribute(tiny_encoder, [text], target[None])
         assert words == single_words
-        np.testing.assert_allclose(scores, single[0], atol=1e-5)
+        np.testing.assert_allclose(scores, single, atol=1e-5)
+        sims = tiny_encoder.embed_texts([text, *(text_without(text, [w]) for w in words)])
+        np.testing.assert_allclose(scores, sims[0] @ target - sims[1:] @ target, atol=1e-5)
 
 
 def test_tampered_features_raise_the_typed_error(

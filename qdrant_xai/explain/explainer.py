@@ -13,17 +13,25 @@ from qdrant_client import QdrantClient, models
 from qdrant_xai._exceptions import FeaturesMissingError, QdrantXaiError
 from qdrant_xai.codec import PayloadFeatureCodec
 from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys
-from qdrant_xai.encoder import ClipEncoder, ImageInput
-from qdrant_xai.explain.decomposition import decomposition_heatmaps
+from qdrant_xai.encoder import ClipEncoder, ImageFeatures, ImageInput
+from qdrant_xai.explain.base import (
+    ImageEvidence,
+    ImageMethod,
+    WordMethod,
+    WordScores,
+    image_method,
+    word_method,
+)
+from qdrant_xai.explain.grounding import Grounding, ground
 from qdrant_xai.explain.occlusion import WordOcclusion
+from qdrant_xai.explain.rationales import Rationale, RationaleScorer
 from qdrant_xai.explain.results import Explanation, WordAttribution
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
 from qdrant_xai.sources import ImageSourcePolicy
-from qdrant_xai.words import Word
 
 __all__ = ["Explainer"]
 
-_FETCHED_KEYS = [
+_LIGHT_KEYS = [
     PayloadKeys.KIND,
     PayloadKeys.FINGERPRINT,
     PayloadKeys.FEATURES,
@@ -32,7 +40,12 @@ _FETCHED_KEYS = [
     PayloadKeys.WIDTH,
     PayloadKeys.HEIGHT,
     PayloadKeys.TEXT,
+    PayloadKeys.WORDS,
 ]
+_STORED_FIELDS = {
+    "patch_tokens": PayloadKeys.PATCH_TOKENS,
+    "last_layer_inputs": PayloadKeys.LAST_LAYER,
+}
 
 
 @dataclass
@@ -42,6 +55,10 @@ class _HitData:
     kind: str
     embedding: np.ndarray | None = None  # [P] normalised
     contributions: np.ndarray | None = None  # [gh, gw, P] (image hits)
+    patch_tokens: np.ndarray | None = None  # [gh, gw, P] (image hits, when stored)
+    last_layer_inputs: np.ndarray | None = None  # [1 + gh*gw, D] (full profile)
+    image: LoadedImage | None = None  # when read
+    word_contributions: np.ndarray | None = None  # [n_words, P] (text hits)
     source: str | None = None
     crop_box: tuple[int, int, int, int] | None = None
     text: str | None = None
@@ -62,19 +79,31 @@ class Explainer:
         for explanation in explainer.explain("a red car", hits):
             print(explanation.score, explanation.peak(), explanation.top_words())
 
-    A text query explains image hits with a heatmap over the hit (from its stored patch
-    contributions: no image read, no forward pass for the hit) and word attributions of
-    the query (leave-one-word-out, all variants in one batched pass). An image query
-    explains text hits with word attributions of the hit's text and a heatmap over the
-    query image, and image hits with a heatmap over the hit.
+        # another method, grounding and rationales for one call
+        explainer.explain("a red car", hits, image_method="grad-eclip", grounding=True,
+                          rationales=True)
+
+    A text query explains image hits with a heatmap over the hit and word attributions
+    of the query; an image query explains text hits with word attributions of the hit's
+    text and a heatmap over the query image, and image hits with a heatmap over the hit.
+    The default methods (``decomposition``, ``occlusion``) run from the hits' stored
+    features: no image read and no forward pass per hit. Methods that need more read the
+    hit's image, only from ``image_roots``.
 
     Args:
         encoder: the CLIP encoder the collection was indexed with (checked per point).
         client: where to fetch the features of hits whose payload does not carry them.
         collection_name: the collection the hits come from.
-        image_roots: folders from which images named in payloads may be read, to recompute
-            features of points written without them. Empty: never read such images.
+        image_roots: folders from which images named in payloads may be read (to recompute
+            missing features, or for methods that need pixels). Empty: never read them.
         image_limits: decoding bounds for images that are read.
+        image_method: default heatmap method, by name (see
+            :data:`~qdrant_xai.explain.IMAGE_METHODS`) or instance.
+        word_method: default word-attribution method (see
+            :data:`~qdrant_xai.explain.WORD_METHODS`).
+        grounding: attach word-to-region grounding to text-image pairs by default.
+        rationales: attach rationales by default; ``True`` uses the default concept
+            vocabulary, a :class:`RationaleScorer` uses yours.
     """
 
     def __init__(
@@ -85,13 +114,24 @@ class Explainer:
         collection_name: str | None = None,
         image_roots: Sequence[str | os.PathLike[str]] = (),
         image_limits: ImageLimits | None = None,
+        image_method: str | ImageMethod = "decomposition",
+        word_method: str | WordMethod = "occlusion",
+        grounding: bool = False,
+        rationales: bool | RationaleScorer = False,
     ) -> None:
         self.encoder = encoder
         self.client = client
         self.collection_name = collection_name
         self.sources = ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
         self.codec = PayloadFeatureCodec()
-        self.occlusion = WordOcclusion(encoder)
+        self.image_method = _image_method(image_method)
+        self.word_method = _word_method(word_method)
+        self.grounding = grounding
+        self.rationales = rationales
+        self._occlusion = WordOcclusion()
+        self._scorer: RationaleScorer | None = (
+            rationales if isinstance(rationales, RationaleScorer) else None
+        )
 
     def explain(
         self,
@@ -99,6 +139,10 @@ class Explainer:
         hits: Sequence[models.ScoredPoint],
         *,
         collection_name: str | None = None,
+        image_method: str | ImageMethod | None = None,
+        word_method: str | WordMethod | None = None,
+        grounding: bool | None = None,
+        rationales: bool | RationaleScorer | None = None,
     ) -> list[Explanation]:
         """One explanation per hit, in the hits' order.
 
@@ -108,84 +152,118 @@ class Explainer:
             hits: ``ScoredPoint``s from ``query_points``/``search`` on a qdrant-xai
                 collection (or any collection whose images the explainer may read).
             collection_name: overrides the explainer's collection for this call.
+            image_method, word_method, grounding, rationales: override the explainer's
+                defaults for this call.
         """
         hits = list(hits)
         if not hits:
             return []
-        data = self._hit_data(hits, collection_name or self.collection_name)
+        run = _Run(
+            image=_image_method(image_method) if image_method is not None else self.image_method,
+            words=_word_method(word_method) if word_method is not None else self.word_method,
+            grounding=self.grounding if grounding is None else grounding,
+            scorer=self._rationale_scorer(self.rationales if rationales is None else rationales),
+        )
+        data = self._hit_data(hits, collection_name or self.collection_name, run)
         if isinstance(query, str):
-            return self._explain_text_query(query, hits, data)
-        return self._explain_image_query(query, hits, data)
+            return self._explain_text_query(query, hits, data, run)
+        return self._explain_image_query(query, hits, data, run)
+
+    def _rationale_scorer(self, rationales: bool | RationaleScorer) -> RationaleScorer | None:
+        if isinstance(rationales, RationaleScorer):
+            return rationales
+        if not rationales:
+            return None
+        if self._scorer is None:
+            self._scorer = RationaleScorer(self.encoder)
+        return self._scorer
 
     # -- text query ---------------------------------------------------------------------
 
     def _explain_text_query(
-        self, query: str, hits: list[models.ScoredPoint], data: list[_HitData]
+        self, query: str, hits: list[models.ScoredPoint], data: list[_HitData], run: _Run
     ) -> list[Explanation]:
         query_embedding = self.encoder.embed_texts([query])[0]
-        results = self._image_hits(hits, data, query_embedding, query_kind="text")
-        if results:
-            targets = np.stack([_required(data[i].embedding) for i in results])
-            words, scores = self.occlusion.attribute(query, targets)
-            for row, i in enumerate(list(results)):
+        results = self._image_hits(hits, data, query_embedding, query_kind="text", run=run)
+        images = list(results)
+        if images:
+            embeddings = np.stack([_required(data[i].embedding) for i in images])
+            texts = [query] * len(images)
+            words = run.words.attribute(self.encoder, texts, embeddings)
+            groundings = self._ground(run, texts, [data[i].contributions for i in images])
+            reasons = run.rationales(texts, embeddings)
+            for row, i in enumerate(images):
                 results[i] = replace(
                     results[i],
                     text=query,
-                    words=_attributions(words, scores[row]),
+                    words=_attributions(words[row]),
                     words_side="query",
-                    words_method="occlusion",
+                    words_method=run.words.name,
+                    grounding=groundings[row],
+                    rationales=reasons[row],
                 )
-        texts = [i for i, d in enumerate(data) if d.kind == "text"]
-        if texts:
-            pairs = self.occlusion.attribute_pairs(
-                [data[i].text or "" for i in texts], np.repeat(query_embedding[None], len(texts), 0)
+        texts_at = [i for i, d in enumerate(data) if d.kind == "text"]
+        if texts_at:
+            scores = run.words.attribute(
+                self.encoder,
+                [data[i].text or "" for i in texts_at],
+                np.repeat(query_embedding[None], len(texts_at), 0),
+                stored=[data[i].word_contributions for i in texts_at],
             )
-            for (words, scores), i in zip(pairs, texts, strict=True):
+            for row, i in enumerate(texts_at):
                 results[i] = Explanation(
                     hit=hits[i],
                     rank=i,
                     query_kind="text",
                     hit_kind="text",
                     text=data[i].text,
-                    words=_attributions(words, scores),
+                    words=_attributions(scores[row]),
                     words_side="hit",
-                    words_method="occlusion",
+                    words_method=run.words.name,
                 )
         return [results[i] for i in range(len(hits))]
 
     # -- image query --------------------------------------------------------------------
 
     def _explain_image_query(
-        self, query: ImageInput, hits: list[models.ScoredPoint], data: list[_HitData]
+        self, query: ImageInput, hits: list[models.ScoredPoint], data: list[_HitData], run: _Run
     ) -> list[Explanation]:
         loaded = query if isinstance(query, LoadedImage) else load_image(query)
-        query_features = self.encoder.encode_images([loaded])[0]
+        needs = _needed_fields(run.image, ImageEvidence())
+        (query_features,) = self.encoder.encode_images(
+            [loaded],
+            patch_tokens="patch_tokens" in needs,
+            last_layer="last_layer_inputs" in needs,
+        )
         query_source = loaded.source if not loaded.source.startswith("<") else None
         query_box = self.encoder.crop_box(loaded.width, loaded.height)
         results: dict[int, Explanation] = {}
-        texts = [i for i, d in enumerate(data) if d.kind == "text"]
-        if texts:
-            hit_texts = [data[i].text or "" for i in texts]
+        texts_at = [i for i, d in enumerate(data) if d.kind == "text"]
+        if texts_at:
+            hit_texts = [data[i].text or "" for i in texts_at]
             missing = [
-                t for i, t in zip(texts, hit_texts, strict=True) if data[i].embedding is None
+                t for i, t in zip(texts_at, hit_texts, strict=True) if data[i].embedding is None
             ]
             fresh = iter(self.encoder.embed_texts(missing))
             embeddings = np.stack(
                 [
                     embedding if (embedding := data[i].embedding) is not None else next(fresh)
-                    for i in texts
+                    for i in texts_at
                 ]
             )
-            heatmaps = decomposition_heatmaps(
-                np.broadcast_to(
-                    query_features.contributions, (len(texts), *query_features.contributions.shape)
-                ),
-                embeddings,
+            n = len(texts_at)
+            evidence = _repeat_evidence(query_features, loaded, n)
+            heatmaps = run.image.heatmaps(self.encoder, evidence, embeddings)
+            targets = np.repeat(query_features.embedding[None], n, 0)
+            words = run.words.attribute(
+                self.encoder,
+                hit_texts,
+                targets,
+                stored=[data[i].word_contributions for i in texts_at],
             )
-            pairs = self.occlusion.attribute_pairs(
-                hit_texts, np.repeat(query_features.embedding[None], len(texts), 0)
-            )
-            for row, ((words, scores), i) in enumerate(zip(pairs, texts, strict=True)):
+            groundings = self._ground(run, hit_texts, [query_features.contributions] * n)
+            reasons = run.rationales(hit_texts, targets)
+            for row, i in enumerate(texts_at):
                 results[i] = Explanation(
                     hit=hits[i],
                     rank=i,
@@ -193,15 +271,19 @@ class Explainer:
                     hit_kind="text",
                     heatmap=heatmaps[row],
                     heatmap_side="query",
-                    heatmap_method="decomposition",
+                    heatmap_method=run.image.name,
                     image_source=query_source,
                     crop_box=query_box,
                     text=data[i].text,
-                    words=_attributions(words, scores),
+                    words=_attributions(words[row]),
                     words_side="hit",
-                    words_method="occlusion",
+                    words_method=run.words.name,
+                    grounding=groundings[row],
+                    rationales=reasons[row],
                 )
-        results.update(self._image_hits(hits, data, query_features.embedding, query_kind="image"))
+        results.update(
+            self._image_hits(hits, data, query_features.embedding, query_kind="image", run=run)
+        )
         return [results[i] for i in range(len(hits))]
 
     def _image_hits(
@@ -211,13 +293,14 @@ class Explainer:
         query_embedding: np.ndarray,
         *,
         query_kind: Literal["text", "image"],
+        run: _Run,
     ) -> dict[int, Explanation]:
         """Heatmap explanations of the image hits, by hit position."""
         images = [i for i, d in enumerate(data) if d.kind == "image"]
         if not images:
             return {}
-        contributions = np.stack([_required(data[i].contributions) for i in images])
-        heatmaps = decomposition_heatmaps(contributions, query_embedding)
+        evidence = _stack_evidence([data[i] for i in images])
+        heatmaps = run.image.heatmaps(self.encoder, evidence, query_embedding)
         return {
             i: Explanation(
                 hit=hits[i],
@@ -226,34 +309,45 @@ class Explainer:
                 hit_kind="image",
                 heatmap=heatmaps[row],
                 heatmap_side="hit",
-                heatmap_method="decomposition",
+                heatmap_method=run.image.name,
                 image_source=data[i].source,
                 crop_box=data[i].crop_box,
             )
             for row, i in enumerate(images)
         }
 
+    def _ground(
+        self, run: _Run, texts: list[str], contributions: Sequence[np.ndarray | None]
+    ) -> list[Grounding | None]:
+        if not run.grounding:
+            return [None] * len(texts)
+        stacked = np.stack([_required(c) for c in contributions])
+        return list(ground(self.encoder, texts, stacked, occlusion=self._occlusion))
+
     # -- fetching what the hits need ----------------------------------------------------
 
     def _hit_data(
-        self, hits: list[models.ScoredPoint], collection_name: str | None
+        self, hits: list[models.ScoredPoint], collection_name: str | None, run: _Run
     ) -> list[_HitData]:
-        stored = self._fetch(hits, collection_name)
-        data = [self._decode(hit, stored.get(str(hit.id))) for hit in hits]
-        self._recompute_missing(hits, data)
+        stored = self._fetch(hits, collection_name, run)
+        data = [self._decode(hit, stored.get(str(hit.id)), run) for hit in hits]
+        self._complete_image_hits(hits, data, run)
         return data
 
     def _fetch(
-        self, hits: list[models.ScoredPoint], collection_name: str | None
+        self, hits: list[models.ScoredPoint], collection_name: str | None, run: _Run
     ) -> dict[str, models.Record]:
         """Payload features and vectors of the hits, in one request."""
         if self.client is None or collection_name is None:
             return {}
+        keys = list(_LIGHT_KEYS)
+        for option in run.image.requires:
+            keys += [_STORED_FIELDS[f] for f in option if f in _STORED_FIELDS]
         try:
             records = self.client.retrieve(
                 collection_name,
                 ids=[hit.id for hit in hits],
-                with_payload=_FETCHED_KEYS,
+                with_payload=list(dict.fromkeys(keys)),
                 with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
             )
         except (ValueError, KeyError) as exc:
@@ -262,7 +356,7 @@ class Explainer:
             ) from exc
         return {str(r.id): r for r in records}
 
-    def _decode(self, hit: models.ScoredPoint, record: models.Record | None) -> _HitData:
+    def _decode(self, hit: models.ScoredPoint, record: models.Record | None, run: _Run) -> _HitData:
         payload: dict[str, Any] = {
             **(hit.payload or {}),
             **((record.payload if record else None) or {}),
@@ -283,53 +377,166 @@ class Explainer:
             vector = vectors.get(IMAGE_VECTOR if kind == "image" else TEXT_VECTOR)
             if vector is not None:
                 data.embedding = _unit(np.asarray(vector, dtype=np.float32))
-        if kind == "image" and payload.get(PayloadKeys.FEATURES) is not None:
-            fp = self.encoder.fingerprint
-            data.contributions = self.codec.decode(
-                payload[PayloadKeys.FEATURES],
-                fingerprint=fp.key,
-                shape=(*fp.grid, fp.dim),
-                what=f"{what} features",
-            )
+        fp = self.encoder.fingerprint
+        if kind == "image":
+            shapes = {
+                PayloadKeys.FEATURES: (*fp.grid, fp.dim),
+                PayloadKeys.PATCH_TOKENS: (*fp.grid, fp.dim),
+                PayloadKeys.LAST_LAYER: (1 + fp.grid[0] * fp.grid[1], self.encoder.vision_width),
+            }
+            decoded = {
+                key: self.codec.decode(
+                    payload[key], fingerprint=fp.key, shape=shape, what=f"{what} {key}"
+                )
+                for key, shape in shapes.items()
+                if payload.get(key) is not None
+            }
+            data.contributions = decoded.get(PayloadKeys.FEATURES)
+            data.patch_tokens = decoded.get(PayloadKeys.PATCH_TOKENS)
+            data.last_layer_inputs = decoded.get(PayloadKeys.LAST_LAYER)
         if kind == "text" and data.text is None:
             raise FeaturesMissingError(f"{what}: a text point without a 'text' payload")
+        words = payload.get(PayloadKeys.WORDS)
+        if (
+            kind == "text"
+            and run.words.name == "tokens"
+            and payload.get(PayloadKeys.FEATURES) is not None
+            and isinstance(words, list)
+            and words
+        ):
+            data.word_contributions = self.codec.decode(
+                payload[PayloadKeys.FEATURES],
+                fingerprint=fp.key,
+                shape=(len(words), fp.dim),
+                what=f"{what} word features",
+            )
         return data
 
-    def _recompute_missing(self, hits: list[models.ScoredPoint], data: list[_HitData]) -> None:
+    def _complete_image_hits(
+        self, hits: list[models.ScoredPoint], data: list[_HitData], run: _Run
+    ) -> None:
+        """Reads the image of every hit whose stored features do not suffice, and encodes it."""
+        images_at = [i for i, d in enumerate(data) if d.kind == "image"]
+        stored = _stack_evidence([data[i] for i in images_at]) if images_at else ImageEvidence()
+        needs = _needed_fields(run.image, stored)
+        if run.grounding:
+            needs.add("contributions")
         todo = [
             i
-            for i, d in enumerate(data)
-            if d.kind == "image" and (d.contributions is None or d.embedding is None)
+            for i in images_at
+            if data[i].embedding is None or any(not _has(data[i], f) for f in needs)
         ]
         if not todo:
             return
-        images = []
+        loaded = []
         for i in todo:
-            missing = _what_is_missing(data[i], fetched=self.client is not None)
+            missing = _what_is_missing(data[i], needs, fetched=self.client is not None)
             source = data[i].source
             if not source:
                 raise FeaturesMissingError(
-                    f"point {hits[i].id} has {missing} and no image source to recompute them "
-                    "from; re-index it with qdrant-xai (features are stored by default)"
+                    f"point {hits[i].id} has {missing} and no image source to read; re-index "
+                    "it with qdrant-xai (features are stored by default; --profile full for "
+                    "gradient methods)"
                 )
             try:
-                images.append(self.sources.open(source))
+                loaded.append(self.sources.open(source))
             except QdrantXaiError as exc:
                 raise FeaturesMissingError(
-                    f"point {hits[i].id} has {missing}, and its image cannot be read to "
-                    f"recompute them: {exc}. Re-index the collection with qdrant-xai, or allow "
-                    "the image folder with image_roots"
+                    f"point {hits[i].id} has {missing}, and its image cannot be read: {exc}. "
+                    "Allow the image folder with image_roots (CLI: --image-root), or re-index "
+                    "the collection with qdrant-xai (--profile full for gradient methods)"
                 ) from exc
-        for i, image, feats in zip(todo, images, self.encoder.encode_images(images), strict=True):
-            data[i].contributions = feats.contributions
-            data[i].embedding = feats.embedding
-            if data[i].crop_box is None:
-                data[i].crop_box = self.encoder.crop_box(image.width, image.height)
+        encoded = self.encoder.encode_images(
+            loaded,
+            patch_tokens="patch_tokens" in needs,
+            last_layer="last_layer_inputs" in needs,
+        )
+        for i, image, feats in zip(todo, loaded, encoded, strict=True):
+            hit = data[i]
+            hit.embedding = feats.embedding
+            hit.contributions = feats.contributions
+            hit.patch_tokens = feats.patch_tokens if hit.patch_tokens is None else hit.patch_tokens
+            if hit.last_layer_inputs is None:
+                hit.last_layer_inputs = feats.last_layer_inputs
+            hit.image = image
+            if hit.crop_box is None:
+                hit.crop_box = self.encoder.crop_box(image.width, image.height)
 
 
-def _what_is_missing(data: _HitData, *, fetched: bool) -> str:
-    if data.contributions is None:
-        return "no stored patch features"
+@dataclass
+class _Run:
+    """The methods chosen for one :meth:`Explainer.explain` call."""
+
+    image: ImageMethod
+    words: WordMethod
+    grounding: bool
+    scorer: RationaleScorer | None
+
+    def rationales(self, texts: list[str], images: np.ndarray) -> list[tuple[Rationale, ...]]:
+        if self.scorer is None:
+            return [()] * len(texts)
+        return self.scorer.rationales(texts, images)
+
+
+def _image_method(method: str | ImageMethod) -> ImageMethod:
+    return image_method(method)
+
+
+def _word_method(method: str | WordMethod) -> WordMethod:
+    return word_method(method)
+
+
+def _needed_fields(method: ImageMethod, stored: ImageEvidence) -> set[str]:
+    """The evidence fields to have for every hit: the first option already stored for all
+    hits, else the first option that a read of the image can provide."""
+    for option in method.requires:
+        if all(stored.has(f) for f in option):
+            return set(option)
+    return set(method.requires[0])
+
+
+def _stack_evidence(hits: Sequence[_HitData]) -> ImageEvidence:
+    """Evidence of several image hits; a field is present only when every hit has it."""
+
+    def stacked(name: str) -> np.ndarray | None:
+        values = [getattr(h, name) for h in hits]
+        return None if any(v is None for v in values) else np.stack(values)
+
+    images = [h.image for h in hits]
+    return ImageEvidence(
+        embeddings=stacked("embedding"),
+        contributions=stacked("contributions"),
+        patch_tokens=stacked("patch_tokens"),
+        last_layer_inputs=stacked("last_layer_inputs"),
+        images=None if any(im is None for im in images) else [im for im in images if im],
+    )
+
+
+def _repeat_evidence(features: ImageFeatures, image: LoadedImage, n: int) -> ImageEvidence:
+    """Evidence of one (query) image, repeated for n pairs."""
+
+    def repeated(value: np.ndarray | None) -> np.ndarray | None:
+        return None if value is None else np.repeat(value[None], n, 0)
+
+    return ImageEvidence(
+        embeddings=repeated(features.embedding),
+        contributions=repeated(features.contributions),
+        patch_tokens=repeated(features.patch_tokens),
+        last_layer_inputs=repeated(features.last_layer_inputs),
+        images=[image] * n,
+    )
+
+
+def _has(data: _HitData, field: str) -> bool:
+    return (data.image if field == "images" else getattr(data, field)) is not None
+
+
+def _what_is_missing(data: _HitData, needs: set[str], *, fetched: bool) -> str:
+    absent = [f for f in sorted(needs) if f != "images" and getattr(data, f) is None]
+    if absent:
+        return "no stored " + " or ".join(f.replace("_", " ") for f in absent)
+    if "images" in needs:
+        return "a method that reads the image"
     if fetched:
         return "no stored 'image' vector from this model"
     return (
@@ -338,10 +545,11 @@ def _what_is_missing(data: _HitData, *, fetched: bool) -> str:
     )
 
 
-def _attributions(words: tuple[Word, ...], scores: np.ndarray) -> tuple[WordAttribution, ...]:
+def _attributions(scores: WordScores) -> tuple[WordAttribution, ...]:
+    words, values = scores
     return tuple(
         WordAttribution(word=w.text, score=float(s), span=w.span)
-        for w, s in zip(words, scores, strict=True)
+        for w, s in zip(words, values, strict=True)
     )
 
 
@@ -354,6 +562,6 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 
 def _required(array: np.ndarray | None) -> np.ndarray:
-    if array is None:  # pragma: no cover - _recompute_missing fills every image hit
+    if array is None:  # pragma: no cover - _complete_image_hits fills every image hit
         raise FeaturesMissingError("internal: image hit without features")
     return array

@@ -13,6 +13,9 @@ from qdrant_xai.collection import PayloadKeys
 if TYPE_CHECKING:
     from PIL import Image
 
+    from qdrant_xai.explain.grounding import Grounding
+    from qdrant_xai.explain.rationales import Rationale
+
 __all__ = ["Explanation", "WordAttribution"]
 
 Side = Literal["query", "hit"]
@@ -54,6 +57,9 @@ class Explanation:
         words: attributions of ``text``'s words, in reading order.
         words_side: ``"query"`` (text→image) or ``"hit"`` (image→text, text→text).
         heatmap_method, words_method: the names of the methods that produced them.
+        grounding: where each content word of ``text`` is found in the heatmap's image
+            (text-image pairs, when asked for).
+        rationales: concepts that explain the match, best first (when asked for).
     """
 
     hit: models.ScoredPoint
@@ -69,6 +75,8 @@ class Explanation:
     words_side: Side | None = None
     heatmap_method: str | None = None
     words_method: str | None = None
+    grounding: Grounding | None = None
+    rationales: tuple[Rationale, ...] = ()
 
     @property
     def id(self) -> models.ExtendedPointId:
@@ -113,6 +121,8 @@ class Explanation:
             "words": [[w.word, round(w.score, 6), list(w.span)] for w in self.words],
             "words_side": self.words_side,
             "words_method": self.words_method,
+            "grounding": None if self.grounding is None else self.grounding.to_dict(),
+            "rationales": [r.to_dict() for r in self.rationales],
         }
 
     def overlay(self, image: Image.Image | None = None, *, alpha: float = 0.55) -> Image.Image:
