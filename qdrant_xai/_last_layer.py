@@ -119,6 +119,7 @@ def surgery_patch_tokens(model: Any, hidden: Tensor) -> Tensor:
 
 
 def as_tensor(model: Any, array: Any) -> Tensor:
-    """A numpy array of last-layer inputs as a tensor on the model's device and dtype."""
+    """A numpy array of last-layer inputs as a tensor on the model's device and dtype
+    (copied: payload arrays may be read-only views)."""
     parameter = next(model.parameters())
-    return torch.as_tensor(array).to(device=parameter.device, dtype=parameter.dtype)
+    return torch.tensor(array).to(device=parameter.device, dtype=parameter.dtype)

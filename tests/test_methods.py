@@ -297,3 +297,36 @@ def test_report_renders_grounding_strip_and_rationales(
     page = render_report([("a blue square", explanations)])
     assert page.count("<figcaption>") == 2 * 2  # "blue", "square" for each hit
     assert page.count("matched because there is") == 2
+
+
+def test_every_method_accepts_read_only_arrays_and_one_shared_query(
+    tiny_encoder: ClipEncoder, scene_dir: Path
+) -> None:
+    """Payload arrays arrive as read-only buffers; no method may warn or copy wrongly."""
+    from qdrant_xai import load_image
+    from qdrant_xai.explain import ImageEvidence
+
+    images = [load_image(scene_dir / f"scene_{i:04d}.png") for i in range(3)]
+    features = tiny_encoder.encode_images(images, patch_tokens=True, last_layer=True)
+
+    def frozen(name: str) -> np.ndarray:
+        array = np.stack([getattr(f, name) for f in features])
+        array.setflags(write=False)
+        return array
+
+    evidence = ImageEvidence(
+        embeddings=frozen("embedding"),
+        contributions=frozen("contributions"),
+        patch_tokens=frozen("patch_tokens"),
+        last_layer_inputs=frozen("last_layer_inputs"),
+        images=images,
+    )
+    query = tiny_encoder.embed_texts(["a red circle"])[0]
+    query.setflags(write=False)
+    tiled = np.repeat(query[None], 3, 0)
+    for name in sorted(IMAGE_NAMES):
+        method = image_method(name)
+        shared = method.heatmaps(tiny_encoder, evidence, query)
+        np.testing.assert_allclose(
+            shared, method.heatmaps(tiny_encoder, evidence, tiled), atol=1e-5
+        )

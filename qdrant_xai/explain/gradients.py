@@ -161,7 +161,7 @@ class _BatchedGradientMethod(ImageMethod):
         return as_tensor(encoder.model, stored)
 
     def _query_tensor(self, encoder: ClipEncoder, queries: np.ndarray, rows: slice) -> Tensor:
-        return torch.as_tensor(np.ascontiguousarray(queries[rows])).to(encoder.device)
+        return torch.tensor(np.array(queries[rows], dtype=np.float32)).to(encoder.device)
 
     def _empty(self, encoder: ClipEncoder) -> np.ndarray:
         return np.zeros((0, *encoder.grid), dtype=np.float32)
