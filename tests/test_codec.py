@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,3 +389,18 @@ def _tamper_whole(payload: dict, rng: np.random.Generator) -> object:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def test_readme_payload_table_matches_the_codec() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for name, label in (("fp16", "`fp16` (default)"), ("int8", "`int8` (one scale per row)")):
+        codec = PayloadFeatureCodec(name)  # type: ignore[arg-type]
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {label} |"))
+        expected = []
+        for shape in ((7, 7, 512), (50, 768)):
+            encoded = codec.encode(np.ones(shape), fingerprint=FP)
+            raw = math.prod(shape) * (2 if name == "fp16" else 1)
+            raw += 4 * math.prod(shape[:-1]) if name == "int8" else 0
+            expected.append(f"{codec.encoded_size(shape):,} ({raw:,})")
+            assert codec.encoded_size(shape) == len(encoded["data"]) + len(encoded.get("scale", ""))
+        assert row == f"| {label} | {expected[0]} | {expected[1]} |"
