@@ -23,13 +23,13 @@ import numpy as np
 from qdrant_xai._exceptions import QdrantXaiError
 from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.encoder import ClipEncoder
-from qdrant_xai.explain import Explainer, Explanation
+from qdrant_xai.explain import Explainer, Explanation, RationaleScorer
 from qdrant_xai.images import iter_image_files, load_image
 from qdrant_xai.indexing import Indexer, IndexSummary, read_captions_csv
 from qdrant_xai.render import write_report
 from qdrant_xai.search import Searcher
 
-__all__ = ["SHAPES_MODEL_DIR", "DemoResult", "peak_on_mask", "run_demo"]
+__all__ = ["SHAPES_MODEL_DIR", "DemoResult", "peak_on_mask", "run_demo", "shapes_rationales"]
 
 SHAPES_MODEL_DIR = Path(__file__).resolve().parent / "data" / "shapes-clip"
 DEMO_COLLECTION = "demo"
@@ -125,7 +125,13 @@ def run_demo(
             image_dir, captions=captions, progress=progress
         )
         searcher = Searcher(client, encoder, collection_name=DEMO_COLLECTION)
-        explainer = Explainer(encoder, client, collection_name=DEMO_COLLECTION)
+        explainer = Explainer(
+            encoder,
+            client,
+            collection_name=DEMO_COLLECTION,
+            grounding=True,
+            rationales=shapes_rationales(encoder) if synthetic else True,
+        )
         result = DemoResult(
             report=out / "report.html", overlay=None, summary=summary, synthetic=synthetic
         )
@@ -156,6 +162,23 @@ def run_demo(
         return result
     finally:
         client.close()
+
+
+def shapes_rationales(encoder: ClipEncoder) -> RationaleScorer:
+    """Rationales for the shapes world: the other objects that explain a match.
+
+    The shapes model only knows captions like "a red circle and a blue square", so the
+    ECOR prompt becomes "{query} and {concept}" over every colour-shape phrase.
+    """
+    from qdrant_xai.shapes import COLORS, SHAPES
+
+    return RationaleScorer(
+        encoder,
+        [f"a {color} {shape}" for color in COLORS for shape in SHAPES],
+        template="{query} and {concept}",
+        query_template="{query}",
+        concept_template="{concept}",
+    )
 
 
 def _first_captions(captions: str | os.PathLike[str] | None, n: int) -> list[str]:
