@@ -35,6 +35,7 @@ examples:
   qdrant-xai search "a red car" --collection photos --explain --method grad-eclip \
       --grounding --rationales --image-root photos/
   qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos
+  qdrant-xai backfill --collection products --layout langchain --image-root /data/images
 """
 
 
@@ -118,6 +119,18 @@ def _output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _layout(parser: argparse.ArgumentParser) -> None:
+    from qdrant_xai.layouts import LAYOUTS
+
+    parser.add_argument(
+        "--layout",
+        default="qdrant-xai",
+        choices=list(LAYOUTS),
+        help="how the collection stores vectors, image sources and texts: qdrant-xai (ours) "
+        "or the layout of the tool that wrote it (default: qdrant-xai)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qdrant-xai",
@@ -159,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--limit", type=int, default=5)
     search.add_argument("--explain", action="store_true", help="explain every hit")
+    _layout(search)
     _output(search)
     _common(search)
 
@@ -167,8 +181,37 @@ def build_parser() -> argparse.ArgumentParser:
     query = explain.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="text query")
     query.add_argument("--image", metavar="PATH", help="image query")
+    _layout(explain)
     _output(explain)
     _common(explain)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="add explainable features to the points of an existing collection",
+        description="Computes the features of existing points (written by qdrant-xai or by "
+        "another tool, see --layout) and writes them with set_payload; vectors and the rest "
+        "of the payload are left alone. Each point's stored vector is checked against the "
+        "re-encoded one first. Resumable: points with current features are skipped.",
+    )
+    _layout(backfill)
+    backfill.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder from which images named in payloads may be read; repeatable",
+    )
+    backfill.add_argument("--profile", default="standard", choices=["standard", "full"])
+    backfill.add_argument("--codec", default="fp16", choices=["fp16", "int8"])
+    backfill.add_argument("--batch-size", type=int, default=32)
+    backfill.add_argument("--limit", type=int, default=None, help="stop after N points")
+    backfill.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="write features even where a stored vector disagrees with the model",
+    )
+    backfill.add_argument("--no-progress", action="store_true")
+    _common(backfill)
 
     demo = sub.add_parser("demo", help="run the offline demo and write an HTML report")
     demo.add_argument("--out", default="qdrant-xai-demo", help="output folder")
@@ -200,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _index(args, client)
             if args.command == "search":
                 return _search(args, client)
+            if args.command == "backfill":
+                return _backfill(args, client)
             return _explain(args, client)
         finally:
             client.close()
@@ -293,11 +338,37 @@ def _search(args: argparse.Namespace, client: Any) -> int:
     query = args.text if args.image is None else _image_query(args.image)
     target: Literal["image", "text"] = args.target or ("image" if args.image is None else "text")
     encoder = _encoder(args, client)
-    hits = Searcher(client, encoder, collection_name=args.collection).search(
+    hits = Searcher(client, encoder, collection_name=args.collection, layout=args.layout).search(
         query, target=target, limit=args.limit
     )
-    explanations = _explainer(args, client, encoder).explain(query, hits) if args.explain else None
+    explanations = (
+        _explainer(args, client, encoder).explain(query, hits, hit_kind=target)
+        if args.explain
+        else None
+    )
     _print_hits(args, query, hits, explanations)
+    return 0
+
+
+def _backfill(args: argparse.Namespace, client: Any) -> int:
+    from qdrant_xai.backfill import Backfiller
+    from qdrant_xai.collection import require_collection
+    from qdrant_xai.sources import ImageSourcePolicy
+
+    require_collection(client, args.collection)
+    backfiller = Backfiller(
+        client,
+        _encoder(args, client),
+        collection_name=args.collection,
+        layout=args.layout,
+        sources=ImageSourcePolicy.from_roots(args.image_root),
+        codec=args.codec,
+        profile=args.profile,
+        batch_size=args.batch_size,
+        verify=not args.no_verify,
+    )
+    summary = backfiller.run(progress=not args.no_progress, limit=args.limit)
+    print(summary)
     return 0
 
 
@@ -314,8 +385,16 @@ def _explain(args: argparse.Namespace, client: Any) -> int:
         raise QdrantXaiError(f"no point {args.point_id} in collection {args.collection!r}")
     query = args.text if args.image is None else _image_query(args.image)
     encoder = _encoder(args, client)
-    kind = (records[0].payload or {}).get("xai_kind", "image")
-    using = "image" if kind == "image" else "text"
+    from qdrant_xai.layouts import layout_named
+
+    layout = layout_named(args.layout)
+    if layout.name != "qdrant-xai":
+        layout = layout.resolve(client, args.collection)
+    payload = records[0].payload or {}
+    kind = payload.get("xai_kind") or (
+        "text" if layout.text(payload) and not layout.image_source(payload) else "image"
+    )
+    using = layout.using("image" if kind == "image" else "text")
     vector = (
         encoder.embed_texts([query])[0]
         if isinstance(query, str)
@@ -330,7 +409,7 @@ def _explain(args: argparse.Namespace, client: Any) -> int:
         query_filter=models.Filter(must=[models.HasIdCondition(has_id=[point_id])]),
         with_payload=light_payload(),
     ).points
-    explanations = _explainer(args, client, encoder).explain(query, scored)
+    explanations = _explainer(args, client, encoder).explain(query, scored, hit_kind=kind)
     _print_hits(args, query, scored, explanations)
     return 0
 
@@ -356,6 +435,7 @@ def _explainer(args: argparse.Namespace, client: Any, encoder: Any) -> Any:
         word_method=args.word_method,
         grounding=args.grounding,
         rationales=rationales,
+        layout=args.layout,
     )
 
 

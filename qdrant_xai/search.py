@@ -10,8 +10,9 @@ from typing import Literal
 
 from qdrant_client import QdrantClient, models
 
-from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys, require_collection
+from qdrant_xai.collection import PayloadKeys, require_collection
 from qdrant_xai.encoder import ClipEncoder, ImageInput
+from qdrant_xai.layouts import CollectionLayout, layout_named
 
 __all__ = ["Searcher", "light_payload"]
 
@@ -35,12 +36,28 @@ class Searcher:
         hits = searcher.search_texts(Path("car.jpg"), limit=5)   # image → text
 
     Results are plain ``ScoredPoint``s, as ``client.query_points`` returns them.
+
+    Args:
+        client: any ``QdrantClient``.
+        encoder: the CLIP model the collection was built with.
+        collection_name: the collection to search.
+        layout: its vector names (a preset such as ``"langchain"`` for collections written
+            by other tools; see :mod:`qdrant_xai.layouts`).
     """
 
-    def __init__(self, client: QdrantClient, encoder: ClipEncoder, *, collection_name: str) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        encoder: ClipEncoder,
+        *,
+        collection_name: str,
+        layout: str | CollectionLayout = "qdrant-xai",
+    ) -> None:
         self.client = client
         self.encoder = encoder
         self.collection_name = collection_name
+        self.layout = layout_named(layout)
+        self._resolved: CollectionLayout | None = None
 
     def search_images(
         self,
@@ -51,7 +68,7 @@ class Searcher:
         score_threshold: float | None = None,
     ) -> list[models.ScoredPoint]:
         """Image hits for a text query, or for an image query (image→image)."""
-        return self._query(query, IMAGE_VECTOR, limit, query_filter, score_threshold)
+        return self._query(query, "image", limit, query_filter, score_threshold)
 
     def search_texts(
         self,
@@ -62,7 +79,7 @@ class Searcher:
         score_threshold: float | None = None,
     ) -> list[models.ScoredPoint]:
         """Text hits for an image query (image→text), or for a text query."""
-        return self._query(query, TEXT_VECTOR, limit, query_filter, score_threshold)
+        return self._query(query, "text", limit, query_filter, score_threshold)
 
     def search(
         self,
@@ -79,12 +96,19 @@ class Searcher:
     def _query(
         self,
         query: str | ImageInput,
-        using: str,
+        target: Literal["image", "text"],
         limit: int,
         query_filter: models.Filter | None,
         score_threshold: float | None,
     ) -> list[models.ScoredPoint]:
         require_collection(self.client, self.collection_name)
+        if self._resolved is None:
+            self._resolved = (
+                self.layout
+                if self.layout.name == "qdrant-xai"
+                else self.layout.resolve(self.client, self.collection_name)
+            )
+        using = self._resolved.using(target)
         if isinstance(query, str):
             vector = self.encoder.embed_texts([query])[0]
         else:

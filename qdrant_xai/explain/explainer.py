@@ -12,7 +12,7 @@ from qdrant_client import QdrantClient, models
 
 from qdrant_xai._exceptions import FeaturesMissingError, QdrantXaiError
 from qdrant_xai.codec import PayloadFeatureCodec
-from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys
+from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.encoder import ClipEncoder, ImageFeatures, ImageInput
 from qdrant_xai.explain.base import (
     ImageEvidence,
@@ -27,6 +27,7 @@ from qdrant_xai.explain.occlusion import WordOcclusion
 from qdrant_xai.explain.rationales import Rationale, RationaleScorer
 from qdrant_xai.explain.results import Explanation, WordAttribution
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
+from qdrant_xai.layouts import CollectionLayout, layout_named
 from qdrant_xai.sources import ImageSourcePolicy
 
 __all__ = ["Explainer"]
@@ -104,6 +105,14 @@ class Explainer:
         grounding: attach word-to-region grounding to text-image pairs by default.
         rationales: attach rationales by default; ``True`` uses the default concept
             vocabulary, a :class:`RationaleScorer` uses yours.
+        layout: where the collection keeps vectors, image sources and texts: a preset name
+            (``"qdrant-xai"``, ``"langchain"``, ``"llamaindex"``, ``"fastembed"``,
+            ``"qdrant-tutorial"``, see :mod:`qdrant_xai.layouts`) or a
+            :class:`~qdrant_xai.layouts.CollectionLayout`. Points written by other tools
+            have no stored features: they are recomputed from the image (under
+            ``image_roots``) through the same encoder path as indexing.
+        sources: the policy for reading images named in payloads (overrides
+            ``image_roots``/``image_limits``), e.g. to allow URLs from given hosts.
     """
 
     def __init__(
@@ -118,11 +127,15 @@ class Explainer:
         word_method: str | WordMethod = "occlusion",
         grounding: bool = False,
         rationales: bool | RationaleScorer = False,
+        layout: str | CollectionLayout = "qdrant-xai",
+        sources: ImageSourcePolicy | None = None,
     ) -> None:
         self.encoder = encoder
         self.client = client
         self.collection_name = collection_name
-        self.sources = ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
+        self.sources = sources or ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
+        self.layout = layout_named(layout)
+        self._layouts: dict[str, CollectionLayout] = {}
         self.codec = PayloadFeatureCodec()
         self.image_method = _image_method(image_method)
         self.word_method = _word_method(word_method)
@@ -143,6 +156,7 @@ class Explainer:
         word_method: str | WordMethod | None = None,
         grounding: bool | None = None,
         rationales: bool | RationaleScorer | None = None,
+        hit_kind: Literal["image", "text"] | None = None,
     ) -> list[Explanation]:
         """One explanation per hit, in the hits' order.
 
@@ -154,6 +168,10 @@ class Explainer:
             collection_name: overrides the explainer's collection for this call.
             image_method, word_method, grounding, rationales: override the explainer's
                 defaults for this call.
+            hit_kind: what the hits are, for points that hold both an image and a text
+                (Qdrant's tutorial layout: say ``"text"`` when you searched the text
+                vector). Otherwise a point's kind is what qdrant-xai recorded, or what its
+                payload holds (an image source or a text).
         """
         hits = list(hits)
         if not hits:
@@ -164,6 +182,8 @@ class Explainer:
             grounding=self.grounding if grounding is None else grounding,
             scorer=self._rationale_scorer(self.rationales if rationales is None else rationales),
         )
+        run.hit_kind = hit_kind
+        run.default_kind = "image" if isinstance(query, str) else None
         data = self._hit_data(hits, collection_name or self.collection_name, run)
         if isinstance(query, str):
             return self._explain_text_query(query, hits, data, run)
@@ -339,8 +359,10 @@ class Explainer:
     ) -> dict[str, models.Record]:
         """Payload features and vectors of the hits, in one request."""
         if self.client is None or collection_name is None:
+            run.layout = self.layout
             return {}
-        keys = list(_LIGHT_KEYS)
+        layout = run.layout = self._resolved_layout(collection_name)
+        keys = [*_LIGHT_KEYS, *layout.payload_keys()]
         for option in run.image.requires:
             keys += [_STORED_FIELDS[f] for f in option if f in _STORED_FIELDS]
         try:
@@ -348,7 +370,7 @@ class Explainer:
                 collection_name,
                 ids=[hit.id for hit in hits],
                 with_payload=list(dict.fromkeys(keys)),
-                with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
+                with_vectors=layout.vector_request(),
             )
         except (ValueError, KeyError) as exc:
             raise QdrantXaiError(
@@ -356,29 +378,47 @@ class Explainer:
             ) from exc
         return {str(r.id): r for r in records}
 
+    def _resolved_layout(self, collection_name: str) -> CollectionLayout:
+        if collection_name not in self._layouts:
+            assert self.client is not None
+            if self.layout.name == "qdrant-xai":
+                self._layouts[collection_name] = self.layout
+            else:
+                self._layouts[collection_name] = self.layout.resolve(self.client, collection_name)
+        return self._layouts[collection_name]
+
     def _decode(self, hit: models.ScoredPoint, record: models.Record | None, run: _Run) -> _HitData:
         payload: dict[str, Any] = {
             **(hit.payload or {}),
             **((record.payload if record else None) or {}),
         }
-        vectors = _named_vectors(record.vector if record else None) or _named_vectors(hit.vector)
-        kind = payload.get(PayloadKeys.KIND) or ("text" if PayloadKeys.TEXT in payload else "image")
+        layout = run.layout or self.layout
+        stored_vector = record.vector if record is not None else None
+        if stored_vector is None:
+            stored_vector = hit.vector
+        source = layout.image_source(payload)
+        text = layout.text(payload)
+        recorded = payload.get(PayloadKeys.KIND)
+        if (run.hit_kind == "image" and source) or (run.hit_kind == "text" and text):
+            kind = run.hit_kind  # a point holding both (one image, one caption vector)
+        elif recorded in ("image", "text"):
+            kind = recorded
+        else:
+            kind = _infer_kind(run.default_kind, source, text)
         what = f"point {hit.id}"
         fingerprint = payload.get(PayloadKeys.FINGERPRINT)
         if fingerprint is not None:
             self.encoder.fingerprint.check(fingerprint, what=what)
-        data = _HitData(
-            kind=kind, source=payload.get(PayloadKeys.SOURCE), text=payload.get(PayloadKeys.TEXT)
-        )
+        data = _HitData(kind=kind, source=source, text=text)
         box = payload.get(PayloadKeys.CROP_BOX)
         if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box):
             data.crop_box = (box[0], box[1], box[2], box[3])
-        if fingerprint is not None:  # vectors of unknown origin are recomputed instead
-            vector = vectors.get(IMAGE_VECTOR if kind == "image" else TEXT_VECTOR)
+        if fingerprint is not None and recorded == kind:  # others are recomputed instead
+            vector = layout.vector_of(stored_vector, "image" if kind == "image" else "text")
             if vector is not None:
                 data.embedding = _unit(np.asarray(vector, dtype=np.float32))
         fp = self.encoder.fingerprint
-        if kind == "image":
+        if kind == "image" and recorded == "image":
             shapes = {
                 PayloadKeys.FEATURES: (*fp.grid, fp.dim),
                 PayloadKeys.PATCH_TOKENS: (*fp.grid, fp.dim),
@@ -395,10 +435,15 @@ class Explainer:
             data.patch_tokens = decoded.get(PayloadKeys.PATCH_TOKENS)
             data.last_layer_inputs = decoded.get(PayloadKeys.LAST_LAYER)
         if kind == "text" and data.text is None:
-            raise FeaturesMissingError(f"{what}: a text point without a 'text' payload")
+            raise FeaturesMissingError(
+                f"{what}: a text hit without a text in its payload (looked for "
+                f"{', '.join(layout.text_keys)}); pass layout=... for collections written by "
+                "other tools"
+            )
         words = payload.get(PayloadKeys.WORDS)
         if (
             kind == "text"
+            and recorded == "text"
             and run.words.name == "tokens"
             and payload.get(PayloadKeys.FEATURES) is not None
             and isinstance(words, list)
@@ -471,6 +516,9 @@ class _Run:
     words: WordMethod
     grounding: bool
     scorer: RationaleScorer | None
+    hit_kind: Literal["image", "text"] | None = None  # given by the caller
+    default_kind: Literal["image", "text"] | None = None  # for points that do not say
+    layout: CollectionLayout | None = None
 
     def rationales(self, texts: list[str], images: np.ndarray) -> list[tuple[Rationale, ...]]:
         if self.scorer is None:
@@ -527,6 +575,17 @@ def _repeat_evidence(features: ImageFeatures, image: LoadedImage, n: int) -> Ima
     )
 
 
+def _infer_kind(
+    default: Literal["image", "text"] | None, source: str | None, text: str | None
+) -> str:
+    """The kind of a point that does not record it (written by another tool)."""
+    if source is not None and text is None:
+        return "image"
+    if text is not None and source is None:
+        return "text"
+    return default or "image"
+
+
 def _has(data: _HitData, field: str) -> bool:
     return (data.image if field == "images" else getattr(data, field)) is not None
 
@@ -551,10 +610,6 @@ def _attributions(scores: WordScores) -> tuple[WordAttribution, ...]:
         WordAttribution(word=w.text, score=float(s), span=w.span)
         for w, s in zip(words, values, strict=True)
     )
-
-
-def _named_vectors(vector: object) -> dict[str, Any]:
-    return vector if isinstance(vector, dict) else {}
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
