@@ -25,6 +25,7 @@ from qdrant_xai._exceptions import (
     SchemaMismatchError,
     SourceNotAllowedError,
 )
+from qdrant_xai.backfill import Backfiller, BackfillSummary, VectorCheck, check_vectors
 from qdrant_xai.codec import PayloadFeatureCodec
 from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys, ensure_collection
 from qdrant_xai.encoder import DEFAULT_MODEL, ClipEncoder, ImageFeatures, TextFeatures
@@ -32,7 +33,9 @@ from qdrant_xai.explain import Explainer, Explanation, WordAttribution
 from qdrant_xai.fingerprint import ModelFingerprint
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
 from qdrant_xai.indexing import ImageRecord, Indexer, IndexSummary
+from qdrant_xai.layouts import LAYOUTS, CollectionLayout
 from qdrant_xai.search import Searcher
+from qdrant_xai.sources import ImageSourcePolicy
 from qdrant_xai.words import Word
 
 __version__ = "0.1.0"
@@ -40,9 +43,13 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "IMAGE_VECTOR",
+    "LAYOUTS",
     "TEXT_VECTOR",
+    "BackfillSummary",
+    "Backfiller",
     "ClipEncoder",
     "CollectionError",
+    "CollectionLayout",
     "Explainer",
     "Explanation",
     "FeatureCodecError",
@@ -51,6 +58,7 @@ __all__ = [
     "ImageLimits",
     "ImageLoadError",
     "ImageRecord",
+    "ImageSourcePolicy",
     "IndexSummary",
     "Indexer",
     "LoadedImage",
@@ -64,8 +72,10 @@ __all__ = [
     "Searcher",
     "SourceNotAllowedError",
     "TextFeatures",
+    "VectorCheck",
     "Word",
     "WordAttribution",
+    "check_vectors",
     "ensure_collection",
     "load_image",
 ]
