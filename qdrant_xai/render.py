@@ -72,10 +72,24 @@ def overlay_for(
     if explanation.heatmap is None:
         raise ValueError(f"the explanation of hit {explanation.id} has no heatmap")
     if image is None:
-        if not explanation.image_source:
-            raise ValueError(f"hit {explanation.id}: no image given and no image source known")
-        image = load_image(explanation.image_source).image
+        image = _original(explanation)
     return overlay_heatmap(image, explanation.heatmap, explanation.crop_box, alpha=alpha)
+
+
+def _original(explanation: Explanation) -> Image.Image:
+    """The image under the heatmap: the one the explainer read, else a local file named by
+    the hit's payload (qdrant-xai's own collections store local paths)."""
+    if explanation.image is not None:
+        return explanation.image.image
+    source = explanation.image_source
+    if not source:
+        raise ValueError(f"hit {explanation.id}: no image given and no image source known")
+    if "://" in source or source.startswith("data:"):
+        raise ValueError(
+            f"hit {explanation.id}: its image {source[:60]!r} is not a local file; pass the "
+            "image to overlay(image=...)"
+        )
+    return load_image(source).image
 
 
 def png_data_uri(image: Image.Image) -> str:
@@ -140,8 +154,8 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
             query if explanation.heatmap_side == "query" and not isinstance(query, str) else None
         )
         try:
-            if original is None and explanation.image_source:
-                original = load_image(explanation.image_source).image
+            if original is None:
+                original = _original(explanation)
             overlay = explanation.overlay(original)
             image_html = f"<img src='{png_data_uri(overlay)}' alt='heatmap'>"
             if explanation.heatmap_side == "hit" and original is not None:

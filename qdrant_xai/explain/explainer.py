@@ -293,6 +293,7 @@ class Explainer:
                     heatmap_side="query",
                     heatmap_method=run.image.name,
                     image_source=query_source,
+                    image=loaded,
                     crop_box=query_box,
                     text=data[i].text,
                     words=_attributions(words[row]),
@@ -331,6 +332,7 @@ class Explainer:
                 heatmap_side="hit",
                 heatmap_method=run.image.name,
                 image_source=data[i].source,
+                image=data[i].image,
                 crop_box=data[i].crop_box,
             )
             for row, i in enumerate(images)
@@ -399,6 +401,7 @@ class Explainer:
         source = layout.image_source(payload)
         text = layout.text(payload)
         recorded = payload.get(PayloadKeys.KIND)
+        kind: str
         if (run.hit_kind == "image" and source) or (run.hit_kind == "text" and text):
             kind = run.hit_kind  # a point holding both (one image, one caption vector)
         elif recorded in ("image", "text"):

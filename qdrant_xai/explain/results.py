@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from qdrant_xai.explain.grounding import Grounding
     from qdrant_xai.explain.rationales import Rationale
+    from qdrant_xai.images import LoadedImage
 
 __all__ = ["Explanation", "WordAttribution"]
 
@@ -77,6 +78,8 @@ class Explanation:
     words_method: str | None = None
     grounding: Grounding | None = None
     rationales: tuple[Rationale, ...] = ()
+    #: the decoded image the heatmap covers, when the explainer read it (foreign sources)
+    image: LoadedImage | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> models.ExtendedPointId:
