@@ -13,6 +13,7 @@ from typing import Any, Literal
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from qdrant_xai._exceptions import CollectionError, QdrantXaiError
+from qdrant_xai.collection import recorded_model
 from qdrant_xai.encoder import DEFAULT_MODEL
 
 __all__ = ["main"]
@@ -32,7 +33,7 @@ examples:
   qdrant-xai index photos/ --captions photos/captions.csv --collection photos
   qdrant-xai search "a dog on a beach" --collection photos --explain --html report.html
   qdrant-xai search --image query.jpg --collection photos --explain --json
-  qdrant-xai search "a red car" --collection photos --explain --method grad-eclip \
+  qdrant-xai search "a red car" --collection photos --explain --method grad-eclip \\
       --grounding --rationales --image-root photos/
   qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos
   qdrant-xai backfill --collection products --layout langchain --image-root /data/images
@@ -74,14 +75,7 @@ def _output(parser: argparse.ArgumentParser) -> None:
         "without features, heatmap, words as [word, score, [start, end]])",
     )
     parser.add_argument("--html", metavar="PATH", help="write an HTML report to PATH")
-    parser.add_argument(
-        "--image-root",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder from which images named in payloads may be read "
-        "(to recompute missing features, or for methods that need pixels); repeatable",
-    )
+    _sources(parser)
     from qdrant_xai.explain import IMAGE_METHODS, WORD_METHODS
 
     methods = parser.add_argument_group("explanation methods")
@@ -116,6 +110,42 @@ def _output(parser: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="a rationale concept of your own, added to the default vocabulary; repeatable "
         "(implies --rationales)",
+    )
+
+
+def _sources(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reading images named in payloads (untrusted input)")
+    group.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder from which local images named in payloads may be read (to recompute "
+        "missing features, or for methods that need pixels); repeatable",
+    )
+    group.add_argument(
+        "--allow-url-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="fetch https image URLs from HOST (exact name or *.example.org); repeatable. "
+        "URLs are never fetched otherwise; private and loopback addresses are refused",
+    )
+    group.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="also fetch plain http URLs (with --allow-url-host)",
+    )
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from qdrant_xai.sources import ImageSourcePolicy
+
+    return ImageSourcePolicy.from_settings(
+        roots=list(args.image_root),
+        allow_urls=bool(args.allow_url_host),
+        allowed_hosts=list(args.allow_url_host),
+        url_schemes=["https", "http"] if args.allow_http else ["https"],
     )
 
 
@@ -155,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="standard",
         choices=["standard", "full"],
         help="stored features: standard (patch contributions) or full (also the last "
-        "vision layer's input, so grad-eclip/gae need no image read; about 1.5x the bytes)",
+        "vision layer's input, so grad-eclip, gae and debiased need no image read; 2.5x the bytes)",
     )
     index.add_argument("--batch-size", type=int, default=16)
     index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -194,13 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "re-encoded one first. Resumable: points with current features are skipped.",
     )
     _layout(backfill)
-    backfill.add_argument(
-        "--image-root",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder from which images named in payloads may be read; repeatable",
-    )
+    _sources(backfill)
     backfill.add_argument("--profile", default="standard", choices=["standard", "full"])
     backfill.add_argument("--codec", default="fp16", choices=["fp16", "int8"])
     backfill.add_argument("--batch-size", type=int, default=32)
@@ -285,23 +309,10 @@ def _model_name(args: argparse.Namespace, client: Any = None) -> str:
 
     name = args.model
     if name is None and client is not None:
-        name = _recorded_model(client, args.collection)
+        name = recorded_model(client, args.collection)
     if name is None:
         return DEFAULT_MODEL
     return str(SHAPES_MODEL_DIR) if name == SHAPES_ALIAS else str(name)
-
-
-def _recorded_model(client: Any, collection_name: str) -> str | None:
-    """The model id stored with the collection's points, if it can still be loaded."""
-    from qdrant_xai.collection import PayloadKeys
-
-    if not client.collection_exists(collection_name):
-        return None
-    points, _ = client.scroll(collection_name, limit=1, with_payload=[PayloadKeys.MODEL])
-    name = (points[0].payload or {}).get(PayloadKeys.MODEL) if points else None
-    if isinstance(name, str) and (os.path.isdir(name) or ("/" in name and not os.path.isabs(name))):
-        return name
-    return None
 
 
 def _encoder(args: argparse.Namespace, client: Any = None) -> Any:
@@ -353,7 +364,6 @@ def _search(args: argparse.Namespace, client: Any) -> int:
 def _backfill(args: argparse.Namespace, client: Any) -> int:
     from qdrant_xai.backfill import Backfiller
     from qdrant_xai.collection import require_collection
-    from qdrant_xai.sources import ImageSourcePolicy
 
     require_collection(client, args.collection)
     backfiller = Backfiller(
@@ -361,7 +371,7 @@ def _backfill(args: argparse.Namespace, client: Any) -> int:
         _encoder(args, client),
         collection_name=args.collection,
         layout=args.layout,
-        sources=ImageSourcePolicy.from_roots(args.image_root),
+        sources=_policy(args),
         codec=args.codec,
         profile=args.profile,
         batch_size=args.batch_size,
@@ -430,7 +440,7 @@ def _explainer(args: argparse.Namespace, client: Any, encoder: Any) -> Any:
         encoder,
         client,
         collection_name=args.collection,
-        image_roots=args.image_root,
+        sources=_policy(args),
         image_method=args.method,
         word_method=args.word_method,
         grounding=args.grounding,

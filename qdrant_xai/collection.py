@@ -18,6 +18,7 @@ source (and caption), so indexing the same data twice writes the same points.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "PayloadKeys",
     "ensure_collection",
     "image_point_id",
+    "recorded_model",
     "require_collection",
     "text_point_id",
 ]
@@ -134,3 +136,15 @@ def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int)
             + "; ".join(problems)
             + ". Use another --collection, or delete this one to recreate it"
         )
+
+
+def recorded_model(client: QdrantClient, collection_name: str) -> str | None:
+    """The model id or folder recorded with the collection's points (``xai_model``), when it
+    looks loadable (an existing folder or a hub id); None otherwise."""
+    if not client.collection_exists(collection_name):
+        return None
+    points, _ = client.scroll(collection_name, limit=1, with_payload=[PayloadKeys.MODEL])
+    name = (points[0].payload or {}).get(PayloadKeys.MODEL) if points else None
+    if isinstance(name, str) and (os.path.isdir(name) or ("/" in name and not os.path.isabs(name))):
+        return name
+    return None

@@ -491,8 +491,11 @@ class Explainer:
             except QdrantXaiError as exc:
                 raise FeaturesMissingError(
                     f"point {hits[i].id} has {missing}, and its image cannot be read: {exc}. "
-                    "Allow the image folder with image_roots (CLI: --image-root), or re-index "
-                    "the collection with qdrant-xai (--profile full for gradient methods)"
+                    f"The image source policy: {self.sources.describe()}. Allow the image "
+                    "folder with image_roots (CLI: --image-root) or its URL host (sources="
+                    "ImageSourcePolicy(allow_urls=True, allowed_hosts=[...]); CLI: "
+                    "--allow-url-host), or backfill / re-index the collection with qdrant-xai "
+                    "(--profile full for gradient methods)"
                 ) from exc
         encoded = self.encoder.encode_images(
             loaded,
