@@ -1,0 +1,37 @@
+"""LangChain integration of qdrant-xai: an explaining retriever, CLIP embeddings, agent tools.
+
+    from qdrant_client import QdrantClient
+    from qdrant_xai import ClipEncoder
+    from langchain_qdrant_xai import QdrantXaiRetriever, create_tools
+
+    retriever = QdrantXaiRetriever(client=QdrantClient(path="./qdrant_data"),
+                                   encoder=ClipEncoder.from_pretrained(),
+                                   collection_name="photos", image_roots=["photos/"])
+    docs = retriever.invoke("a red car")   # metadata["explanation"]: top words, heatmap, peak
+    tools = create_tools(retriever)        # search_images_by_text, search_texts_by_image,
+                                           # explain_hit (content_and_artifact)
+
+Install with the ``langchain`` extra (``pip install "qdrant-xai[langchain]"``); only
+``langchain-core`` is required.
+"""
+
+from langchain_qdrant_xai.embeddings import ClipEmbeddings
+from langchain_qdrant_xai.formatting import (
+    describe_document,
+    describe_documents,
+    documents_html,
+    documents_to_content,
+)
+from langchain_qdrant_xai.retrievers import QdrantXaiRetriever, arequire_collection
+from langchain_qdrant_xai.tools import create_tools
+
+__all__ = [
+    "ClipEmbeddings",
+    "QdrantXaiRetriever",
+    "arequire_collection",
+    "create_tools",
+    "describe_document",
+    "describe_documents",
+    "documents_html",
+    "documents_to_content",
+]

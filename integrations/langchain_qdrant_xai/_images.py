@@ -1,0 +1,120 @@
+"""Image queries given as strings, and images as data URIs for chat messages.
+
+LangChain passes retriever and tool inputs as strings, so an image query is one of: a data
+URI (``data:image/png;base64,...``), raw base64 of an encoded image, or a local path. Data
+URIs and base64 are always accepted (the bytes are decoded with the package's size limits);
+local paths are read only when the caller allows them (see :func:`load_query_image`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from qdrant_xai import (
+    ImageLimits,
+    ImageLoadError,
+    LoadedImage,
+    SourceNotAllowedError,
+    load_image,
+)
+from qdrant_xai.render import png_data_uri
+from qdrant_xai.sources import ImageSourcePolicy
+
+__all__ = ["image_data_uri", "load_query_image", "parse_point_id"]
+
+_DATA_URI = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.S
+)
+_BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
+#: a raw base64 query shorter than this is taken for a path (a PNG is never this small)
+_MIN_BASE64 = 64
+
+
+def load_query_image(
+    value: str,
+    *,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
+    limits: ImageLimits | None = None,
+) -> LoadedImage:
+    """Decodes an image query given as a data URI, raw base64 or a local path.
+
+    Args:
+        value: ``data:image/...;base64,...``, the base64 of an encoded image, or a path.
+        roots: folders local paths may be read from; ``None`` reads any local path (the
+            caller's own input), an empty sequence reads none (input from an LLM or a user).
+        limits: decoding bounds.
+
+    Raises:
+        ImageLoadError: not decodable as an image, or too large.
+        SourceNotAllowedError: a local path outside ``roots``.
+    """
+    text = value.strip()
+    if text.startswith("data:"):
+        return load_image(_data_uri_bytes(text), limits=limits, name="<query image>")
+    if len(text) >= _MIN_BASE64 and _BASE64.match(text) and not os.path.exists(text):
+        try:
+            data = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            pass  # not base64 after all: a path
+        else:
+            return load_image(data, limits=limits, name="<query image>")
+    if roots is None:
+        return load_image(Path(text).expanduser(), limits=limits, name=text)
+    if not roots:
+        raise SourceNotAllowedError(
+            f"{text[:80]}: image paths are not read here; pass the image as a data URI "
+            "(data:image/png;base64,...) or raw base64, or allow its folder with "
+            "query_image_roots=[...]"
+        )
+    return ImageSourcePolicy.from_roots(roots, limits=limits).open(text)
+
+
+def _data_uri_bytes(uri: str) -> bytes:
+    match = _DATA_URI.match(uri)
+    if match is None:
+        raise ImageLoadError(
+            "<query image>", "malformed data URI; expected data:image/...;base64,..."
+        )
+    mime = match["mime"] or ""
+    if not mime.startswith("image/"):
+        raise ImageLoadError("<query image>", f"data URI of type {mime or '?'!r} is not an image")
+    if ";base64" not in match["params"]:
+        raise ImageLoadError("<query image>", "only base64 data URIs are supported")
+    try:
+        return base64.b64decode("".join(match["data"].split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageLoadError("<query image>", f"invalid base64 in the data URI ({exc})") from exc
+
+
+def image_data_uri(image: Image.Image, max_side: int | None = None) -> str:
+    """``data:image/png;base64,...`` of ``image``, shrunk to ``max_side`` pixels if larger."""
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return png_data_uri(image)
+
+
+def parse_point_id(value: str | int) -> str | int:
+    """A Qdrant point id (unsigned integer or UUID) from a string, or ``ValueError``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"point id {value} is negative; Qdrant ids are unsigned")
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a Qdrant point id (an unsigned integer or a UUID); use the "
+            "'_id' of a search result"
+        ) from None
