@@ -1,0 +1,26 @@
+"""MCP server of qdrant-xai: explainable CLIP search over Qdrant as MCP tools.
+
+Run ``qdrant-xai-mcp`` (stdio) or ``qdrant-xai-mcp --transport streamable-http``, configured
+by environment variables (``QDRANT_URL`` or ``QDRANT_LOCAL_PATH``, ``COLLECTION_NAME``,
+``QDRANT_XAI_IMAGE_ROOTS`` ...; see :mod:`qdrant_xai_mcp.settings`), or build it in Python::
+
+    from qdrant_xai_mcp import ServerSettings, create_server
+    server = create_server(ServerSettings(collection_name="photos", local_path="./qdrant_data"))
+    server.run("stdio")
+
+Needs the ``mcp`` extra: ``pip install 'qdrant-xai[mcp]'``.
+"""
+
+from __future__ import annotations
+
+from qdrant_xai_mcp.server import QdrantXaiMCPServer, XaiBackend, create_server, main
+from qdrant_xai_mcp.settings import ServerSettings, SettingsError
+
+__all__ = [
+    "QdrantXaiMCPServer",
+    "ServerSettings",
+    "SettingsError",
+    "XaiBackend",
+    "create_server",
+    "main",
+]
