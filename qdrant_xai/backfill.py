@@ -276,8 +276,10 @@ class Backfiller:
     def _is_current(self, payload: dict[str, Any], is_image: bool) -> bool:
         if payload.get(PayloadKeys.FINGERPRINT) != self.encoder.fingerprint.key:
             return False
-        return not is_image or self.profile == "standard" or (
-            payload.get(PayloadKeys.PROFILE) == self.profile
+        return (
+            not is_image
+            or self.profile == "standard"
+            or (payload.get(PayloadKeys.PROFILE) == self.profile)
         )
 
     def _backfill_page(
@@ -410,4 +412,3 @@ def _progress(total: int | None, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="pt", desc="backfilling", disable=not enabled)
-
