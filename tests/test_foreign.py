@@ -172,6 +172,22 @@ def test_backfill_writes_features_once_and_leaves_vectors_alone(
     folder, captions = scenes
     _tutorial_collection(client, collection_name, tiny_encoder, captions)
     before = client.scroll(collection_name, limit=100, with_payload=True, with_vectors=True)[0]
+    # before the backfill: explained by recomputing from the images
+    searcher = Searcher(
+        client, tiny_encoder, collection_name=collection_name, layout="qdrant-tutorial"
+    )
+    on_demand = Explainer(
+        tiny_encoder,
+        client,
+        collection_name=collection_name,
+        layout="qdrant-tutorial",
+        image_roots=[folder],
+    ).explain("a blue square", searcher.search_images("a blue square", limit=2))
+    for e in on_demand:
+        assert e.image_source is not None and e.image is not None  # it was read
+        np.testing.assert_allclose(
+            e.heatmap, _expected_heatmap(tiny_encoder, e.image_source, "a blue square"), atol=1e-4
+        )
     backfiller = Backfiller(
         client,
         tiny_encoder,
@@ -203,7 +219,7 @@ def test_backfill_writes_features_once_and_leaves_vectors_alone(
         tiny_encoder, client, collection_name=collection_name, layout="qdrant-tutorial"
     ).explain("a blue square", hits)
     for e in explanations:
-        assert e.image_source is not None
+        assert e.image_source is not None and e.image is None  # stored features, no read
         np.testing.assert_allclose(
             e.heatmap, _expected_heatmap(tiny_encoder, e.image_source, "a blue square"), atol=2e-3
         )
