@@ -58,6 +58,10 @@ class SourceNotAllowedError(QdrantXaiError):
     """An image source points outside the roots or hosts the user allowed."""
 
 
+class PointIdError(QdrantXaiError, ValueError):
+    """A value that is not a Qdrant point id (an unsigned integer or a UUID)."""
+
+
 class CollectionError(QdrantXaiError):
     """A collection is missing, or cannot be used as a qdrant-xai collection."""
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from qdrant_xai._exceptions import CollectionError, QdrantXaiError
-from qdrant_xai.collection import recorded_model
+from qdrant_xai.collection import parse_point_id, recorded_model
 from qdrant_xai.encoder import DEFAULT_MODEL
 
 __all__ = ["main"]
@@ -37,6 +37,7 @@ examples:
       --grounding --rationales --image-root photos/
   qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos
   qdrant-xai backfill --collection products --layout langchain --image-root /data/images
+  qdrant-xai eval Flickr8k/ --split test --model openai/clip-vit-base-patch32 --json eval.json
 """
 
 
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--no-progress", action="store_true")
     _common(backfill)
 
+    _eval_parser(sub)
+
     demo = sub.add_parser("demo", help="run the offline demo and write an HTML report")
     demo.add_argument("--out", default="qdrant-xai-demo", help="output folder")
     demo.add_argument(
@@ -269,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _search(args, client)
             if args.command == "backfill":
                 return _backfill(args, client)
+            if args.command == "eval":
+                return _eval(args, client)
             return _explain(args, client)
         finally:
             client.close()
@@ -389,7 +394,7 @@ def _explain(args: argparse.Namespace, client: Any) -> int:
     from qdrant_xai.search import light_payload
 
     require_collection(client, args.collection)
-    point_id: int | str = int(args.point_id) if args.point_id.isdigit() else args.point_id
+    point_id = parse_point_id(args.point_id)
     records = client.retrieve(args.collection, ids=[point_id], with_payload=light_payload())
     if not records:
         raise QdrantXaiError(f"no point {args.point_id} in collection {args.collection!r}")
@@ -503,6 +508,122 @@ def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanati
         print(f"report: {path}", file=sys.stderr)
     elif args.html:
         print("--html needs --explain; no report written", file=sys.stderr)
+
+
+def _eval_parser(sub: Any) -> None:
+    from qdrant_xai.evaluation import DEFAULT_CAP, FORMATS
+    from qdrant_xai.explain import IMAGE_METHODS, WORD_METHODS
+
+    ev = sub.add_parser(
+        "eval",
+        help="measure text->image and image->text retrieval on a dataset, with and without "
+        "explanations",
+        description="Indexes a retrieval dataset (or reuses the collection that holds it) and "
+        "reports Recall@1/5/10, mAP and median rank for text->image and image->text, in the "
+        "layout of the paper's Table III. Then runs every query again with the explainer in "
+        "the loop and checks that every ranking is identical, ids and scores bit for bit "
+        "(exit status 2 when one is not).",
+    )
+    ev.add_argument(
+        "dataset",
+        metavar="PATH",
+        help="Flickr8k folder or token file, Karpathy split JSON (dataset_coco.json ...), "
+        "or a CSV with header image,caption (or a folder holding one)",
+    )
+    ev.add_argument("--format", choices=FORMATS, default=None, help="default: detected")
+    ev.add_argument(
+        "--split",
+        default=None,
+        help="split to evaluate: test, val/dev, train, restval or all (default: test when the "
+        "dataset has splits)",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="first N images only (quick runs)")
+    ev.add_argument(
+        "--images", metavar="DIR", help="image folder (default: found next to the captions)"
+    )
+    ev.add_argument(
+        "--skip-missing", action="store_true", help="leave out images whose file is missing"
+    )
+    ev.add_argument("--json", metavar="OUT", help="write every figure as JSON to OUT")
+    ev.add_argument(
+        "--no-explain", action="store_true", help="skip the explained pass and invariance check"
+    )
+    ev.add_argument(
+        "--explain-top", type=int, default=10, help="hits explained per query (default: 10)"
+    )
+    ev.add_argument("--method", default="decomposition", choices=sorted(IMAGE_METHODS))
+    ev.add_argument("--word-method", default="occlusion", choices=sorted(WORD_METHODS))
+    ev.add_argument(
+        "--max-rank",
+        type=int,
+        default=DEFAULT_CAP,
+        help="ranks counted per query (default: %(default)s); a relevant item beyond is a miss "
+        "for R@K and ranks N+1 for the median",
+    )
+    ev.add_argument(
+        "--approximate",
+        action="store_true",
+        help="search through the HNSW index as a deployment would (default: exact search)",
+    )
+    ev.add_argument(
+        "--reindex",
+        action="store_true",
+        help="delete the dataset's points and index them again (default: reuse them)",
+    )
+    ev.add_argument("--codec", default="fp16", choices=["fp16", "int8"])
+    ev.add_argument("--profile", default="standard", choices=["standard", "full"])
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _common(ev)
+    ev.set_defaults(collection=None)
+    for action in ev._actions:
+        if action.dest == "collection":
+            action.help = "collection name (default: xai_eval_<dataset name>)"
+
+
+def _eval(args: argparse.Namespace, client: Any) -> int:
+    from qdrant_xai.evaluation import default_collection, evaluate, read_dataset
+
+    for flag, value, least in (
+        ("--limit", args.limit, 1),
+        ("--explain-top", args.explain_top, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--max-rank", args.max_rank, 10),
+    ):
+        if value is not None and value < least:
+            raise QdrantXaiError(f"{flag} must be at least {least}, got {value}")
+    dataset = read_dataset(
+        args.dataset,
+        format=args.format,
+        split=args.split,
+        limit=args.limit,
+        images=args.images,
+        skip_missing=args.skip_missing,
+    )
+    args.collection = args.collection or default_collection(dataset)
+    report = evaluate(
+        client,
+        _encoder(args, client),
+        dataset,
+        collection_name=args.collection,
+        reuse=not args.reindex,
+        explain=not args.no_explain,
+        batch_size=args.batch_size,
+        cap=args.max_rank,
+        explain_top=args.explain_top,
+        image_method=args.method,
+        word_method=args.word_method,
+        codec=args.codec,
+        profile=args.profile,
+        exact=not args.approximate,
+        progress=not args.no_progress,
+    )
+    print(report.format_table())
+    if args.json:
+        print(f"json: {report.write_json(args.json)}", file=sys.stderr)
+    if report.invariance is not None and not report.invariance.invariant:
+        return 2
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

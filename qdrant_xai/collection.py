@@ -25,7 +25,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from qdrant_xai._exceptions import CollectionError, SchemaMismatchError
+from qdrant_xai._exceptions import CollectionError, PointIdError, SchemaMismatchError
 
 __all__ = [
     "IMAGE_VECTOR",
@@ -33,6 +33,7 @@ __all__ = [
     "PayloadKeys",
     "ensure_collection",
     "image_point_id",
+    "parse_point_id",
     "recorded_model",
     "require_collection",
     "text_point_id",
@@ -74,6 +75,28 @@ def image_point_id(source: str) -> str:
 def text_point_id(text: str, image_source: str | None = None) -> str:
     """Deterministic id of a text point (a caption is keyed by its image too)."""
     return str(uuid.uuid5(_NAMESPACE, f"text\n{image_source or ''}\n{text}"))
+
+
+def parse_point_id(value: str | int) -> int | str:
+    """A Qdrant point id from user input: an unsigned integer, or a UUID (normalised).
+
+    Raises:
+        PointIdError: anything else (also a ``ValueError``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise PointIdError(f"point id {value} is negative; Qdrant ids are unsigned")
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise PointIdError(
+            f"{value!r} is not a Qdrant point id (an unsigned integer or a UUID); use the id "
+            "of a search result"
+        ) from None
 
 
 def require_collection(client: QdrantClient, collection_name: str) -> models.CollectionInfo:

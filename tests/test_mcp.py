@@ -296,7 +296,7 @@ async def test_errors_become_tool_errors_with_clear_messages(
     )
     async with Client(server) as client:
         for arguments, expected in [
-            ({"point_id": "not-an-id", "query_text": "a"}, "not a point id"),
+            ({"point_id": "not-an-id", "query_text": "a"}, "not a Qdrant point id"),
             ({"point_id": str(uuid.uuid4()), "query_text": "a"}, "no point"),
             ({"point_id": 12345, "query_text": "a"}, "no point 12345"),
             ({"point_id": 1}, "exactly one query"),

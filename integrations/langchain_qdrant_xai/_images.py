@@ -12,7 +12,6 @@ import base64
 import binascii
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from qdrant_xai import (
 from qdrant_xai.render import png_data_uri
 from qdrant_xai.sources import ImageSourcePolicy
 
-__all__ = ["image_data_uri", "load_query_image", "parse_point_id"]
+__all__ = ["image_data_uri", "load_query_image"]
 
 _DATA_URI = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.S
@@ -100,21 +99,3 @@ def image_data_uri(image: Image.Image, max_side: int | None = None) -> str:
         image = image.copy()
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return png_data_uri(image)
-
-
-def parse_point_id(value: str | int) -> str | int:
-    """A Qdrant point id (unsigned integer or UUID) from a string, or ``ValueError``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"point id {value} is negative; Qdrant ids are unsigned")
-        return value
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not a Qdrant point id (an unsigned integer or a UUID); use the "
-            "'_id' of a search result"
-        ) from None

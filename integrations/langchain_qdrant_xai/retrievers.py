@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from langchain_qdrant_xai._images import image_data_uri, load_query_image, parse_point_id
+from langchain_qdrant_xai._images import image_data_uri, load_query_image
 from qdrant_xai import (
     ClipEncoder,
     CollectionError,
@@ -31,7 +31,13 @@ from qdrant_xai import (
     PayloadKeys,
     QdrantXaiError,
 )
-from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, check_schema, require_collection
+from qdrant_xai.collection import (
+    IMAGE_VECTOR,
+    TEXT_VECTOR,
+    check_schema,
+    parse_point_id,
+    require_collection,
+)
 from qdrant_xai.search import light_payload
 from qdrant_xai.sources import ImageSourcePolicy
 

@@ -38,7 +38,6 @@ import binascii
 import io
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -68,7 +67,7 @@ from qdrant_xai._exceptions import (
     QdrantXaiError,
     SourceNotAllowedError,
 )
-from qdrant_xai.collection import PayloadKeys, require_collection
+from qdrant_xai.collection import PayloadKeys, parse_point_id, require_collection
 from qdrant_xai.encoder import DEFAULT_MODEL, ClipEncoder
 from qdrant_xai.explain import IMAGE_METHODS, Explainer, Explanation
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
@@ -239,7 +238,7 @@ class XaiBackend:
                 f"unknown heatmap method {method!r}; choose one of "
                 f"{', '.join(sorted(IMAGE_METHODS))}"
             )
-        pid = _point_id(point_id)
+        pid = parse_point_id(point_id)
         query: str | LoadedImage
         if query_text is not None:
             if not query_text.strip():
@@ -852,22 +851,6 @@ def _explanation_text(e: Explanation, query: str | LoadedImage, collection: str,
         )
         lines += [f"  {w.word}: {w.score:+.4f}" for w in e.words]
     return "\n".join(lines)
-
-
-def _point_id(value: str | int) -> int | str:
-    """A Qdrant point id (unsigned integer or UUID) from what the caller passed."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise QdrantXaiError(
-            f"{value!r} is not a point id: Qdrant ids are unsigned integers or UUIDs; use an "
-            "id returned by search_images or search_texts"
-        ) from None
 
 
 def _decode_image(data: str, limits: ImageLimits, *, what: str) -> LoadedImage:
