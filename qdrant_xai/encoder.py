@@ -8,7 +8,11 @@ direct per-word contributions (BPE sub-tokens merged per word).
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,9 @@ _DTYPES = {
 }
 
 ImageInput = str | os.PathLike[str] | bytes | LoadedImage | Any  # Any: a PIL image
+
+#: single-text embeddings remembered per encoder (a search and its explanation share them)
+QUERY_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,14 @@ class ClipEncoder:
         if getattr(model.config, "_attn_implementation", "eager") != "eager":
             model.set_attn_implementation("eager")
         self.model = model.eval()
+        #: the same weights with SDPA attention, for the paths that need no attention weights
+        self._embedder = _sdpa_twin(self.model)
+        self._text_parameters = (
+            *model.text_model.parameters(),
+            *model.text_projection.parameters(),
+        )
+        self._queries: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._queries_lock = threading.Lock()
         self.processor = processor
         self.model_id = model_id
         self.device = next(model.parameters()).device
@@ -272,8 +287,10 @@ class ClipEncoder:
         in chunks of ``batch_size``."""
         chunks = []
         for start in range(0, int(pixel_values.shape[0]), batch_size):
-            vision = self.model.vision_model(pixel_values=pixel_values[start : start + batch_size])
-            chunks.append(_normalised(self.model.visual_projection(vision.pooler_output)))
+            vision = self._embedder.vision_model(
+                pixel_values=pixel_values[start : start + batch_size]
+            )
+            chunks.append(_normalised(self._embedder.visual_projection(vision.pooler_output)))
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(chunks)
@@ -283,8 +300,8 @@ class ClipEncoder:
         """[B, P] L2-normalised image embeddings (no features)."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vision = self.model.vision_model(pixel_values=self.pixel_values(images))
-        return _normalised(self.model.visual_projection(vision.pooler_output))
+        vision = self._embedder.vision_model(pixel_values=self.pixel_values(images))
+        return _normalised(self._embedder.visual_projection(vision.pooler_output))
 
     # -- texts --------------------------------------------------------------------------
 
@@ -330,20 +347,67 @@ class ClipEncoder:
             )
         return results
 
-    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """[B, P] L2-normalised text embeddings (no features); texts are truncated to fit."""
+        """[B, P] L2-normalised text embeddings (no features); texts are truncated to fit.
+
+        A single text (a query) is remembered, so that a search and the explanation of its
+        hits encode the query once: the last :data:`QUERY_CACHE_SIZE` of them, forgotten
+        when the text tower's weights change in place. Batches are always computed.
+        """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) != 1:
+            return self._embed_texts(texts)
+        key = (texts[0], self._text_weights_version())
+        with self._queries_lock:
+            cached = self._queries.get(key)
+            if cached is not None:
+                self._queries.move_to_end(key)
+                return cached[None].copy()
+        embeds = self._embed_texts(texts)
+        with self._queries_lock:
+            self._queries[key] = embeds[0].copy()
+            while len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return embeds
+
+    @torch.inference_mode()
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         batch = self._tokenize(texts, offsets=False)
-        text = self.model.text_model(
+        text = self._embedder.text_model(
             input_ids=batch["input_ids"].to(self.device),
             attention_mask=batch["attention_mask"].to(self.device),
         )
-        return _normalised(self.model.text_projection(text.pooler_output))
+        return _normalised(self._embedder.text_projection(text.pooler_output))
+
+    def _text_weights_version(self) -> int:
+        # in-place updates (optimiser steps, load_state_dict) bump a tensor's version counter
+        return sum(p._version for p in self._text_parameters)
 
     def __repr__(self) -> str:
         return f"ClipEncoder({self.model_id!r}, grid={self.grid}, dim={self.dim})"
+
+
+def _sdpa_twin(model: Any) -> Any:
+    """``model`` with scaled-dot-product attention, sharing its parameters and buffers.
+
+    The feature paths need the attention weights, so ``model`` stays eager; the plain
+    embedding paths (queries, perturbed images and texts of occlusion methods) need none
+    and run with SDPA (faster, the more so the longer the sequence), with the same values
+    within float rounding. The twin is a copy of the module tree that shares every tensor
+    (so later in-place updates of the weights reach both) with its own config, so no
+    attention setting is switched per call and concurrent callers never see the other
+    implementation. Models that cannot switch keep eager attention.
+    """
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        twin = copy.deepcopy(model, shared)
+        twin.set_attn_implementation("sdpa")
+    except Exception:  # any model that cannot be copied or switched keeps eager attention
+        return model
+    if getattr(twin.config, "_attn_implementation", None) != "sdpa":
+        return model
+    return twin.eval()
 
 
 def _as_loaded(image: ImageInput) -> LoadedImage:
