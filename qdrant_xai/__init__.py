@@ -21,9 +21,11 @@ from qdrant_xai._exceptions import (
     ImageLoadError,
     ModelLoadError,
     ModelMismatchError,
+    QdrantUnavailableError,
     QdrantXaiError,
     SchemaMismatchError,
     SourceNotAllowedError,
+    StorageLockedError,
 )
 from qdrant_xai.backfill import Backfiller, BackfillSummary, VectorCheck, check_vectors
 from qdrant_xai.codec import PayloadFeatureCodec
@@ -67,10 +69,12 @@ __all__ = [
     "ModelMismatchError",
     "PayloadFeatureCodec",
     "PayloadKeys",
+    "QdrantUnavailableError",
     "QdrantXaiError",
     "SchemaMismatchError",
     "Searcher",
     "SourceNotAllowedError",
+    "StorageLockedError",
     "TextFeatures",
     "VectorCheck",
     "Word",

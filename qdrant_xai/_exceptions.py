@@ -9,6 +9,8 @@ message says what went wrong and what to do next::
     ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
     ├── CollectionError           a collection is missing or cannot hold qdrant-xai points
     │   └── SchemaMismatchError   an existing collection's vectors differ from what is needed
+    ├── QdrantUnavailableError    Qdrant did not answer (after retries), or its storage is locked
+    │   └── StorageLockedError    an embedded storage folder is in use by another process
     ├── FeatureCodecError         stored features are corrupt, tampered with or unknown
     ├── FeaturesMissingError      a hit has no stored features and none can be recomputed
     └── ModelMismatchError        features or vectors come from another model
@@ -27,8 +29,10 @@ __all__ = [
     "ModelLoadError",
     "ModelMismatchError",
     "QdrantXaiError",
+    "QdrantUnavailableError",
     "SchemaMismatchError",
     "SourceNotAllowedError",
+    "StorageLockedError",
 ]
 
 
@@ -80,3 +84,17 @@ class FeaturesMissingError(QdrantXaiError):
 
 class ModelMismatchError(QdrantXaiError):
     """Features or vectors were produced by a different model than the one explaining them."""
+
+
+class QdrantUnavailableError(QdrantXaiError):
+    """Qdrant did not answer: a server that stayed down or timed out through every retry.
+
+    The message names the server's URL (never its API key) and what to check.
+    """
+
+
+class StorageLockedError(QdrantUnavailableError):
+    """An embedded (``path=``) Qdrant folder is already open in another process.
+
+    Embedded mode allows one client per folder; use a Qdrant server for concurrent access.
+    """

@@ -1,0 +1,179 @@
+"""Hardening suite: faults, bad input and hostile payloads, with figures.
+
+Every test here is marked ``hardening`` (``pytest -m hardening`` runs them alone). Heavy
+parts run at a reduced count by default (the normal test run and CI) and at the full count
+with ``QDRANT_XAI_HARDENING=full``; :meth:`Figures.count` records both counts, so the report
+says which was run.
+
+Tests record what they tried and what came out through the session fixture ``figures``.
+With ``QDRANT_XAI_RELIABILITY_OUT=docs/reliability.md`` the session writes that report from
+the figures of the run (``QDRANT_XAI_RELIABILITY_JSON=path`` writes them as JSON)::
+
+    QDRANT_XAI_HARDENING=full QDRANT_XAI_RELIABILITY_OUT=docs/reliability.md \\
+        python -m pytest -m hardening
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+FULL = os.environ.get("QDRANT_XAI_HARDENING", "").strip().lower() == "full"
+MODE = "full" if FULL else "reduced"
+
+# Hypothesis: reproducible runs (derandomised), no example database in the checkout, no
+# per-example deadline (the machine is shared), counts set per test through Figures.count.
+settings.register_profile(
+    "qdrant-xai",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("qdrant-xai")
+
+
+# Families in report order: key -> (title, what the family tries).
+FAMILIES: dict[str, tuple[str, str]] = {
+    "bad-images": (
+        "Bad images",
+        "A generated corpus of broken, hostile and unusual image files is indexed together "
+        "with good images; each bad file must be reported with its reason, everything else "
+        "indexed.",
+    ),
+    "fuzz": (
+        "Hostile payloads (property-based fuzzing)",
+        "Hypothesis generates payloads for the feature decoder and every payload reader; only "
+        "the package's typed errors may come out, never another exception and never a "
+        "silently wrong heatmap.",
+    ),
+    "interrupt": (
+        "Interrupted indexing and backfill",
+        "The indexer and the backfill run as real subprocesses and are killed with SIGKILL at "
+        "random moments, then rerun until they finish.",
+    ),
+    "server-faults": (
+        "Server faults",
+        "Timeouts, retries with backoff, a restart in the middle of a run, a server that stays "
+        "down.",
+    ),
+    "concurrency": (
+        "Concurrency",
+        "Two processes on one embedded path; many concurrent explanations on one client.",
+    ),
+    "sources": (
+        "Untrusted image sources",
+        "Payload sources that try to read outside the allowed roots or reach the network.",
+    ),
+    "mismatch": (
+        "Model mismatch",
+        "Features or vectors written by another model.",
+    ),
+}
+
+
+@dataclass
+class Figures:
+    """Figures of one run, by family, written to the reliability report."""
+
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counts: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+    def record(self, family: str, name: str, value: Any) -> None:
+        """Sets one figure (``value`` is shown as is: a number, a string, a list)."""
+        if family not in FAMILIES:
+            raise KeyError(f"unknown family {family!r}; add it to FAMILIES in this conftest")
+        self.values.setdefault(family, {})[name] = value
+
+    def add(self, family: str, name: str, amount: int | float = 1) -> None:
+        """Adds to a numeric figure (several tests can feed one total)."""
+        current = self.values.setdefault(family, {}).get(name, 0)
+        self.record(family, name, current + amount)
+
+    def count(self, family: str, name: str, *, reduced: int, full: int) -> int:
+        """The count to run now (``full`` with QDRANT_XAI_HARDENING=full), recorded with both."""
+        if family not in FAMILIES:
+            raise KeyError(f"unknown family {family!r}; add it to FAMILIES in this conftest")
+        self.counts.setdefault(family, {})[name] = (reduced, full)
+        return full if FULL else reduced
+
+
+def render(figures: Figures, *, session: pytest.Session, seconds: float) -> str:
+    """Markdown report of one run."""
+    lines = [
+        "# Reliability",
+        "",
+        "Generated from one run of the hardening suite (`tests/hardening`, marker "
+        "`hardening`); every figure below comes from that run. Regenerate it with:",
+        "",
+        "```bash",
+        "QDRANT_XAI_HARDENING=full QDRANT_XAI_RELIABILITY_OUT=docs/reliability.md \\",
+        "    .venv/bin/python -m pytest -m hardening",
+        "```",
+        "",
+        "The normal test run (and CI) runs the same tests at the reduced counts listed per "
+        "family; `QDRANT_XAI_HARDENING=full` runs the full counts.",
+        "",
+        "| run | |",
+        "|---|---|",
+        f"| counts | {MODE} |",
+        f"| tests | {session.testscollected} collected, {session.testsfailed} failed |",
+        f"| time | {seconds:.0f} s |",
+        f"| date | {time.strftime('%Y-%m-%d')} |",
+        f"| machine | {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()} |",
+        f"| Qdrant server | {os.environ.get('QDRANT_URL') and 'yes (QDRANT_URL)' or 'none'} |",
+        "",
+    ]
+    for key, (title, summary) in FAMILIES.items():
+        values = figures.values.get(key, {})
+        counts = figures.counts.get(key, {})
+        if not values and not counts:
+            continue
+        lines += [f"## {title}", "", summary, ""]
+        if values:
+            lines += ["| figure | this run |", "|---|---|"]
+            lines += [f"| {name} | {_cell(value)} |" for name, value in values.items()]
+            lines.append("")
+        if counts:
+            lines += ["| count | reduced (CI) | full |", "|---|---|---|"]
+            lines += [f"| {name} | {r:,} | {f:,} |" for name, (r, f) in counts.items()]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = f"{value:,}"
+    elif isinstance(value, list | tuple):
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+@pytest.fixture(scope="session")
+def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
+    collected = Figures()
+    start = time.monotonic()
+    yield collected
+    out = os.environ.get("QDRANT_XAI_RELIABILITY_OUT")
+    if out:
+        text = render(collected, session=request.session, seconds=time.monotonic() - start)
+        Path(out).write_text(text, encoding="utf-8")
+    dump = os.environ.get("QDRANT_XAI_RELIABILITY_JSON")
+    if dump:
+        data = {"mode": MODE, "values": collected.values, "counts": collected.counts}
+        Path(dump).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
