@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from qdrant_xai._exceptions import ImageLoadError
 
@@ -75,10 +78,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
-        scaled = np.zeros_like(array) if hi <= lo else (array - lo) / (hi - lo) * 255.0
-        return Image.fromarray(np.nan_to_num(scaled).astype(np.uint8), mode="L").convert("RGB")
+        with np.errstate(all="ignore"):  # NaN and infinities become black
+            array = np.asarray(image, dtype=np.float64)
+            finite = array[np.isfinite(array)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            scaled = np.zeros_like(array) if hi <= lo else (array - lo) / (hi - lo) * 255.0
+            clean = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, 255)
+        return Image.fromarray(clean.astype(np.uint8), mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -116,27 +122,76 @@ def load_image(
         return _decode(io.BytesIO(source), label, limits)
     path = Path(source)
     label = name or str(path)
+    return _decode(io.BytesIO(_read_file(path, label, limits)), label, limits)
+
+
+def _read_at_most(handle: BinaryIO, size: int, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of a file of ``size`` bytes (as stat'ed): ``read(n)``
+    allocates n bytes up front, so read the stat'ed size first, the rest only if it grew."""
+    data = handle.read(min(size, limit) + 1)
+    if len(data) > size:  # it grew since the stat: read on, up to the limit
+        data += handle.read(max(0, limit + 1 - len(data)))
+    return data
+
+
+def _read_file(path: Path, label: str, limits: ImageLimits) -> bytes:
+    """The bytes of a regular file; anything else is refused before a byte is read.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO, a
+    device or a directory named like an image is refused instead of hanging the run or
+    reading forever, and a file swapped after a check cannot slip through.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        size = path.stat().st_size
+        fd = os.open(path, flags)
     except OSError as exc:
         raise ImageLoadError(label, f"cannot read the file ({exc.strerror or exc})") from exc
-    if size > limits.max_bytes:
+    try:
+        info = os.fstat(fd)
+        _check_file(info, label, limits)
+        with open(fd, "rb", closefd=False) as handle:
+            data = _read_at_most(handle, info.st_size, limits.max_bytes)
+    except OSError as exc:
+        raise ImageLoadError(label, f"cannot read the file ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
+    if len(data) > limits.max_bytes:  # it grew after the check
+        raise ImageLoadError(label, f"file is over the {limits.max_bytes}-byte limit")
+    return data
+
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_file(info: os.stat_result, label: str, limits: ImageLimits) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_TYPES if test(info.st_mode)), "a special file")
+        raise ImageLoadError(
+            label, f"cannot read the file: it is {kind}, not a regular file; only files are read"
+        )
+    if info.st_size == 0:
+        raise ImageLoadError(label, "the file is empty (0 bytes), not an image Pillow can read")
+    if info.st_size > limits.max_bytes:
         raise ImageLoadError(
             label,
-            f"file is {size} bytes, over the {limits.max_bytes}-byte limit; "
+            f"file is {info.st_size} bytes, over the {limits.max_bytes}-byte limit; "
             "downscale it or raise ImageLimits.max_bytes",
         )
-    try:
-        with path.open("rb") as handle:
-            return _decode(io.BytesIO(handle.read()), label, limits)
-    except OSError as exc:
-        raise ImageLoadError(label, f"cannot read the file ({exc})") from exc
 
 
 def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
     try:
         with warnings.catch_warnings():
-            # Pillow warns, then raises, on oversized images; refuse at the warning already.
+            # Pillow's remarks on damaged metadata (corrupt EXIF, oversized tags) are not
+            # errors: the pixels decode or the decoder raises. It warns, then raises, on
+            # oversized images; refuse at the warning already.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as opened:
                 width, height = opened.size
@@ -147,9 +202,10 @@ def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
                         f"{limits.max_pixels} (possible decompression bomb); raise "
                         "ImageLimits.max_pixels if the image is trusted",
                     )
+                if opened.format == "PNG":
+                    _verify_png(stream)
                 opened.load()
-                image = ImageOps.exif_transpose(opened) or opened
-                rgb = to_rgb(image)
+                rgb = to_rgb(_upright(opened))
                 rgb.load()
     except ImageLoadError:
         raise
@@ -157,9 +213,43 @@ def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
         raise ImageLoadError(label, f"refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(label, "not an image Pillow can read") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ImageLoadError(label, f"corrupt or truncated image ({exc})") from exc
     return _checked(rgb, label, limits)
+
+
+def _verify_png(stream: io.BytesIO) -> None:
+    """Checks every chunk's CRC: Pillow's decoder skips the image data's checksums, so a
+    damaged PNG would otherwise be indexed with whatever its damaged bytes inflate to."""
+    with Image.open(io.BytesIO(stream.getvalue())) as probe:
+        probe.verify()  # SyntaxError "broken PNG file (bad header checksum ...)"
+
+
+# EXIF orientation -> the transpose that displays the image upright (as ImageOps does).
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """A copy of ``image`` with its EXIF orientation applied.
+
+    Unreadable EXIF is ignored (the pixels are still good): Pillow's own
+    ``ImageOps.exif_transpose`` re-serialises the EXIF and raises ``struct.error`` and
+    friends on damaged tags.
+    """
+    try:
+        orientation = image.getexif().get(0x0112)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, struct.error):
+        orientation = None
+    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image.copy()
 
 
 def _checked(image: Image.Image, label: str, limits: ImageLimits) -> LoadedImage:
@@ -181,16 +271,19 @@ def _checked(image: Image.Image, label: str, limits: ImageLimits) -> LoadedImage
     return LoadedImage(image=image, source=label, width=width, height=height)
 
 
-def iter_image_files(directory: str | os.PathLike[str]) -> Iterator[Path]:
+def iter_image_files(
+    directory: str | os.PathLike[str], *, on_error: Callable[[OSError], None] | None = None
+) -> Iterator[Path]:
     """Every file with an image suffix under ``directory``, recursively, in sorted order.
 
     Sorted order makes runs reproducible and lets an interrupted run resume in place.
-    Symlinked folders are not followed.
+    Symlinked folders are not followed. A folder that cannot be listed (permissions) is
+    passed to ``on_error`` as the ``OSError`` naming it, and skipped.
     """
     root = Path(directory)
     if not root.is_dir():
         raise ImageLoadError(str(root), "not a directory")
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         dirnames.sort()
         for filename in sorted(filenames):
             path = Path(dirpath, filename)

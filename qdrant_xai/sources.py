@@ -54,7 +54,7 @@ from typing import Literal, NamedTuple
 import httpx
 
 from qdrant_xai._exceptions import ImageLoadError, SourceNotAllowedError
-from qdrant_xai.images import ImageLimits, LoadedImage, load_image
+from qdrant_xai.images import ImageLimits, LoadedImage, _read_at_most, load_image
 
 __all__ = ["ImageSourcePolicy", "Resolver", "SourceKind"]
 
@@ -450,7 +450,7 @@ class ImageSourcePolicy:
                     "or raise max_bytes / ImageLimits.max_bytes",
                 )
             try:
-                data = handle.read(limit + 1)
+                data = _read_at_most(handle, info.st_size, limit)
             except OSError as exc:
                 raise ImageLoadError(label, f"cannot read the file ({exc})") from exc
         if len(data) > limit:
