@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,6 +34,21 @@ __all__ = ["CODEC_VERSION", "Codec", "PayloadFeatureCodec"]
 CODEC_VERSION = 1
 Codec = Literal["fp16", "int8"]
 _DTYPE_OF: dict[str, str] = {"fp16": "float16", "int8": "int8"}
+
+_repr = reprlib.Repr()  # keyword arguments need Python 3.12
+_repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict, _repr.maxlevel = 60, 60, 8, 8, 2
+
+
+def brief_repr(value: object) -> str:
+    """``repr`` of a payload value for an error message, cut short: a tampered field can be
+    huge (a 100 MB string, a list of a million items, an integer of 10,000 digits)."""
+    try:
+        return _repr.repr(value)
+    except ValueError:  # int too long to print (sys.set_int_max_str_digits)
+        return f"<{type(value).__name__} too large to print>"
+
+
+_brief = brief_repr
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,7 @@ class PayloadFeatureCodec:
         version = payload.get("v")
         if version != CODEC_VERSION:
             raise FeatureCodecError(
-                f"{what}: unknown codec version {version!r} (this library reads version "
+                f"{what}: unknown codec version {_brief(version)} (this library reads version "
                 f"{CODEC_VERSION}); upgrade qdrant-xai or re-index the collection"
             )
         codec = payload.get("codec")
@@ -114,7 +130,7 @@ class PayloadFeatureCodec:
             or payload.get("dtype") != _DTYPE_OF[codec]
         ):
             raise FeatureCodecError(
-                f"{what}: unknown codec/dtype {codec!r}/{payload.get('dtype')!r}"
+                f"{what}: unknown codec/dtype {_brief(codec)}/{_brief(payload.get('dtype'))}"
             )
         dims = _shape(payload.get("shape"), what)
         if shape is not None and (
@@ -125,8 +141,8 @@ class PayloadFeatureCodec:
         if fingerprint is not None and payload.get("fingerprint") != fingerprint:
             raise ModelMismatchError(
                 f"{what} were computed by another model (fingerprint "
-                f"{payload.get('fingerprint')!r}, expected {fingerprint!r}); explain with the "
-                "model that indexed the collection, or re-index or backfill with this one"
+                f"{_brief(payload.get('fingerprint'))}, expected {fingerprint!r}); explain with "
+                "the model that indexed the collection, or re-index or backfill with this one"
             )
         count = math.prod(dims)
         itemsize = 2 if codec == "fp16" else 1
@@ -140,9 +156,13 @@ class PayloadFeatureCodec:
         else:
             rows = count // dims[-1]
             scale = np.frombuffer(_unb64(payload.get("scale"), rows * 4, what, "scale"), "<f4")
-            if not np.isfinite(scale).all():
-                raise FeatureCodecError(f"{what}: non-finite int8 scales")
+            if not (np.isfinite(scale) & (scale > 0)).all():
+                raise FeatureCodecError(
+                    f"{what}: non-finite int8 scales, or scales <= 0 (tampered payload)"
+                )
             values = np.frombuffer(data, dtype=np.int8).reshape(rows, dims[-1])
+            if (values == -128).any():  # the encoder clips to [-127, 127]
+                raise FeatureCodecError(f"{what}: int8 value -128 out of range (tampered payload)")
             with np.errstate(over="ignore"):  # huge tampered scales: refused just below
                 array = (values.astype(np.float32) * scale[:, None]).reshape(-1)
         if not np.isfinite(array).all():
@@ -191,7 +211,9 @@ def _shape(value: object, what: str) -> tuple[int, ...]:
             isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in value
         )
     ):
-        raise FeatureCodecError(f"{what}: invalid shape {value!r}")
+        raise FeatureCodecError(
+            f"{what}: invalid shape {_brief(value)} (1 to 4 positive integer sizes expected)"
+        )
     return tuple(value)
 
 

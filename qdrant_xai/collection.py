@@ -26,11 +26,14 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qdrant_xai._exceptions import CollectionError, PointIdError, SchemaMismatchError
+from qdrant_xai.codec import brief_repr
+from qdrant_xai.resilience import RetryPolicy
 
 __all__ = [
     "IMAGE_VECTOR",
     "TEXT_VECTOR",
     "PayloadKeys",
+    "check_query_dimension",
     "ensure_collection",
     "image_point_id",
     "parse_point_id",
@@ -41,6 +44,7 @@ __all__ = [
 
 IMAGE_VECTOR = "image"
 TEXT_VECTOR = "text"
+_MAX_POINT_ID = 2**64 - 1
 _NAMESPACE = uuid.UUID("6b1f5c2e-9a7d-5e43-8d1c-0c5a3f4e2b71")
 
 
@@ -84,42 +88,80 @@ def parse_point_id(value: str | int) -> int | str:
         PointIdError: anything else (also a ``ValueError``).
     """
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise PointIdError(f"point id {value} is negative; Qdrant ids are unsigned")
+        if not 0 <= value <= _MAX_POINT_ID:
+            raise PointIdError(
+                f"point id {brief_repr(value)} is not an unsigned 64-bit integer (Qdrant ids "
+                "are 0 to 2**64 - 1, or UUIDs)"
+            )
         return value
     text = str(value).strip()
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True, int("²") fails
+        return parse_point_id(int(text))
     try:
         return str(uuid.UUID(text))
     except ValueError:
         raise PointIdError(
-            f"{value!r} is not a Qdrant point id (an unsigned integer or a UUID); use the id "
-            "of a search result"
+            f"{brief_repr(value)} is not a Qdrant point id (an unsigned integer or a UUID); "
+            "use the id of a search result"
         ) from None
 
 
-def require_collection(client: QdrantClient, collection_name: str) -> models.CollectionInfo:
-    """The collection's info, or a :class:`CollectionError` that says how to create it."""
+def require_collection(
+    client: QdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+) -> models.CollectionInfo:
+    """The collection's info, or a :class:`CollectionError` that says how to create it.
+
+    Raises:
+        QdrantUnavailableError: Qdrant did not answer through ``retry`` (default policy).
+    """
+    retry = retry or RetryPolicy()
+    what = f"reading collection {collection_name!r}"
     try:
-        if not client.collection_exists(collection_name):
+        if not retry.call(client.collection_exists, collection_name, what=what, client=client):
             raise CollectionError(
                 f"collection {collection_name!r} does not exist; index images into it first "
                 "(qdrant-xai index DIR --collection NAME) or pass the right --collection"
             )
-        return client.get_collection(collection_name)
+        return retry.call(client.get_collection, collection_name, what=what, client=client)
     except UnexpectedResponse as exc:
         raise CollectionError(f"cannot read collection {collection_name!r}: {exc}") from exc
 
 
-def ensure_collection(client: QdrantClient, collection_name: str, *, dim: int) -> None:
+def ensure_collection(
+    client: QdrantClient, collection_name: str, *, dim: int, retry: RetryPolicy | None = None
+) -> None:
     """Creates the collection when missing; checks its vectors when it exists.
 
     Raises:
         SchemaMismatchError: the existing collection lacks a named vector, or has another
             size or distance; the message lists every difference.
+        QdrantUnavailableError: Qdrant did not answer through ``retry`` (default policy).
     """
-    if not client.collection_exists(collection_name):
+    retry = retry or RetryPolicy()
+    what = f"reading collection {collection_name!r}"
+    if not retry.call(client.collection_exists, collection_name, what=what, client=client):
+        created = retry.call(
+            _create,
+            client,
+            collection_name,
+            dim,
+            what=f"creating collection {collection_name!r}",
+            client=client,
+        )
+        if created:
+            return
+    info = retry.call(client.get_collection, collection_name, what=what, client=client)
+    check_schema(info, collection_name, dim=dim)
+
+
+def _create(client: QdrantClient, collection_name: str, dim: int) -> bool:
+    """Creates the collection; False when it exists already.
+
+    Idempotent, so it can be retried: a creation whose answer was lost, or one another
+    client won, finds the collection there ("already exists", 409) and the caller checks
+    its schema.
+    """
+    try:
         client.create_collection(
             collection_name,
             vectors_config={
@@ -127,8 +169,15 @@ def ensure_collection(client: QdrantClient, collection_name: str, *, dim: int) -
                 for name in (IMAGE_VECTOR, TEXT_VECTOR)
             },
         )
-        return
-    check_schema(client.get_collection(collection_name), collection_name, dim=dim)
+    except UnexpectedResponse as exc:
+        if exc.status_code != 409:
+            raise
+        return False
+    except ValueError as exc:  # embedded mode
+        if "already exists" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int) -> None:
@@ -161,12 +210,45 @@ def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int)
         )
 
 
-def recorded_model(client: QdrantClient, collection_name: str) -> str | None:
+def check_query_dimension(
+    info: models.CollectionInfo,
+    collection_name: str,
+    vector_name: str | None,
+    *,
+    dim: int,
+    model: str,
+) -> None:
+    """Raise :class:`SchemaMismatchError` when the vector a query searches (``None``: the
+    unnamed one) has another dimension than the model's: the collection was built with
+    another model, and Qdrant would refuse the query (or embedded mode crash on it)."""
+    vectors: Any = info.config.params.vectors
+    params = vectors.get(vector_name or "") if isinstance(vectors, dict) else vectors
+    size = getattr(params, "size", None)
+    if isinstance(size, int) and size != dim:
+        raise SchemaMismatchError(
+            f"vector {vector_name or '(unnamed)'!r} of collection {collection_name!r} has "
+            f"dimension {size}, {model} gives {dim}: the collection was built with another "
+            "model; use that model (--model) or re-index the collection with this one"
+        )
+
+
+def recorded_model(
+    client: QdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+) -> str | None:
     """The model id or folder recorded with the collection's points (``xai_model``), when it
     looks loadable (an existing folder or a hub id); None otherwise."""
-    if not client.collection_exists(collection_name):
+    retry = retry or RetryPolicy()
+    what = f"reading the model recorded in collection {collection_name!r}"
+    if not retry.call(client.collection_exists, collection_name, what=what, client=client):
         return None
-    points, _ = client.scroll(collection_name, limit=1, with_payload=[PayloadKeys.MODEL])
+    points, _ = retry.call(
+        client.scroll,
+        collection_name,
+        limit=1,
+        with_payload=[PayloadKeys.MODEL],
+        what=what,
+        client=client,
+    )
     name = (points[0].payload or {}).get(PayloadKeys.MODEL) if points else None
     if isinstance(name, str) and (os.path.isdir(name) or ("/" in name and not os.path.isabs(name))):
         return name

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdrant_xai._exceptions import ModelMismatchError
+from qdrant_xai.codec import brief_repr
 
 __all__ = ["ModelFingerprint"]
 
@@ -55,7 +56,7 @@ class ModelFingerprint:
         """Raise :class:`ModelMismatchError` unless ``stored_key`` is this model's key."""
         if stored_key != self.key:
             raise ModelMismatchError(
-                f"{what} was written by another model (fingerprint {stored_key!r}, this "
+                f"{what} was written by another model (fingerprint {brief_repr(stored_key)}, this "
                 f"encoder is {self.key!r}, {self.model_id}); explain with the model that "
                 "indexed the collection, or re-index it with this one"
             )

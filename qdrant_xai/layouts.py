@@ -32,6 +32,7 @@ from qdrant_client import QdrantClient
 
 from qdrant_xai._exceptions import CollectionError
 from qdrant_xai.collection import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys
+from qdrant_xai.resilience import RetryPolicy
 
 __all__ = ["LAYOUTS", "UNNAMED", "CollectionLayout", "layout_named"]
 
@@ -97,14 +98,23 @@ class CollectionLayout:
 
     # -- vectors ------------------------------------------------------------------------
 
-    def resolve(self, client: QdrantClient, collection_name: str) -> CollectionLayout:
+    def resolve(
+        self, client: QdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+    ) -> CollectionLayout:
         """This layout with ``fast-*`` prefixes and missing names resolved against the
         collection's actual vectors.
 
         Raises:
             CollectionError: the collection has no vector this layout can use.
+            QdrantUnavailableError: Qdrant did not answer through ``retry``.
         """
-        vectors: Any = client.get_collection(collection_name).config.params.vectors
+        info = (retry or RetryPolicy()).call(
+            client.get_collection,
+            collection_name,
+            what=f"reading collection {collection_name!r}",
+            client=client,
+        )
+        vectors: Any = info.config.params.vectors
         names = sorted(vectors) if isinstance(vectors, dict) else [UNNAMED]
         return replace(
             self,
@@ -157,7 +167,7 @@ def _lookup(payload: Mapping[str, Any], path: str) -> Any:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than Python goes
                 return None
         if not isinstance(value, Mapping):
             return None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from qdrant_xai._exceptions import ImageLoadError
 from qdrant_xai.images import load_image
 
 if TYPE_CHECKING:
@@ -52,7 +53,12 @@ def overlay_heatmap(
 
     base = image.convert("RGB")
     x0, y0, x1, y1 = crop_box or (0, 0, base.width, base.height)
-    width, height = max(1, x1 - x0), max(1, y1 - y0)
+    if not (0 <= x0 < x1 <= base.width and 0 <= y0 < y1 <= base.height):
+        raise ValueError(
+            f"crop box {(x0, y0, x1, y1)} does not fit inside the {base.width}x{base.height} "
+            "image; pass the box of this image (ClipEncoder.crop_box(width, height))"
+        )
+    width, height = x1 - x0, y1 - y0
     values = np.asarray(heatmap, dtype=np.float32)
     peak = float(values.max())
     scaled = np.clip(values, 0.0, None) / peak if peak > 0 else np.zeros_like(values)
@@ -73,7 +79,14 @@ def overlay_for(
         raise ValueError(f"the explanation of hit {explanation.id} has no heatmap")
     if image is None:
         image = _original(explanation)
-    return overlay_heatmap(image, explanation.heatmap, explanation.crop_box, alpha=alpha)
+    box = explanation.crop_box
+    if box is not None and not (box[2] <= image.width and box[3] <= image.height):
+        raise ImageLoadError(
+            explanation.image_source or f"the image of hit {explanation.id}",
+            f"is {image.width}x{image.height}, smaller than the crop box {box} recorded when "
+            "the hit was indexed: the file changed since; re-index or backfill it",
+        )
+    return overlay_heatmap(image, explanation.heatmap, box, alpha=alpha)
 
 
 def _original(explanation: Explanation) -> Image.Image:
@@ -83,12 +96,11 @@ def _original(explanation: Explanation) -> Image.Image:
         return explanation.image.image
     source = explanation.image_source
     if not source:
-        raise ValueError(f"hit {explanation.id}: no image given and no image source known")
-    if "://" in source or source.startswith("data:"):
-        raise ValueError(
-            f"hit {explanation.id}: its image {source[:60]!r} is not a local file; pass the "
-            "image to overlay(image=...)"
+        raise ImageLoadError(
+            f"hit {explanation.id}", "no image given and no image source known in its payload"
         )
+    if "://" in source or source.startswith("data:"):
+        raise ImageLoadError(source[:60], "not a local file; pass the image to overlay(image=...)")
     return load_image(source).image
 
 
