@@ -93,6 +93,10 @@ class ClipEncoder:
         from qdrant_xai import ClipEncoder
         encoder = ClipEncoder.from_pretrained("openai/clip-vit-base-patch32")
 
+    Thread-safe: one encoder can serve concurrent explanations. Forwards that read
+    intermediate state (hooks on the layers, gradients) are serialised by
+    :attr:`forward_lock`; plain embedding forwards run concurrently.
+
     Use::
 
         images = encoder.encode_images(["cat.jpg"])     # embeddings + 7x7x512 contributions
@@ -117,6 +121,12 @@ class ClipEncoder:
         )
         self._queries: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._queries_lock = threading.Lock()
+        #: held around every forward of :attr:`model` (the eager model): feature paths
+        #: hook its layers and gradient methods run it with autograd, and a hook fires on
+        #: every thread's forward, so these forwards run one at a time (re-entrant). The
+        #: plain embedding paths (:meth:`embed_texts`, :meth:`embed_images`,
+        #: :meth:`embed_pixels`) run the hook-free SDPA twin and never take it.
+        self.forward_lock = threading.RLock()
         self.processor = processor
         self.model_id = model_id
         self.device = next(model.parameters()).device
@@ -265,7 +275,9 @@ class ClipEncoder:
         """
         if not images:
             return []
-        out = run_image_tower(self.model, self.pixel_values(images))
+        pixels = self.pixel_values(images)
+        with self.forward_lock:
+            out = run_image_tower(self.model, pixels)
         norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         embeds = _numpy(out.embeds / norms)
         contributions = _numpy(out.contributions)
@@ -321,11 +333,12 @@ class ClipEncoder:
         if not texts:
             return []
         batch = self._tokenize(texts, offsets=True)
-        out = run_text_tower(
-            self.model,
-            batch["input_ids"].to(self.device),
-            batch["attention_mask"].to(self.device),
-        )
+        with self.forward_lock:
+            out = run_text_tower(
+                self.model,
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+            )
         norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         embeds = _numpy(out.embeds / norms)
         contributions = _numpy(out.contributions)  # [B, T, P]

@@ -2,14 +2,16 @@
 
 LangChain passes retriever and tool inputs as strings, so an image query is one of: a data
 URI (``data:image/png;base64,...``), raw base64 of an encoded image, or a local path. Data
-URIs and base64 are always accepted (the bytes are decoded with the package's size limits);
-local paths are read only when the caller allows them (see :func:`load_query_image`).
+URIs and base64 are always accepted: they are decoded by the package's
+:class:`~qdrant_xai.sources.ImageSourcePolicy` (the size is checked from the length before
+anything is decoded, then the image limits apply); local paths are read only when the
+caller allows them (see :func:`load_query_image`).
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -35,6 +37,8 @@ _DATA_URI = re.compile(
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 #: a raw base64 query shorter than this is taken for a path (a PNG is never this small)
 _MIN_BASE64 = 64
+#: the source of images decoded from a data URI or base64
+QUERY_IMAGE = "<query image>"
 
 
 def load_query_image(
@@ -57,14 +61,13 @@ def load_query_image(
     """
     text = value.strip()
     if text.startswith("data:"):
-        return load_image(_data_uri_bytes(text), limits=limits, name="<query image>")
+        _check_data_uri(text)
+        return _decoded(text, limits)
     if len(text) >= _MIN_BASE64 and _BASE64.match(text) and not os.path.exists(text):
         try:
-            data = base64.b64decode("".join(text.split()), validate=True)
-        except (binascii.Error, ValueError):
+            return _decoded(text, limits)
+        except _NotBase64:
             pass  # not base64 after all: a path
-        else:
-            return load_image(data, limits=limits, name="<query image>")
     if roots is None:
         return load_image(Path(text).expanduser(), limits=limits, name=text)
     if not roots:
@@ -76,7 +79,28 @@ def load_query_image(
     return ImageSourcePolicy.from_roots(roots, limits=limits).open(text)
 
 
-def _data_uri_bytes(uri: str) -> bytes:
+class _NotBase64(ImageLoadError):
+    """A string that looked like base64 but does not decode as base64."""
+
+
+def _decoded(text: str, limits: ImageLimits | None) -> LoadedImage:
+    """The image in a data URI or raw base64, through the package's source policy.
+
+    Raises:
+        _NotBase64: ``text`` is not valid base64.
+        ImageLoadError: too large (judged from the length, before decoding), or not an image.
+    """
+    try:
+        loaded = ImageSourcePolicy(limits=limits).open(text, kind="base64")
+    except ImageLoadError as exc:
+        if isinstance(exc.__cause__, binascii.Error):
+            raise _NotBase64(QUERY_IMAGE, exc.reason) from exc
+        raise ImageLoadError(QUERY_IMAGE, exc.reason) from exc
+    return dataclasses.replace(loaded, source=QUERY_IMAGE)
+
+
+def _check_data_uri(uri: str) -> None:
+    """Refuses data URIs that are not base64 images, with a message saying so."""
     match = _DATA_URI.match(uri)
     if match is None:
         raise ImageLoadError(
@@ -87,10 +111,6 @@ def _data_uri_bytes(uri: str) -> bytes:
         raise ImageLoadError("<query image>", f"data URI of type {mime or '?'!r} is not an image")
     if ";base64" not in match["params"]:
         raise ImageLoadError("<query image>", "only base64 data URIs are supported")
-    try:
-        return base64.b64decode("".join(match["data"].split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageLoadError("<query image>", f"invalid base64 in the data URI ({exc})") from exc
 
 
 def image_data_uri(image: Image.Image, max_side: int | None = None) -> str:

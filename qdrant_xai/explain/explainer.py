@@ -10,8 +10,13 @@ from typing import Any, Literal
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from qdrant_xai._exceptions import FeaturesMissingError, QdrantXaiError
-from qdrant_xai.codec import PayloadFeatureCodec
+from qdrant_xai._exceptions import (
+    FeatureCodecError,
+    FeaturesMissingError,
+    ModelMismatchError,
+    QdrantXaiError,
+)
+from qdrant_xai.codec import PayloadFeatureCodec, brief_repr
 from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.encoder import ClipEncoder, ImageFeatures, ImageInput
 from qdrant_xai.explain.base import (
@@ -28,7 +33,9 @@ from qdrant_xai.explain.rationales import Rationale, RationaleScorer
 from qdrant_xai.explain.results import Explanation, WordAttribution
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
 from qdrant_xai.layouts import CollectionLayout, layout_named
+from qdrant_xai.resilience import RetryPolicy
 from qdrant_xai.sources import ImageSourcePolicy
+from qdrant_xai.words import split_words
 
 __all__ = ["Explainer"]
 
@@ -63,6 +70,9 @@ class _HitData:
     source: str | None = None
     crop_box: tuple[int, int, int, int] | None = None
     text: str | None = None
+    #: [P] normalised stored vector that no fingerprint vouches for (points written by
+    #: other tools or without one): checked against this model's re-encoding
+    unverified: np.ndarray | None = None
 
 
 class Explainer:
@@ -113,6 +123,7 @@ class Explainer:
             ``image_roots``) through the same encoder path as indexing.
         sources: the policy for reading images named in payloads (overrides
             ``image_roots``/``image_limits``), e.g. to allow URLs from given hosts.
+        retry: how Qdrant calls are retried (default: :class:`RetryPolicy` defaults).
     """
 
     def __init__(
@@ -129,9 +140,11 @@ class Explainer:
         rationales: bool | RationaleScorer = False,
         layout: str | CollectionLayout = "qdrant-xai",
         sources: ImageSourcePolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.encoder = encoder
         self.client = client
+        self.retry = retry or RetryPolicy()
         self.collection_name = collection_name
         self.sources = sources or ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
         self.layout = layout_named(layout)
@@ -354,6 +367,7 @@ class Explainer:
         stored = self._fetch(hits, collection_name, run)
         data = [self._decode(hit, stored.get(str(hit.id)), run) for hit in hits]
         self._complete_image_hits(hits, data, run)
+        self._verify_vectors(hits, data)
         return data
 
     def _fetch(
@@ -368,8 +382,11 @@ class Explainer:
         for option in run.image.requires:
             keys += [_STORED_FIELDS[f] for f in option if f in _STORED_FIELDS]
         try:
-            records = self.client.retrieve(
+            records = self.retry.call(
+                self.client.retrieve,
                 collection_name,
+                what=f"reading the features of {len(hits)} hits from {collection_name!r}",
+                client=self.client,
                 ids=[hit.id for hit in hits],
                 with_payload=list(dict.fromkeys(keys)),
                 with_vectors=layout.vector_request(),
@@ -386,7 +403,9 @@ class Explainer:
             if self.layout.name == "qdrant-xai":
                 self._layouts[collection_name] = self.layout
             else:
-                self._layouts[collection_name] = self.layout.resolve(self.client, collection_name)
+                self._layouts[collection_name] = self.layout.resolve(
+                    self.client, collection_name, retry=self.retry
+                )
         return self._layouts[collection_name]
 
     def _decode(self, hit: models.ScoredPoint, record: models.Record | None, run: _Run) -> _HitData:
@@ -413,13 +432,17 @@ class Explainer:
         if fingerprint is not None:
             self.encoder.fingerprint.check(fingerprint, what=what)
         data = _HitData(kind=kind, source=source, text=text)
-        box = payload.get(PayloadKeys.CROP_BOX)
-        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box):
-            data.crop_box = (box[0], box[1], box[2], box[3])
-        if fingerprint is not None and recorded == kind:  # others are recomputed instead
-            vector = layout.vector_of(stored_vector, "image" if kind == "image" else "text")
-            if vector is not None:
-                data.embedding = _unit(np.asarray(vector, dtype=np.float32))
+        if kind == "image" and recorded == "image":  # another tool's crop_box means its own
+            data.crop_box = _crop_box(payload, what)
+        vector = layout.vector_of(stored_vector, "image" if kind == "image" else "text")
+        if vector is not None:
+            unit = self._stored_unit(vector, what)
+            # one vector for both kinds on a point holding an image and a text is the image's
+            shared = layout.image_vector == layout.text_vector and source and kind == "text"
+            if fingerprint is not None and recorded == kind:
+                data.embedding = unit
+            elif not shared:  # recomputed instead, then checked against it (_verify_vectors)
+                data.unverified = unit
         fp = self.encoder.fingerprint
         if kind == "image" and recorded == "image":
             shapes = {
@@ -452,6 +475,7 @@ class Explainer:
             and isinstance(words, list)
             and words
         ):
+            _check_words(words, data.text or "", what)
             data.word_contributions = self.codec.decode(
                 payload[PayloadKeys.FEATURES],
                 fingerprint=fp.key,
@@ -459,6 +483,55 @@ class Explainer:
                 what=f"{what} word features",
             )
         return data
+
+    def _stored_unit(self, vector: list[float], what: str) -> np.ndarray:
+        """A hit's stored vector, normalised, if it can come from this model.
+
+        Raises:
+            ModelMismatchError: its dimension is not this model's.
+            FeatureCodecError: it is not a finite vector of numbers.
+        """
+        try:
+            array = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise FeatureCodecError(f"{what}: its stored vector is not a list of numbers") from exc
+        if array.ndim != 1 or not np.isfinite(array).all():
+            raise FeatureCodecError(f"{what}: its stored vector is not a finite 1-d vector")
+        if array.shape[0] != self.encoder.dim:
+            raise ModelMismatchError(
+                f"{what}: its stored vector has dimension {array.shape[0]}, "
+                f"{self.encoder.model_id} gives {self.encoder.dim}: the collection was built "
+                "with another model; explain with that model"
+            )
+        return _unit(array)
+
+    def _verify_vectors(self, hits: list[models.ScoredPoint], data: list[_HitData]) -> None:
+        """Hits that no fingerprint vouches for must have been found with this model: their
+        stored vector must agree with this model's re-encoding (as :func:`check_vectors`
+        demands), or every explanation would be drawn with a model that did not retrieve
+        them. Runs before any heatmap; image hits are re-encoded already, texts here.
+
+        Raises:
+            ModelMismatchError: a stored vector disagrees with its re-encoding.
+        """
+        from qdrant_xai.backfill import MIN_AGREEMENT
+
+        texts = [i for i, d in enumerate(data) if d.unverified is not None and d.embedding is None]
+        if texts:
+            fresh = self.encoder.embed_texts([data[i].text or "" for i in texts])
+            for i, embedding in zip(texts, fresh, strict=True):
+                data[i].embedding = embedding
+        for hit, d in zip(hits, data, strict=True):
+            if d.unverified is None or d.embedding is None:
+                continue
+            agreement = float(d.unverified @ d.embedding)
+            if agreement < MIN_AGREEMENT:
+                raise ModelMismatchError(
+                    f"point {hit.id}: its stored {d.kind} vector does not come from "
+                    f"{self.encoder.model_id} (cosine {agreement:.3f} with the re-encoded "
+                    f"{d.kind}, needs {MIN_AGREEMENT}); explain with the model the collection "
+                    "was built with (check_vectors / qdrant-xai backfill check a sample)"
+                )
 
     def _complete_image_hits(
         self, hits: list[models.ScoredPoint], data: list[_HitData], run: _Run
@@ -510,8 +583,8 @@ class Explainer:
             if hit.last_layer_inputs is None:
                 hit.last_layer_inputs = feats.last_layer_inputs
             hit.image = image
-            if hit.crop_box is None:
-                hit.crop_box = self.encoder.crop_box(image.width, image.height)
+            # the features are this image's now: so is the box (the file may have changed)
+            hit.crop_box = self.encoder.crop_box(image.width, image.height)
 
 
 @dataclass
@@ -590,6 +663,43 @@ def _infer_kind(
     if text is not None and source is None:
         return "text"
     return default or "image"
+
+
+def _crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] | None:
+    """The recorded crop box of an image point: four integers inside its recorded width and
+    height, or None when there is none.
+
+    Raises:
+        FeatureCodecError: a crop box is recorded but is not such a box (a heatmap drawn
+            over it would land on the wrong region, or on none).
+    """
+    box = payload.get(PayloadKeys.CROP_BOX)
+    if box is None:
+        return None
+    width, height = payload.get(PayloadKeys.WIDTH), payload.get(PayloadKeys.HEIGHT)
+    values = [*box, width, height] if isinstance(box, list | tuple) and len(box) == 4 else []
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        x0, y0, x1, y1, w, h = values
+        if 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h:
+            return (x0, y0, x1, y1)
+    raise FeatureCodecError(
+        f"{what}: crop_box {brief_repr(box)} is not a box inside its recorded width x height "
+        f"({brief_repr(width)} x {brief_repr(height)}); the payload is corrupt or was edited: "
+        "delete the point and index it again"
+    )
+
+
+def _check_words(words: list[Any], text: str, what: str) -> None:
+    """Stored word features belong to the text's words (a prefix, when the text was cut at
+    the model's length): otherwise they would be attributed to the wrong words."""
+    expected = [[w.text, w.start, w.end] for w in split_words(text)]
+    stored = [list(w) if isinstance(w, list | tuple) else w for w in words]
+    if len(stored) > len(expected) or stored != expected[: len(stored)]:
+        raise FeatureCodecError(
+            f"{what}: its stored words {brief_repr(words)} are not the words of its text "
+            f"{brief_repr(text)}; the payload is corrupt or was edited: delete the point "
+            "and index it again"
+        )
 
 
 def _has(data: _HitData, field: str) -> bool:

@@ -198,9 +198,10 @@ class GradEclip(_BatchedGradientMethod):
         out = []
         for rows in self._chunks(n):
             hidden = self._hidden(encoder, evidence, rows)
-            maps, _ = grad_eclip_maps(
-                encoder.model, hidden, self._query_tensor(encoder, queries, rows), encoder.grid
-            )
+            with encoder.forward_lock:  # replays the model's last layer with autograd
+                maps, _ = grad_eclip_maps(
+                    encoder.model, hidden, self._query_tensor(encoder, queries, rows), encoder.grid
+                )
             out.append(maps.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -251,11 +252,12 @@ class Gae(_BatchedGradientMethod):
             if self.layers == "all":
                 assert evidence.images is not None
                 pixels = encoder.pixel_values(evidence.images[rows])
-                relevance = _gae_all_layers(encoder.model, pixels, query)
+                with encoder.forward_lock:  # hooks the model's attention layers
+                    relevance = _gae_all_layers(encoder.model, pixels, query)
             else:
-                relevance = _gae_last_layer(
-                    encoder.model, self._hidden(encoder, evidence, rows), query
-                )
+                hidden = self._hidden(encoder, evidence, rows)
+                with encoder.forward_lock:  # replays the model's last layer with autograd
+                    relevance = _gae_last_layer(encoder.model, hidden, query)
             out.append(relevance.reshape(-1, *encoder.grid).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 

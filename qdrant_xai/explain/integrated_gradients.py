@@ -213,12 +213,13 @@ class IntegratedGradients(WordMethod):
         # special and padding tokens have an empty character span; all others are replaced
         replaced = (offsets[..., 1] > offsets[..., 0]).to(encoder.device)
         embedding = _token_embedding(encoder)
-        inputs = embedding(input_ids)
-        if self.baseline == "zero":
-            fill = torch.zeros_like(inputs)
-        else:
-            pad_id = encoder.processor.tokenizer.pad_token_id
-            fill = embedding(torch.full_like(input_ids, int(pad_id)))
+        with encoder.forward_lock:  # another call's hook may be replacing its output
+            inputs = embedding(input_ids)
+            if self.baseline == "zero":
+                fill = torch.zeros_like(inputs)
+            else:
+                pad_id = encoder.processor.tokenizer.pad_token_id
+                fill = embedding(torch.full_like(input_ids, int(pad_id)))
         baselines = torch.where(replaced[..., None], fill, inputs)
         words, assignment = [], []
         for i, text in enumerate(texts):
@@ -288,10 +289,11 @@ class IntegratedGradients(WordMethod):
         """[B] ``cos(text_embedding, target)`` with the token embeddings replaced by ``embeds``.
 
         The real ``input_ids`` go in, so pooling finds the end token as usual; a hook
-        swaps the token-embedding output for ``embeds`` [B, T, D].
+        swaps the token-embedding output for ``embeds`` [B, T, D] (under the encoder's
+        forward lock: the hook would fire on every thread's forward of the model).
         """
         text_model = encoder.model.text_model
-        with _replaced_output(_token_embedding(encoder), embeds):
+        with encoder.forward_lock, _replaced_output(_token_embedding(encoder), embeds):
             out = text_model(
                 input_ids=batch.input_ids[texts], attention_mask=batch.attention_mask[texts]
             )

@@ -102,7 +102,7 @@ def patch_tokens_of(
     if evidence.last_layer_inputs is not None:
         hidden = evidence.last_layer_inputs
         chunks = []
-        with torch.inference_mode():
+        with torch.inference_mode(), encoder.forward_lock:  # runs the model's last layer
             for start in range(0, len(hidden), max_batch):
                 batch = as_tensor(encoder.model, hidden[start : start + max_batch])
                 tokens = replay_last_layer(encoder.model, batch).patch_tokens
@@ -210,7 +210,7 @@ def surgery_tokens_of(
             ]
         )
     chunks = []
-    with torch.inference_mode():
+    with torch.inference_mode(), encoder.forward_lock:  # runs the model's last layer
         for start in range(0, len(hidden), max_batch):
             batch = as_tensor(encoder.model, hidden[start : start + max_batch])
             tokens = surgery_patch_tokens(encoder.model, batch)
