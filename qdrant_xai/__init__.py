@@ -36,6 +36,7 @@ from qdrant_xai.fingerprint import ModelFingerprint
 from qdrant_xai.images import ImageLimits, LoadedImage, load_image
 from qdrant_xai.indexing import ImageRecord, Indexer, IndexSummary
 from qdrant_xai.layouts import LAYOUTS, CollectionLayout
+from qdrant_xai.resilience import RetryPolicy, open_client
 from qdrant_xai.search import Searcher
 from qdrant_xai.sources import ImageSourcePolicy
 from qdrant_xai.words import Word
@@ -71,6 +72,7 @@ __all__ = [
     "PayloadKeys",
     "QdrantUnavailableError",
     "QdrantXaiError",
+    "RetryPolicy",
     "SchemaMismatchError",
     "Searcher",
     "SourceNotAllowedError",
@@ -82,4 +84,5 @@ __all__ = [
     "check_vectors",
     "ensure_collection",
     "load_image",
+    "open_client",
 ]

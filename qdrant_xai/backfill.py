@@ -23,12 +23,14 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai._exceptions import ImageLoadError, ModelMismatchError, QdrantXaiError
+from qdrant_xai._payloads import image_features_payload, text_features_payload
 from qdrant_xai.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.collection import PayloadKeys, require_collection
 from qdrant_xai.encoder import ClipEncoder
 from qdrant_xai.images import LoadedImage
 from qdrant_xai.indexing import PROFILES, Profile
 from qdrant_xai.layouts import CollectionLayout, layout_named
+from qdrant_xai.resilience import RetryPolicy
 from qdrant_xai.sources import ImageSourcePolicy
 
 __all__ = ["BackfillSummary", "Backfiller", "VectorCheck", "check_vectors"]
@@ -66,6 +68,7 @@ def check_vectors(
     sources: ImageSourcePolicy | None = None,
     sample: int = 8,
     on_mismatch: Literal["error", "warn"] = "error",
+    retry: RetryPolicy | None = None,
 ) -> VectorCheck:
     """Checks that a collection's vectors come from ``encoder``'s model.
 
@@ -77,10 +80,14 @@ def check_vectors(
             re-encoding (``on_mismatch="warn"`` turns the latter into a warning).
         QdrantXaiError: no sampled point could be re-encoded (say which sources to allow).
     """
-    resolved = layout_named(layout).resolve(client, collection_name)
-    _check_dimensions(client, collection_name, resolved, encoder)
-    records, _ = client.scroll(
+    retry = retry or RetryPolicy()
+    resolved = layout_named(layout).resolve(client, collection_name, retry=retry)
+    _check_dimensions(client, collection_name, resolved, encoder, retry)
+    records, _ = retry.call(
+        client.scroll,
         collection_name,
+        what=f"reading a sample of collection {collection_name!r}",
+        client=client,
         limit=sample,
         with_payload=resolved.payload_keys(),
         with_vectors=resolved.vector_request(),
@@ -116,9 +123,14 @@ def check_vectors(
 
 
 def _check_dimensions(
-    client: QdrantClient, collection_name: str, layout: CollectionLayout, encoder: ClipEncoder
+    client: QdrantClient,
+    collection_name: str,
+    layout: CollectionLayout,
+    encoder: ClipEncoder,
+    retry: RetryPolicy,
 ) -> None:
-    vectors: Any = require_collection(client, collection_name).config.params.vectors
+    info = require_collection(client, collection_name, retry=retry)
+    vectors: Any = info.config.params.vectors
     for name in {layout.image_vector, layout.text_vector}:
         params = vectors.get(name) if isinstance(vectors, dict) else vectors
         if params is not None and params.size != encoder.dim:
@@ -205,6 +217,8 @@ class Backfiller:
         batch_size: points per scroll page, forward pass and write.
         verify: compare each point's stored vector with its re-encoding before writing;
             a point that disagrees is reported as failed, not written.
+        retry: how Qdrant calls are retried on transient failures (default:
+            :class:`RetryPolicy` defaults); writes are idempotent ``set_payload``s.
     """
 
     def __init__(
@@ -219,6 +233,7 @@ class Backfiller:
         profile: Profile = "standard",
         batch_size: int = 32,
         verify: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -233,11 +248,12 @@ class Backfiller:
         self.profile = profile
         self.batch_size = batch_size
         self.verify = verify
+        self.retry = retry or RetryPolicy()
 
     def run(self, *, progress: bool = True, limit: int | None = None) -> BackfillSummary:
         """Backfills every point (or the first ``limit``), page by page."""
-        layout = self.layout.resolve(self.client, self.collection_name)
-        _check_dimensions(self.client, self.collection_name, layout, self.encoder)
+        layout = self.layout.resolve(self.client, self.collection_name, retry=self.retry)
+        _check_dimensions(self.client, self.collection_name, layout, self.encoder, self.retry)
         summary = BackfillSummary()
         bar = _progress(self._count(), progress)
         seen = 0
@@ -255,14 +271,24 @@ class Backfiller:
     # -- pages --------------------------------------------------------------------------
 
     def _count(self) -> int:
-        return int(self.client.count(self.collection_name, exact=True).count)
+        counted = self.retry.call(
+            self.client.count,
+            self.collection_name,
+            what=f"counting the points of {self.collection_name!r}",
+            client=self.client,
+            exact=True,
+        )
+        return int(counted.count)
 
     def _pages(self, layout: CollectionLayout) -> Iterator[list[models.Record]]:
         offset: Any = None
         keys = [*layout.payload_keys(), PayloadKeys.FINGERPRINT, PayloadKeys.PROFILE]
         while True:
-            records, offset = self.client.scroll(
+            records, offset = self.retry.call(
+                self.client.scroll,
                 self.collection_name,
+                what=f"reading a page of collection {self.collection_name!r}",
+                client=self.client,
                 limit=self.batch_size,
                 offset=offset,
                 with_payload=list(dict.fromkeys(keys)),
@@ -311,7 +337,15 @@ class Backfiller:
             *self._text_operations(texts, layout, summary),
         ]
         if operations:
-            self.client.batch_update_points(self.collection_name, operations, wait=True)
+            self.retry.call(
+                self.client.batch_update_points,
+                self.collection_name,
+                operations,
+                what=f"writing the features of {len(operations)} points to "
+                f"{self.collection_name!r}",
+                client=self.client,
+                wait=True,
+            )
             summary.updated += len(operations)
 
     def _verified(
@@ -352,25 +386,13 @@ class Backfiller:
         features = self.encoder.encode_images(
             [image for _, image in items], last_layer=self.profile == "full"
         )
-        key = self.encoder.fingerprint.key
         operations = []
         for (record, image), feats in zip(items, features, strict=True):
             if not self._verified(record, layout, "image", feats.embedding, summary):
                 continue
-            payload: dict[str, Any] = {
-                PayloadKeys.KIND: "image",
-                PayloadKeys.FINGERPRINT: key,
-                PayloadKeys.MODEL: self.encoder.model_id,
-                PayloadKeys.PROFILE: self.profile,
-                PayloadKeys.WIDTH: image.width,
-                PayloadKeys.HEIGHT: image.height,
-                PayloadKeys.CROP_BOX: list(self.encoder.crop_box(image.width, image.height)),
-                PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
-            }
-            if feats.last_layer_inputs is not None:
-                payload[PayloadKeys.LAST_LAYER] = self.codec.encode(
-                    feats.last_layer_inputs, fingerprint=key
-                )
+            payload = image_features_payload(
+                self.encoder, self.codec, image, feats, profile=self.profile
+            )
             operations.append(_set_payload(record.id, payload))
         return operations
 
@@ -383,21 +405,11 @@ class Backfiller:
         if not items:
             return []
         features = self.encoder.encode_texts([text for _, text in items])
-        key = self.encoder.fingerprint.key
         operations = []
         for (record, _), feats in zip(items, features, strict=True):
             if not self._verified(record, layout, "text", feats.embedding, summary):
                 continue
-            payload: dict[str, Any] = {
-                PayloadKeys.KIND: "text",
-                PayloadKeys.FINGERPRINT: key,
-                PayloadKeys.MODEL: self.encoder.model_id,
-                PayloadKeys.WORDS: [[w.text, w.start, w.end] for w in feats.words],
-            }
-            if feats.words:
-                payload[PayloadKeys.FEATURES] = self.codec.encode(
-                    feats.word_contributions, fingerprint=key
-                )
+            payload = text_features_payload(self.encoder, self.codec, feats)
             operations.append(_set_payload(record.id, payload))
         return operations
 

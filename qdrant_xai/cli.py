@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from qdrant_xai._exceptions import CollectionError, QdrantXaiError
+from qdrant_xai._exceptions import QdrantUnavailableError, QdrantXaiError
 from qdrant_xai.collection import parse_point_id, recorded_model
 from qdrant_xai.encoder import DEFAULT_MODEL
 
@@ -24,9 +24,10 @@ SHAPES_ALIAS = "shapes"
 
 _EPILOG = f"""\
 Qdrant: embedded at --path (default {DEFAULT_PATH}) unless --url or QDRANT_URL is set; the
-API key is read from QDRANT_API_KEY. --model takes a Hugging Face hub id (weights download on
-first use), a directory saved with save_pretrained, or "{SHAPES_ALIAS}" for the bundled demo
-model.
+API key is read from QDRANT_API_KEY. Requests to a server are retried with backoff when it
+is unreachable or busy (--retries, --timeout); the API key is never printed. --model takes a
+Hugging Face hub id (weights download on first use), a directory saved with save_pretrained,
+or "{SHAPES_ALIAS}" for the bundled demo model.
 
 examples:
   qdrant-xai demo
@@ -56,6 +57,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--url",
         default=os.environ.get("QDRANT_URL"),
         help="Qdrant server URL (default: $QDRANT_URL)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds per Qdrant server request (default: qdrant-client's, 5)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per Qdrant request when the server is unreachable, times out or "
+        "answers 408/429/5xx, with exponential backoff (default: 5; 1: no retry)",
     )
     group.add_argument(
         "--model",
@@ -277,13 +293,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _explain(args, client)
         finally:
             client.close()
+    except QdrantUnavailableError as exc:  # after the retries: one line, never the API key
+        print(f"error: {_one_line(str(exc), os.environ.get('QDRANT_API_KEY'))}", file=sys.stderr)
+        return 1
     except QdrantXaiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (ResponseHandlingException, UnexpectedResponse) as exc:
-        where = args.url if getattr(args, "url", None) and args.path is None else "embedded"
-        print(f"error: the Qdrant request failed ({where}): {exc}", file=sys.stderr)
+        from qdrant_xai.resilience import strip_userinfo
+
+        url = getattr(args, "url", None)
+        where = strip_userinfo(url) if url and args.path is None else "embedded"
+        message = f"the Qdrant request failed ({where}): {exc}"
+        print(f"error: {_one_line(message, os.environ.get('QDRANT_API_KEY'))}", file=sys.stderr)
         return 1
+
+
+def _one_line(message: str, secret: str | None = None) -> str:
+    if secret:
+        message = message.replace(secret, "***")
+    return " ".join(message.split())
+
+
+def _retry(args: argparse.Namespace) -> Any:
+    from qdrant_xai.resilience import RetryPolicy
+
+    return RetryPolicy(attempts=max(1, getattr(args, "retries", 5)))
 
 
 def _quiet_transformers() -> None:
@@ -294,19 +329,12 @@ def _quiet_transformers() -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from qdrant_client import QdrantClient
+    from qdrant_xai.resilience import open_client
 
     if args.url and args.path is None:
-        return QdrantClient(url=args.url, api_key=os.environ.get("QDRANT_API_KEY"))
-    path = args.path or DEFAULT_PATH
-    try:
-        return QdrantClient(path=path)
-    except RuntimeError as exc:  # the embedded store allows one client per folder
-        raise CollectionError(
-            f"cannot open the embedded Qdrant at {path}: {exc}. Another process is using it; "
-            "wait for it to finish, or run a Qdrant server (docker/docker-compose.yml) and "
-            "pass --url for concurrent access"
-        ) from exc
+        return open_client(args.url, api_key=os.environ.get("QDRANT_API_KEY"), timeout=args.timeout)
+    # StorageLockedError when another process has the folder open
+    return open_client(path=args.path or DEFAULT_PATH)
 
 
 def _model_name(args: argparse.Namespace, client: Any = None) -> str:
@@ -314,7 +342,7 @@ def _model_name(args: argparse.Namespace, client: Any = None) -> str:
 
     name = args.model
     if name is None and client is not None:
-        name = recorded_model(client, args.collection)
+        name = recorded_model(client, args.collection, retry=_retry(args))
     if name is None:
         return DEFAULT_MODEL
     return str(SHAPES_MODEL_DIR) if name == SHAPES_ALIAS else str(name)
@@ -338,6 +366,7 @@ def _index(args: argparse.Namespace, client: Any) -> int:
         codec=args.codec,
         batch_size=args.batch_size,
         profile=args.profile,
+        retry=_retry(args),
     )
     summary = indexer.index_folder(
         args.directory, captions=args.captions, progress=not args.no_progress
@@ -354,9 +383,10 @@ def _search(args: argparse.Namespace, client: Any) -> int:
     query = args.text if args.image is None else _image_query(args.image)
     target: Literal["image", "text"] = args.target or ("image" if args.image is None else "text")
     encoder = _encoder(args, client)
-    hits = Searcher(client, encoder, collection_name=args.collection, layout=args.layout).search(
-        query, target=target, limit=args.limit
+    searcher = Searcher(
+        client, encoder, collection_name=args.collection, layout=args.layout, retry=_retry(args)
     )
+    hits = searcher.search(query, target=target, limit=args.limit)
     explanations = (
         _explainer(args, client, encoder).explain(query, hits, hit_kind=target)
         if args.explain
@@ -370,7 +400,7 @@ def _backfill(args: argparse.Namespace, client: Any) -> int:
     from qdrant_xai.backfill import Backfiller
     from qdrant_xai.collection import require_collection
 
-    require_collection(client, args.collection)
+    require_collection(client, args.collection, retry=_retry(args))
     backfiller = Backfiller(
         client,
         _encoder(args, client),
@@ -381,6 +411,7 @@ def _backfill(args: argparse.Namespace, client: Any) -> int:
         profile=args.profile,
         batch_size=args.batch_size,
         verify=not args.no_verify,
+        retry=_retry(args),
     )
     summary = backfiller.run(progress=not args.no_progress, limit=args.limit)
     print(summary)
@@ -390,12 +421,20 @@ def _backfill(args: argparse.Namespace, client: Any) -> int:
 def _explain(args: argparse.Namespace, client: Any) -> int:
     from qdrant_client import models
 
-    from qdrant_xai.collection import require_collection
+    from qdrant_xai.collection import check_query_dimension, require_collection
     from qdrant_xai.search import light_payload
 
-    require_collection(client, args.collection)
+    retry = _retry(args)
+    info = require_collection(client, args.collection, retry=retry)
     point_id = parse_point_id(args.point_id)
-    records = client.retrieve(args.collection, ids=[point_id], with_payload=light_payload())
+    records = retry.call(
+        client.retrieve,
+        args.collection,
+        what=f"reading point {args.point_id} of {args.collection!r}",
+        client=client,
+        ids=[point_id],
+        with_payload=light_payload(),
+    )
     if not records:
         raise QdrantXaiError(f"no point {args.point_id} in collection {args.collection!r}")
     query = args.text if args.image is None else _image_query(args.image)
@@ -404,20 +443,24 @@ def _explain(args: argparse.Namespace, client: Any) -> int:
 
     layout = layout_named(args.layout)
     if layout.name != "qdrant-xai":
-        layout = layout.resolve(client, args.collection)
+        layout = layout.resolve(client, args.collection, retry=retry)
     payload = records[0].payload or {}
     kind = payload.get("xai_kind") or (
         "text" if layout.text(payload) and not layout.image_source(payload) else "image"
     )
     using = layout.using("image" if kind == "image" else "text")
+    check_query_dimension(info, args.collection, using, dim=encoder.dim, model=encoder.model_id)
     vector = (
         encoder.embed_texts([query])[0]
         if isinstance(query, str)
         else encoder.embed_images([query])[0]
     )
     # score the point exactly as a search would, so the explanation carries its real score
-    scored = client.query_points(
+    scored = retry.call(
+        client.query_points,
         args.collection,
+        what=f"scoring point {args.point_id} in {args.collection!r}",
+        client=client,
         query=vector.tolist(),
         using=using,
         limit=1,
@@ -451,6 +494,7 @@ def _explainer(args: argparse.Namespace, client: Any, encoder: Any) -> Any:
         grounding=args.grounding,
         rationales=rationales,
         layout=args.layout,
+        retry=_retry(args),
     )
 
 

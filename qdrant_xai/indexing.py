@@ -18,6 +18,7 @@ from typing import Any, Literal
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai._exceptions import ImageLoadError, QdrantXaiError
+from qdrant_xai._payloads import image_features_payload, text_features_payload
 from qdrant_xai.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.collection import (
     IMAGE_VECTOR,
@@ -29,6 +30,7 @@ from qdrant_xai.collection import (
 )
 from qdrant_xai.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.images import ImageLimits, LoadedImage, iter_image_files, load_image
+from qdrant_xai.resilience import RetryPolicy
 
 __all__ = ["PROFILES", "ImageRecord", "IndexSummary", "Indexer", "Profile", "read_captions_csv"]
 
@@ -125,6 +127,8 @@ class Indexer:
             layer, so gradient methods (``grad-eclip``, ``gae``) and the raw patch tokens
             need no image read at query time (about 1.5x the payload of ``standard`` for
             ViT-B/32).
+        retry: how Qdrant calls are retried on transient failures (default:
+            :class:`RetryPolicy` defaults); every write is an idempotent upsert.
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class Indexer:
         image_limits: ImageLimits | None = None,
         patch_tokens: bool = False,
         profile: Profile = "standard",
+        retry: RetryPolicy | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -153,6 +158,7 @@ class Indexer:
         self.image_limits = image_limits or ImageLimits()
         self.patch_tokens = patch_tokens
         self.profile = profile
+        self.retry = retry or RetryPolicy()
 
     # -- entry points -------------------------------------------------------------------
 
@@ -166,16 +172,25 @@ class Indexer:
         """Indexes every image under ``directory`` (and its captions from a CSV)."""
         root = Path(directory)
         by_name = read_captions_csv(captions) if captions is not None else {}
-        files = list(iter_image_files(root))
+        unlisted: list[OSError] = []
+        files = list(iter_image_files(root, on_error=unlisted.append))
         known: set[str] = set()
 
         def records() -> Iterator[ImageRecord]:
             for path in files:
                 rel = path.relative_to(root).as_posix()
                 known.add(rel)
-                yield ImageRecord(str(path.resolve()), tuple(by_name.get(rel, ())))
+                yield ImageRecord(_absolute(path), tuple(by_name.get(rel, ())))
 
         summary = self.index(records(), total=len(files), progress=progress)
+        for exc in unlisted:
+            summary.failed.append(
+                (
+                    _display(str(exc.filename)),
+                    f"cannot list the folder ({exc.strerror or exc}); its images were not "
+                    "indexed. Fix its permissions and run again",
+                )
+            )
         for name in sorted(set(by_name) - known):
             summary.failed.append((name, f"listed in {captions} but no such image under {root}"))
         return summary
@@ -184,7 +199,7 @@ class Indexer:
         self, records: Iterable[ImageRecord], *, total: int | None = None, progress: bool = True
     ) -> IndexSummary:
         """Indexes a stream of images with their captions, batch by batch."""
-        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim)
+        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim, retry=self.retry)
         summary = IndexSummary()
         bar = _progress(total, progress)
         batch: list[ImageRecord] = []
@@ -202,10 +217,11 @@ class Indexer:
 
     def index_texts(self, texts: Sequence[str]) -> IndexSummary:
         """Indexes standalone texts (not tied to an image) as ``text`` points."""
-        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim)
+        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim, retry=self.retry)
         summary = IndexSummary()
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start : start + self.batch_size])
+        storable = [t for t in texts if _storable_text(t, summary)]
+        for start in range(0, len(storable), self.batch_size):
+            chunk = list(storable[start : start + self.batch_size])
             ids = [text_point_id(t) for t in chunk]
             current = self._current(ids)
             fresh = [(t, i) for t, i in zip(chunk, ids, strict=True) if i not in current]
@@ -218,6 +234,11 @@ class Indexer:
     # -- one batch ----------------------------------------------------------------------
 
     def _index_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> None:
+        batch = [
+            ImageRecord(r.source, tuple(c for c in r.captions if _storable_text(c, summary)))
+            for r in batch
+            if _storable_source(r.source, summary)
+        ]
         ids = {r.source: image_point_id(r.source) for r in batch}
         caption_ids = {
             r.source: [text_point_id(c, r.source) for c in r.captions if c.strip()] for r in batch
@@ -249,6 +270,8 @@ class Indexer:
                     summary.failed.append((record.source, "empty caption skipped"))
                     continue
                 cid = text_point_id(caption, record.source)
+                if cid in kept:  # a repeated CSV row is one point, written and counted once
+                    continue
                 kept.append(cid)
                 captions.append((caption, cid, ids[record.source]))
             points.append(self._image_point(ids[record.source], image, feats, kept))
@@ -281,27 +304,11 @@ class Indexer:
     def _image_point(
         self, point_id: str, image: LoadedImage, feats: ImageFeatures, caption_ids: list[str]
     ) -> models.PointStruct:
-        key = self.encoder.fingerprint.key
-        payload: dict[str, Any] = {
-            PayloadKeys.KIND: "image",
-            PayloadKeys.SOURCE: image.source,
-            PayloadKeys.WIDTH: image.width,
-            PayloadKeys.HEIGHT: image.height,
-            PayloadKeys.CROP_BOX: list(self.encoder.crop_box(image.width, image.height)),
-            PayloadKeys.CAPTION_IDS: caption_ids,
-            PayloadKeys.FINGERPRINT: key,
-            PayloadKeys.MODEL: self.encoder.model_id,
-            PayloadKeys.PROFILE: self.profile,
-            PayloadKeys.FEATURES: self.codec.encode(feats.contributions, fingerprint=key),
-        }
-        if feats.patch_tokens is not None:
-            payload[PayloadKeys.PATCH_TOKENS] = self.codec.encode(
-                feats.patch_tokens, fingerprint=key
-            )
-        if feats.last_layer_inputs is not None:
-            payload[PayloadKeys.LAST_LAYER] = self.codec.encode(
-                feats.last_layer_inputs, fingerprint=key
-            )
+        payload = image_features_payload(
+            self.encoder, self.codec, image, feats, profile=self.profile
+        )
+        payload[PayloadKeys.SOURCE] = image.source
+        payload[PayloadKeys.CAPTION_IDS] = caption_ids
         return models.PointStruct(
             id=point_id, vector={IMAGE_VECTOR: feats.embedding.tolist()}, payload=payload
         )
@@ -317,7 +324,6 @@ class Indexer:
             else:
                 summary.failed.append((text, "empty text skipped"))
         encoded: list[TextFeatures] = self.encoder.encode_texts([t for t, _, _ in valid])
-        key = self.encoder.fingerprint.key
         points = []
         for (text, pid, image_id), feats in zip(valid, encoded, strict=True):
             if feats.truncated:
@@ -328,19 +334,10 @@ class Indexer:
                         f"indexed its first {len(feats.words)} words",
                     )
                 )
-            payload: dict[str, Any] = {
-                PayloadKeys.KIND: "text",
-                PayloadKeys.TEXT: text,
-                PayloadKeys.WORDS: [[w.text, w.start, w.end] for w in feats.words],
-                PayloadKeys.FINGERPRINT: key,
-                PayloadKeys.MODEL: self.encoder.model_id,
-            }
+            payload = text_features_payload(self.encoder, self.codec, feats)
+            payload[PayloadKeys.TEXT] = text
             if image_id is not None:
                 payload[PayloadKeys.IMAGE_ID] = image_id
-            if feats.words:
-                payload[PayloadKeys.FEATURES] = self.codec.encode(
-                    feats.word_contributions, fingerprint=key
-                )
             points.append(
                 models.PointStruct(
                     id=pid, vector={TEXT_VECTOR: feats.embedding.tolist()}, payload=payload
@@ -355,8 +352,11 @@ class Indexer:
         at least this run's feature profile."""
         if not ids:
             return set()
-        found = self.client.retrieve(
+        found = self.retry.call(
+            self.client.retrieve,
             self.collection_name,
+            what=f"reading {len(ids)} points of collection {self.collection_name!r}",
+            client=self.client,
             ids=ids,
             with_payload=[PayloadKeys.FINGERPRINT, PayloadKeys.KIND, PayloadKeys.PROFILE],
             with_vectors=False,
@@ -377,12 +377,73 @@ class Indexer:
         for point in points:
             point_size = _estimate_bytes(point)
             if chunk and size + point_size > self.max_request_bytes:
-                self.client.upsert(self.collection_name, points=chunk, wait=True)
+                self._write(chunk)
                 chunk, size = [], 0
             chunk.append(point)
             size += point_size
         if chunk:
-            self.client.upsert(self.collection_name, points=chunk, wait=True)
+            self._write(chunk)
+
+    def _write(self, points: list[models.PointStruct]) -> None:
+        """One upsert, retried on transient failures (safe: the ids are deterministic)."""
+        self.retry.call(
+            self.client.upsert,
+            self.collection_name,
+            what=f"upsert of {len(points)} points into {self.collection_name!r}",
+            client=self.client,
+            points=points,
+            wait=True,
+        )
+
+
+def _absolute(path: Path) -> str:
+    """The resolved path (the point's source), or the absolute one when it cannot be
+    resolved (a broken symlink, a symlink loop): reading it then fails and is reported
+    under the name the folder shows, not the missing target's."""
+    try:
+        return str(path.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return str(path.absolute())
+
+
+def _display(source: str) -> str:
+    """``source`` printable and storable: bytes of non-UTF-8 file names as ``\\xe9``."""
+    try:
+        return source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return source.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable_source(source: str, summary: IndexSummary) -> bool:
+    """Whether ``source`` can be stored (Qdrant payloads are UTF-8); reported if not."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        summary.failed.append(
+            (
+                _display(source),
+                "the file name is not valid UTF-8, so it cannot be stored as the point's "
+                "source; rename the file to UTF-8 (e.g. convmv -f latin1 -t utf8) and run again",
+            )
+        )
+        return False
+    return True
+
+
+def _storable_text(text: str, summary: IndexSummary) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates); reported if not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        summary.failed.append(
+            (
+                _display(text[:60]),
+                "the text is not valid Unicode (lone surrogate characters, e.g. bytes decoded "
+                "with surrogateescape); decode it properly and index it again",
+            )
+        )
+        return False
+    return True
 
 
 def _estimate_bytes(point: models.PointStruct) -> int:

@@ -10,9 +10,10 @@ from typing import Literal
 
 from qdrant_client import QdrantClient, models
 
-from qdrant_xai.collection import PayloadKeys, require_collection
+from qdrant_xai.collection import PayloadKeys, check_query_dimension, require_collection
 from qdrant_xai.encoder import ClipEncoder, ImageInput
 from qdrant_xai.layouts import CollectionLayout, layout_named
+from qdrant_xai.resilience import RetryPolicy
 
 __all__ = ["Searcher", "light_payload"]
 
@@ -43,6 +44,7 @@ class Searcher:
         collection_name: the collection to search.
         layout: its vector names (a preset such as ``"langchain"`` for collections written
             by other tools; see :mod:`qdrant_xai.layouts`).
+        retry: how Qdrant calls are retried (default: :class:`RetryPolicy` defaults).
     """
 
     def __init__(
@@ -52,11 +54,13 @@ class Searcher:
         *,
         collection_name: str,
         layout: str | CollectionLayout = "qdrant-xai",
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.client = client
         self.encoder = encoder
         self.collection_name = collection_name
         self.layout = layout_named(layout)
+        self.retry = retry or RetryPolicy()
         self._resolved: CollectionLayout | None = None
 
     def search_images(
@@ -101,20 +105,26 @@ class Searcher:
         query_filter: models.Filter | None,
         score_threshold: float | None,
     ) -> list[models.ScoredPoint]:
-        require_collection(self.client, self.collection_name)
+        info = require_collection(self.client, self.collection_name, retry=self.retry)
         if self._resolved is None:
             self._resolved = (
                 self.layout
                 if self.layout.name == "qdrant-xai"
-                else self.layout.resolve(self.client, self.collection_name)
+                else self.layout.resolve(self.client, self.collection_name, retry=self.retry)
             )
         using = self._resolved.using(target)
+        check_query_dimension(
+            info, self.collection_name, using, dim=self.encoder.dim, model=self.encoder.model_id
+        )
         if isinstance(query, str):
             vector = self.encoder.embed_texts([query])[0]
         else:
             vector = self.encoder.embed_images([query])[0]
-        response = self.client.query_points(
+        response = self.retry.call(
+            self.client.query_points,
             self.collection_name,
+            what=f"search in collection {self.collection_name!r}",
+            client=self.client,
             query=vector.tolist(),
             using=using,
             limit=limit,

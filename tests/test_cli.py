@@ -142,7 +142,8 @@ def test_an_unreachable_server_is_one_clear_error(
 ) -> None:
     monkeypatch.setenv("QDRANT_API_KEY", "secret-key-123")
     url = "http://127.0.0.1:9"  # discard port: nothing listens
-    assert main(["search", "x", "--url", url, "--model", str(unseen_model)]) == 1
+    args = ["search", "x", "--url", url, "--model", str(unseen_model), "--retries", "2"]
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and url in err
     assert "secret-key-123" not in err

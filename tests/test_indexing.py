@@ -334,3 +334,24 @@ def test_small_request_cap_splits_upserts_without_losing_points(
     assert summary.indexed_images == 9 and summary.indexed_texts == 9
     assert max(calls) <= 2 and sum(calls) == 18
     assert count(client, collection_name) == 18
+
+
+def test_texts_that_are_not_valid_unicode_are_reported_and_the_rest_indexed(
+    client: QdrantClient, tiny_encoder: ClipEncoder, collection_name: str, tmp_path: Path
+) -> None:
+    write_scene_folder(tmp_path, 2, seed=5, size=64)
+    broken = b"a red caf\xe9".decode("utf-8", "surrogateescape")  # lone surrogate inside
+    indexer = Indexer(client, tiny_encoder, collection_name=collection_name, batch_size=2)
+    records = [
+        ImageRecord(source(tmp_path, "scene_0000.png"), ("a red circle", broken)),
+        ImageRecord(source(tmp_path, "scene_0001.png"), ("a blue square",)),
+    ]
+    summary = indexer.index(records, progress=False)
+    texts = indexer.index_texts(["a green cross", broken])
+    assert (summary.indexed_images, summary.indexed_texts) == (2, 2)
+    assert texts.indexed_texts == 1
+    for result in (summary, texts):
+        assert len(result.failed) == 1
+        label, reason = result.failed[0]
+        assert "not valid Unicode" in reason and label == "a red caf\\xe9"
+    assert count(client, collection_name) == 5

@@ -28,7 +28,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_xai_mcp import ServerSettings, SettingsError, create_server
 from qdrant_xai_mcp.server import main
 
-from qdrant_xai import ClipEncoder, Indexer, Searcher, load_image
+from qdrant_xai import ClipEncoder, Indexer, RetryPolicy, Searcher, load_image
 from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.shapes import write_scene_folder
 
@@ -388,13 +388,15 @@ async def test_qdrant_failures_never_show_the_api_key(tiny_encoder: ClipEncoder)
     unreachable = QdrantClient(
         url=settings.url, api_key=settings.api_key, check_compatibility=False
     )
-    server = create_server(settings, client=unreachable, encoder=tiny_encoder)
+    once = RetryPolicy(attempts=1)
+    server = create_server(settings, client=unreachable, encoder=tiny_encoder, retry=once)
     try:
         result = await call(server, "search_images", {"query": "a red circle"})
     finally:
         unreachable.close()
     message = error_of(result)
-    assert "Qdrant request failed" in message and "secret-key-123" not in message
+    assert "did not answer" in message and "127.0.0.1:1" in message
+    assert "secret-key-123" not in message
 
 
 async def test_index_images_when_writable(

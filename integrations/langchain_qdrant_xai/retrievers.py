@@ -38,6 +38,7 @@ from qdrant_xai.collection import (
     parse_point_id,
     require_collection,
 )
+from qdrant_xai.resilience import RetryPolicy
 from qdrant_xai.search import light_payload
 from qdrant_xai.sources import ImageSourcePolicy
 
@@ -146,6 +147,9 @@ class QdrantXaiRetriever(BaseRetriever):
         grounding, rationales: add word-to-region grounding / rationales to explanations.
         top_words: how many words ``top_words`` lists.
         query_filter, score_threshold, search_params: passed to ``query_points``.
+        retry: how Qdrant calls (sync and async) are retried on transient failures
+            (default: :class:`~qdrant_xai.RetryPolicy` defaults); a server that stays down
+            raises one :class:`~qdrant_xai.QdrantUnavailableError` naming its URL.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -172,12 +176,14 @@ class QdrantXaiRetriever(BaseRetriever):
     query_filter: models.Filter | None = None
     score_threshold: float | None = None
     search_params: models.SearchParams | None = None
+    retry: RetryPolicy | None = None
 
     _explainer: Explainer = PrivateAttr()
     _offline: Explainer = PrivateAttr()
     _images: ImageSourcePolicy = PrivateAttr()
     _checked_sync: bool = PrivateAttr(default=False)
     _checked_async: bool = PrivateAttr(default=False)
+    _retry: RetryPolicy = PrivateAttr()
 
     @model_validator(mode="after")
     def _configure(self) -> QdrantXaiRetriever:
@@ -204,8 +210,9 @@ class QdrantXaiRetriever(BaseRetriever):
             "grounding": self.grounding,
             "rationales": self.rationales,
         }
+        self._retry = self.retry or RetryPolicy()
         # unknown method names raise here (UnknownMethodError is a ValueError)
-        self._explainer = Explainer(self.encoder, self.client, **options)
+        self._explainer = Explainer(self.encoder, self.client, retry=self._retry, **options)
         self._offline = Explainer(self.encoder, None, **options)
         self._images = ImageSourcePolicy.from_roots(self.image_roots, limits=self.image_limits)
         return self
@@ -218,8 +225,10 @@ class QdrantXaiRetriever(BaseRetriever):
         client = self._sync_client()
         self._require_collection(client)
         request = self._request(query, kwargs)
-        hits = client.query_points(
+        hits = self._retry.call(
+            client.query_points,
             self.collection_name,
+            what=f"search in collection {self.collection_name!r}",
             query=request.vector,
             using=request.using,
             limit=request.limit,
@@ -232,7 +241,13 @@ class QdrantXaiRetriever(BaseRetriever):
         self._check_models(hits)
         ids = self._caption_ids(hits)
         records = (
-            client.retrieve(self.collection_name, ids=ids, with_payload=[PayloadKeys.TEXT])
+            self._retry.call(
+                client.retrieve,
+                self.collection_name,
+                what=f"reading captions from {self.collection_name!r}",
+                ids=ids,
+                with_payload=[PayloadKeys.TEXT],
+            )
             if ids
             else []
         )
@@ -250,8 +265,10 @@ class QdrantXaiRetriever(BaseRetriever):
             )
         await self._arequire_collection(client)
         request = await asyncio.to_thread(self._request, query, kwargs)
-        response = await client.query_points(
+        response = await self._retry.acall(
+            client.query_points,
             self.collection_name,
+            what=f"search in collection {self.collection_name!r}",
             query=request.vector,
             using=request.using,
             limit=request.limit,
@@ -266,13 +283,21 @@ class QdrantXaiRetriever(BaseRetriever):
         ids = self._caption_ids(hits)
         explained = hits[: self._n_explained(len(hits))]
         captions_fetch = (
-            client.retrieve(self.collection_name, ids=ids, with_payload=[PayloadKeys.TEXT])
+            self._retry.acall(
+                client.retrieve,
+                self.collection_name,
+                what=f"reading captions from {self.collection_name!r}",
+                ids=ids,
+                with_payload=[PayloadKeys.TEXT],
+            )
             if ids
             else _nothing()
         )
         features_fetch = (
-            client.retrieve(
+            self._retry.acall(
+                client.retrieve,
                 self.collection_name,
+                what=f"reading the features of hits from {self.collection_name!r}",
                 ids=[hit.id for hit in explained],
                 with_payload=self._feature_keys(),
                 with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
@@ -317,8 +342,10 @@ class QdrantXaiRetriever(BaseRetriever):
         self._require_collection(client)
         point_ids = [parse_point_id(i) for i in ids]
         request = self._request(query, {}, query_type=query_type)
-        records = client.retrieve(
+        records = self._retry.call(
+            client.retrieve,
             self.collection_name,
+            what=f"reading points of {self.collection_name!r}",
             ids=point_ids,
             with_payload=self._explain_payload(),
             with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
@@ -326,7 +353,13 @@ class QdrantXaiRetriever(BaseRetriever):
         hits = self._scored(point_ids, records, request)
         ids_ = self._caption_ids(hits)
         captions = (
-            client.retrieve(self.collection_name, ids=ids_, with_payload=[PayloadKeys.TEXT])
+            self._retry.call(
+                client.retrieve,
+                self.collection_name,
+                what=f"reading captions from {self.collection_name!r}",
+                ids=ids_,
+                with_payload=[PayloadKeys.TEXT],
+            )
             if ids_
             else []
         )
@@ -346,8 +379,10 @@ class QdrantXaiRetriever(BaseRetriever):
         await self._arequire_collection(client)
         point_ids = [parse_point_id(i) for i in ids]
         request = await asyncio.to_thread(self._request, query, {}, query_type=query_type)
-        records = await client.retrieve(
+        records = await self._retry.acall(
+            client.retrieve,
             self.collection_name,
+            what=f"reading points of {self.collection_name!r}",
             ids=point_ids,
             with_payload=self._explain_payload(),
             with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
@@ -355,7 +390,13 @@ class QdrantXaiRetriever(BaseRetriever):
         hits = self._scored(point_ids, records, request)
         ids_ = self._caption_ids(hits)
         captions = (
-            await client.retrieve(self.collection_name, ids=ids_, with_payload=[PayloadKeys.TEXT])
+            await self._retry.acall(
+                client.retrieve,
+                self.collection_name,
+                what=f"reading captions from {self.collection_name!r}",
+                ids=ids_,
+                with_payload=[PayloadKeys.TEXT],
+            )
             if ids_
             else []
         )
@@ -373,13 +414,13 @@ class QdrantXaiRetriever(BaseRetriever):
 
     def _require_collection(self, client: QdrantClient) -> None:
         if not self._checked_sync:
-            info = require_collection(client, self.collection_name)
+            info = require_collection(client, self.collection_name, retry=self._retry)
             check_schema(info, self.collection_name, dim=self.encoder.dim)
             self._checked_sync = True
 
     async def _arequire_collection(self, client: AsyncQdrantClient) -> None:
         if not self._checked_async:
-            info = await arequire_collection(client, self.collection_name)
+            info = await arequire_collection(client, self.collection_name, retry=self._retry)
             check_schema(info, self.collection_name, dim=self.encoder.dim)
             self._checked_async = True
 
@@ -588,16 +629,18 @@ class QdrantXaiRetriever(BaseRetriever):
 
 
 async def arequire_collection(
-    client: AsyncQdrantClient, collection_name: str
+    client: AsyncQdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
 ) -> models.CollectionInfo:
     """Async :func:`qdrant_xai.collection.require_collection`."""
+    retry = retry or RetryPolicy()
+    what = f"reading collection {collection_name!r}"
     try:
-        if not await client.collection_exists(collection_name):
+        if not await retry.acall(client.collection_exists, collection_name, what=what):
             raise CollectionError(
                 f"collection {collection_name!r} does not exist; index images into it first "
                 "(qdrant-xai index DIR --collection NAME) or pass the right collection_name"
             )
-        return await client.get_collection(collection_name)
+        return await retry.acall(client.get_collection, collection_name, what=what)
     except UnexpectedResponse as exc:
         raise CollectionError(f"cannot read collection {collection_name!r}: {exc}") from exc
 

@@ -33,8 +33,8 @@ became ``mcp.client.Client(server)``.
 from __future__ import annotations
 
 import argparse
-import base64
 import binascii
+import dataclasses
 import io
 import sys
 import threading
@@ -61,8 +61,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extra
 
 from qdrant_xai import __version__
 from qdrant_xai._exceptions import (
-    CollectionError,
     FeaturesMissingError,
+    ImageLoadError,
     ModelMismatchError,
     QdrantXaiError,
     SourceNotAllowedError,
@@ -70,9 +70,11 @@ from qdrant_xai._exceptions import (
 from qdrant_xai.collection import PayloadKeys, parse_point_id, require_collection
 from qdrant_xai.encoder import DEFAULT_MODEL, ClipEncoder
 from qdrant_xai.explain import IMAGE_METHODS, Explainer, Explanation
-from qdrant_xai.images import ImageLimits, LoadedImage, load_image
+from qdrant_xai.images import ImageLimits, LoadedImage
 from qdrant_xai.layouts import CollectionLayout, layout_named
 from qdrant_xai.render import overlay_heatmap
+from qdrant_xai.resilience import RetryPolicy
+from qdrant_xai.resilience import open_client as _open_client
 from qdrant_xai.search import Searcher, light_payload
 from qdrant_xai.sources import ImageSourcePolicy
 from qdrant_xai_mcp.settings import ENV_VARS, MAX_SEARCH_LIMIT, ServerSettings, SettingsError
@@ -168,13 +170,20 @@ class XaiBackend:
         client: the Qdrant client to use.
         encoder: the CLIP encoder; ``None`` loads ``settings.model`` (or the model recorded
             in the collection) on first use.
+        retry: how Qdrant calls are retried on transient failures (default policy); a
+            server that stays down gives a tool error naming its URL, never its API key.
     """
 
     def __init__(
-        self, settings: ServerSettings, client: QdrantClient, encoder: ClipEncoder | None = None
+        self,
+        settings: ServerSettings,
+        client: QdrantClient,
+        encoder: ClipEncoder | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
+        self.retry = retry or RetryPolicy()
         self.sources = ImageSourcePolicy.from_roots(settings.image_roots)
         self.limits = ImageLimits()
         self.lock = threading.Lock()
@@ -193,7 +202,7 @@ class XaiBackend:
         """Image hits for a text query, each with a one-line explanation."""
         if not query.strip():
             raise QdrantXaiError("the query is empty; describe what the images should show")
-        require_collection(self.client, self.collection)
+        require_collection(self.client, self.collection, retry=self.retry)
         encoder = self.encoder()
         hits = self.searcher(encoder).search_images(query, limit=self._limit(limit))
         return SearchResult(
@@ -208,7 +217,7 @@ class XaiBackend:
     ) -> SearchResult:
         """Text hits for an image query, each with a one-line explanation."""
         image = self.query_image(image_path, image_base64, prefix="image")
-        require_collection(self.client, self.collection)
+        require_collection(self.client, self.collection, retry=self.retry)
         encoder = self.encoder()
         hits = self.searcher(encoder).search_texts(image, limit=self._limit(limit))
         return SearchResult(
@@ -246,8 +255,15 @@ class XaiBackend:
             query = query_text
         else:
             query = self.query_image(query_image_path, query_image_base64, prefix="query_image")
-        require_collection(self.client, self.collection)
-        records = self.client.retrieve(self.collection, ids=[pid], with_payload=light_payload())
+        require_collection(self.client, self.collection, retry=self.retry)
+        records = self.retry.call(
+            self.client.retrieve,
+            self.collection,
+            what=f"reading point {point_id} of {self.collection!r}",
+            client=self.client,
+            ids=[pid],
+            with_payload=light_payload(),
+        )
         if not records:
             raise QdrantXaiError(
                 f"no point {point_id} in collection {self.collection!r}; use an id returned by "
@@ -273,8 +289,11 @@ class XaiBackend:
             else encoder.embed_images([query])[0]
         )
         # score the point exactly as a search would, so the explanation carries its real score
-        scored = self.client.query_points(
+        scored = self.retry.call(
+            self.client.query_points,
             self.collection,
+            what=f"scoring point {point_id} in {self.collection!r}",
+            client=self.client,
             query=vector.tolist(),
             using=using,
             limit=1,
@@ -310,7 +329,9 @@ class XaiBackend:
             raise QdrantXaiError(f"{captions_csv}: not a file")
         if captions is None and (root / "captions.csv").is_file():
             captions = root / "captions.csv"
-        indexer = Indexer(self.client, self.encoder(), collection_name=self.collection)
+        indexer = Indexer(
+            self.client, self.encoder(), collection_name=self.collection, retry=self.retry
+        )
         summary = indexer.index_folder(root, captions=captions, progress=False)
         used = f" with captions from {captions}" if captions else " (no captions.csv)"
         return f"collection {self.collection!r}: {summary}\nfolder {root}{used}"
@@ -357,13 +378,19 @@ class XaiBackend:
         from qdrant_xai.collection import recorded_model
         from qdrant_xai.demo import SHAPES_MODEL_DIR
 
-        name = self.settings.model or recorded_model(self.client, self.collection)
+        name = self.settings.model or recorded_model(self.client, self.collection, retry=self.retry)
         if name == SHAPES_ALIAS:
             return str(SHAPES_MODEL_DIR)
         return name or DEFAULT_MODEL
 
     def searcher(self, encoder: ClipEncoder) -> Searcher:
-        return Searcher(self.client, encoder, collection_name=self.collection, layout=self.layout)
+        return Searcher(
+            self.client,
+            encoder,
+            collection_name=self.collection,
+            layout=self.layout,
+            retry=self.retry,
+        )
 
     def explainer(self) -> Explainer:
         if self._explainer is None:
@@ -373,6 +400,7 @@ class XaiBackend:
                 collection_name=self.collection,
                 layout=self.layout,
                 sources=self.sources,
+                retry=self.retry,
             )
         return self._explainer
 
@@ -382,7 +410,7 @@ class XaiBackend:
             self._resolved = (
                 self.layout
                 if self.layout.name == "qdrant-xai"
-                else self.layout.resolve(self.client, self.collection)
+                else self.layout.resolve(self.client, self.collection, retry=self.retry)
             )
         return self._resolved
 
@@ -570,6 +598,7 @@ def create_server(
     *,
     client: QdrantClient | None = None,
     encoder: ClipEncoder | None = None,
+    retry: RetryPolicy | None = None,
 ) -> QdrantXaiMCPServer:
     """The MCP server for ``settings`` (default: :meth:`ServerSettings.from_env`).
 
@@ -578,26 +607,25 @@ def create_server(
         client: a Qdrant client to use (you close it); default: one opened from
             ``settings`` (closed by :meth:`QdrantXaiMCPServer.close`).
         encoder: the CLIP encoder; default: loaded on the first tool call.
+        retry: how Qdrant calls are retried (default :class:`~qdrant_xai.RetryPolicy`).
     """
     settings = settings or ServerSettings.from_env()
     owns = client is None
-    backend = XaiBackend(settings, client or open_client(settings), encoder)
+    backend = XaiBackend(settings, client or open_client(settings), encoder, retry=retry)
     return QdrantXaiMCPServer(backend, owns_client=owns)
 
 
 def open_client(settings: ServerSettings) -> QdrantClient:
-    """A Qdrant client for the settings' ``url`` (with its API key) or ``local_path``."""
+    """A Qdrant client for the settings' ``url`` (with its API key) or ``local_path``.
+
+    Raises:
+        StorageLockedError: another process has the ``local_path`` folder open.
+    """
     if settings.url:
-        return QdrantClient(url=settings.url, api_key=settings.api_key)
+        return _open_client(settings.url, api_key=settings.api_key)
     if not settings.local_path:
         raise SettingsError("set QDRANT_URL (a Qdrant server) or QDRANT_LOCAL_PATH (a folder)")
-    try:
-        return QdrantClient(path=settings.local_path)
-    except RuntimeError as exc:  # the embedded store allows one client per folder
-        raise CollectionError(
-            f"cannot open the embedded Qdrant at {settings.local_path}: {exc}. Another process "
-            "is using it; stop it, or run a Qdrant server and set QDRANT_URL instead"
-        ) from exc
+    return _open_client(path=str(settings.local_path))
 
 
 def _register_tools(server: MCPServer[Any], backend: XaiBackend) -> None:
@@ -854,24 +882,27 @@ def _explanation_text(e: Explanation, query: str | LoadedImage, collection: str,
 
 
 def _decode_image(data: str, limits: ImageLimits, *, what: str) -> LoadedImage:
+    """The query image sent as base64 or a data URI, decoded by the package's source policy
+    (the size is judged from the length before anything is decoded; no paths, no URLs)."""
     text = data.strip()
     if text.startswith("data:"):
-        header, comma, body = text.partition(",")
+        header, comma, _ = text.partition(",")
         if not comma or not header.endswith(";base64"):
             raise QdrantXaiError(
                 f"{what}: a data URI must look like data:image/png;base64,<base64 bytes>"
             )
-        text = body
-    if len(text) > limits.max_bytes * 4 // 3 + 8:
-        raise QdrantXaiError(f"{what}: the image is over the {limits.max_bytes}-byte limit")
     try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise QdrantXaiError(
-            f"{what} is not valid base64; send the encoded image bytes (PNG or JPEG), "
-            "optionally as a data: URI"
-        ) from None
-    return load_image(raw, limits=limits, name="<query image>")
+        loaded = ImageSourcePolicy(limits=limits).open(text, kind="base64")
+    except SourceNotAllowedError as exc:  # a data URI of another media type
+        raise QdrantXaiError(f"{what}: {exc}") from None
+    except ImageLoadError as exc:
+        if isinstance(exc.__cause__, binascii.Error):
+            raise QdrantXaiError(
+                f"{what} is not valid base64; send the encoded image bytes (PNG or JPEG), "
+                "optionally as a data: URI"
+            ) from None
+        raise ImageLoadError("<query image>", exc.reason) from exc
+    return dataclasses.replace(loaded, source="<query image>")
 
 
 def _redact(message: str, settings: ServerSettings) -> str:
@@ -947,7 +978,12 @@ def _preload(backend: XaiBackend) -> None:
     try:
         with backend.lock:
             # no collection yet and no model named: wait for a tool to say which model
-            if backend.settings.model or backend.client.collection_exists(backend.collection):
+            if backend.settings.model or backend.retry.call(
+                backend.client.collection_exists,
+                backend.collection,
+                what=f"reading collection {backend.collection!r}",
+                client=backend.client,
+            ):
                 backend.encoder()
     except Exception as exc:  # reported again, as a tool error, when a tool needs the model
         print(f"qdrant-xai-mcp: could not load the model yet: {exc}", file=sys.stderr)

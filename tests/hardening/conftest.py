@@ -132,7 +132,7 @@ def render(figures: Figures, *, session: pytest.Session, seconds: float) -> str:
         f"| date | {time.strftime('%Y-%m-%d')} |",
         f"| machine | {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()} |",
-        f"| Qdrant server | {os.environ.get('QDRANT_URL') and 'yes (QDRANT_URL)' or 'none'} |",
+        f"| Qdrant server | {(os.environ.get('QDRANT_URL') and 'yes (QDRANT_URL)') or 'none'} |",
         "",
     ]
     for key, (title, summary) in FAMILIES.items():
