@@ -778,8 +778,9 @@ def test_a_trickling_server_hits_the_total_deadline(base: str) -> None:
     started = time.monotonic()
     with pytest.raises(ImageLoadError, match=r"timeout=0\.8"):
         web(timeout=0.8, read_timeout=0.5).open(f"{base}/drip")
-    # the deadline is checked between reads: at most one read timeout late
-    assert time.monotonic() - started < 0.8 + 0.5 + 0.7
+    # the deadline is checked between reads: at most one read timeout late (plus slack for a
+    # loaded machine: it failed once at +0.7 s with five test runs sharing two cores)
+    assert time.monotonic() - started < 0.8 + 0.5 + 1.5
 
 
 # -- https: the certificate is checked for the host name, not for the pinned address --------

@@ -47,37 +47,59 @@ settings.load_profile("qdrant-xai")
 FAMILIES: dict[str, tuple[str, str]] = {
     "bad-images": (
         "Bad images",
-        "A generated corpus of broken, hostile and unusual image files is indexed together "
-        "with good images; each bad file must be reported with its reason, everything else "
-        "indexed.",
+        "`test_bad_images.py`: a generated corpus of broken, hostile and unusual files "
+        "(truncated, empty, bombs, strips, 16-bit, CMYK, palette with transparency, animated, "
+        "EXIF-rotated, damaged EXIF, FIFOs and devices, symlink loops, unreadable files and "
+        "folders, non-UTF-8 names) is indexed with good images, in-process and by the CLI as "
+        "a process without the permission-bypass capabilities. Each bad file must be reported "
+        "once with its reason, everything else indexed, a second run must change nothing; "
+        "byte-level mutations of valid files of 11 formats go through the loader.",
     ),
     "fuzz": (
         "Hostile payloads (property-based fuzzing)",
-        "Hypothesis generates payloads for the feature decoder and every payload reader; only "
-        "the package's typed errors may come out, never another exception and never a "
-        "silently wrong heatmap.",
+        "`test_fuzz_payloads.py`: Hypothesis generates payloads for the feature decoder and "
+        "every payload reader (explainer on every layout, MCP backend, LangChain retriever, "
+        "backfill, point ids, layouts). Only the package's typed errors may come out, never "
+        "another exception; decoded maps must equal an independent reference decoder; a map "
+        "of another shape must be refused, never reshaped into a heatmap. Oversized fields "
+        "are refused before allocation (peak allocation measured with tracemalloc).",
     ),
     "interrupt": (
         "Interrupted indexing and backfill",
-        "The indexer and the backfill run as real subprocesses and are killed with SIGKILL at "
-        "random moments, then rerun until they finish.",
+        "`test_interrupt.py`: `qdrant-xai index` and `qdrant-xai backfill` run as child "
+        "processes and are killed with SIGKILL at seeded random moments (some while a batch "
+        "is being written), then rerun until a run finishes. After every kill and at the end "
+        "a fresh client checks every point: no unknown id, no partial feature object, and at "
+        "the end no missing point and every point equal to an uninterrupted run's.",
     ),
     "server-faults": (
         "Server faults",
-        "Timeouts, retries with backoff, a restart in the middle of a run, a server that stays "
-        "down.",
+        "`test_server_faults.py`: without a server, a real embedded client wrapped so that "
+        "chosen calls fail (before sending, or after the write landed with the answer lost) "
+        "or the storage is closed and reopened mid-run (a restart); a real HTTP client "
+        "against loopback servers that hang, close, refuse or answer 503. With `QDRANT_URL` "
+        "or a Docker engine the same tests run against a Qdrant server.",
     ),
     "concurrency": (
         "Concurrency",
-        "Two processes on one embedded path; many concurrent explanations on one client.",
+        "`test_embedded_lock.py`, `test_concurrent_explain.py`: a second process (and a "
+        "second client) on a held embedded folder; 8 threads explaining with every method "
+        "mix on one client and encoder, compared with the same calls run one by one; "
+        "LangChain `ainvoke` calls gathered concurrently against sequential `invoke`.",
     ),
     "sources": (
         "Untrusted image sources",
-        "Payload sources that try to read outside the allowed roots or reach the network.",
+        "`test_hostile_sources.py` (end to end through `Explainer`; `tests/test_sources.py` "
+        "tests the policy itself): payload sources that try path traversal, symlink escapes, "
+        "`file://` tricks, loopback/private/link-local/mapped addresses, redirects, huge and "
+        "drip-fed responses, served by the test's own loopback HTTP servers and decoys; an "
+        "audit hook records every file opened.",
     ),
     "mismatch": (
         "Model mismatch",
-        "Features or vectors written by another model.",
+        "`test_model_mismatch.py`: features, fingerprints or vectors from another model "
+        "(other weights, other dimension, other tools' collections) through the Python API, "
+        "the CLI, LangChain and MCP; a counting image method proves no heatmap is drawn.",
     ),
 }
 
