@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
+    _show_retries()
     try:
         if args.command == "demo":
             return _demo(args)
@@ -319,6 +320,21 @@ def _retry(args: argparse.Namespace) -> Any:
     from qdrant_xai.resilience import RetryPolicy
 
     return RetryPolicy(attempts=max(1, getattr(args, "retries", 5)))
+
+
+def _show_retries() -> None:
+    """Prints each retry of a Qdrant request to stderr (``retrying: ...``), so a user
+    waiting on a busy or restarting server sees why; the final error follows if they fail."""
+    import logging
+
+    class ToStderr(logging.Handler):  # the sys.stderr of the moment, not of the first call
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"retrying: {record.getMessage()}", file=sys.stderr)
+
+    retries = logging.getLogger("qdrant_xai.resilience")
+    if not any(type(h).__name__ == "ToStderr" for h in retries.handlers):
+        retries.addHandler(ToStderr())
+    retries.setLevel(logging.INFO)
 
 
 def _quiet_transformers() -> None:

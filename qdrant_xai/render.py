@@ -90,8 +90,10 @@ def overlay_for(
 
 
 def _original(explanation: Explanation) -> Image.Image:
-    """The image under the heatmap: the one the explainer read, else a local file named by
-    the hit's payload (qdrant-xai's own collections store local paths)."""
+    """The image under the heatmap: the one the explainer read, else the source named by
+    the hit's payload, read under the explainer's source policy when it had one (so a
+    planted path cannot put a file outside ``image_roots`` into a report), else as a local
+    file (qdrant-xai's own collections store local paths)."""
     if explanation.image is not None:
         return explanation.image.image
     source = explanation.image_source
@@ -99,6 +101,8 @@ def _original(explanation: Explanation) -> Image.Image:
         raise ImageLoadError(
             f"hit {explanation.id}", "no image given and no image source known in its payload"
         )
+    if explanation.sources is not None:
+        return explanation.sources.open(source).image
     if "://" in source or source.startswith("data:"):
         raise ImageLoadError(source[:60], "not a local file; pass the image to overlay(image=...)")
     return load_image(source).image

@@ -51,7 +51,7 @@ __all__ = [
     "strip_userinfo",
 ]
 
-logger = logging.getLogger("qdrant_xai")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -145,7 +145,9 @@ def test_an_unreachable_server_is_one_clear_error(
     args = ["search", "x", "--url", url, "--model", str(unseen_model), "--retries", "2"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and url in err
+    *retries, final = err.strip().splitlines()
+    assert final.startswith("error: ") and url in final
+    assert len(retries) == 1 and retries[0].startswith("retrying: ") and url in retries[0]
     assert "secret-key-123" not in err
 
 

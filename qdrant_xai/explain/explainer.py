@@ -147,6 +147,9 @@ class Explainer:
         self.retry = retry or RetryPolicy()
         self.collection_name = collection_name
         self.sources = sources or ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
+        # reports read hit images through the policy too when the user set one; without
+        # one they read the local files qdrant-xai's own collections name
+        self._render_sources = self.sources if sources is not None or image_roots else None
         self.layout = layout_named(layout)
         self._layouts: dict[str, CollectionLayout] = {}
         self.codec = PayloadFeatureCodec()
@@ -347,6 +350,7 @@ class Explainer:
                 image_source=data[i].source,
                 image=data[i].image,
                 crop_box=data[i].crop_box,
+                sources=self._render_sources,
             )
             for row, i in enumerate(images)
         }

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from qdrant_xai.explain.grounding import Grounding
     from qdrant_xai.explain.rationales import Rationale
     from qdrant_xai.images import LoadedImage
+    from qdrant_xai.sources import ImageSourcePolicy
 
 __all__ = ["Explanation", "WordAttribution"]
 
@@ -80,6 +81,9 @@ class Explanation:
     rationales: tuple[Rationale, ...] = ()
     #: the decoded image the heatmap covers, when the explainer read it (foreign sources)
     image: LoadedImage | None = field(default=None, repr=False, compare=False)
+    #: the policy the explainer read images under, when one was set (``image_roots`` or
+    #: ``sources``): rendering then reads ``image_source`` through it too
+    sources: ImageSourcePolicy | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> models.ExtendedPointId:

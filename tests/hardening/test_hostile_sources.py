@@ -686,3 +686,39 @@ def test_adapters_decode_base64_queries_through_the_source_policy(
         "adapter base64 queries refused (LangChain + MCP)",
         f"{refused}/{len(adapters) * len(hostile)}",
     )
+
+
+def test_reports_read_hit_images_under_the_explainers_policy(
+    tiny_encoder: ClipEncoder, tmp_path: Path, figures: Any
+) -> None:
+    """A payload that names an image outside ``image_roots`` must not put it into an overlay
+    or an HTML report, even when the heatmap itself comes from stored features."""
+    from qdrant_xai import Indexer, Searcher
+    from qdrant_xai.render import render_section
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    write_scene_folder(root, 2, seed=11, size=64)
+    write_scene_folder(outside, 1, seed=12, size=64)
+    client = QdrantClient(":memory:")
+    Indexer(client, tiny_encoder, collection_name=COLLECTION).index_folder(root, progress=False)
+    hits = Searcher(client, tiny_encoder, collection_name=COLLECTION).search_images(TEXT, limit=2)
+    planted = str((outside / "scene_0000.png").resolve())
+    client.set_payload(COLLECTION, payload={"source": planted}, points=[hits[0].id])
+    hits = Searcher(client, tiny_encoder, collection_name=COLLECTION).search_images(TEXT, limit=2)
+    AUDIT.opened.clear()
+    AUDIT.active = True
+    try:
+        restricted = Explainer(tiny_encoder, client, collection_name=COLLECTION, image_roots=[root])
+        explained = restricted.explain(TEXT, hits)
+        by_source = {e.image_source: e for e in explained}
+        with pytest.raises(SourceNotAllowedError):
+            by_source[planted].overlay()
+        report = render_section(TEXT, explained)
+    finally:
+        AUDIT.active = False
+    assert "no overlay" in report and report.count("alt='heatmap'") == 1
+    assert not any(_inside(path, [outside]) for path in AUDIT.opened)
+    # without a policy (own collections, the CLI's default) the local file is still drawn
+    trusting = Explainer(tiny_encoder, client, collection_name=COLLECTION).explain(TEXT, hits)
+    assert all(e.overlay().size for e in trusting)
+    figures.add("sources", "planted report images refused (overlay and HTML report)", 1)

@@ -808,8 +808,9 @@ def test_cli_outage_is_one_line_without_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``qdrant-xai search --url ...`` with QDRANT_API_KEY set, against a server answering
-    503 with the key in its reason phrase: one ``error:`` line naming the URL, exit status
-    1, and the key nowhere in stdout, stderr or the retry log."""
+    503 with the key in its reason phrase: one ``retrying:`` line per retry, then one
+    ``error:`` line naming the URL, exit status 1, and the key nowhere in stdout, stderr or
+    the retry log."""
     from qdrant_xai.cli import main
 
     server = loopback("503")
@@ -823,7 +824,9 @@ def test_cli_outage_is_one_line_without_the_key(
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert status == 1, err
-    assert len(errors) == 1 and err.strip() == errors[0], err
+    retries = [line for line in err.splitlines() if line.startswith("retrying:")]
+    assert len(errors) == 1 and err.strip().splitlines() == [*retries, errors[0]], err
+    assert len(retries) == 1 and server.url in retries[0] and "***" in retries[0]
     assert server.url in errors[0] and "after 2 attempts" in errors[0]
     assert server.requests == 2 and API_KEY in server.keys_seen
     assert "retrying in" in caplog.text and "***" in caplog.text  # redacted, not dropped
