@@ -170,15 +170,19 @@ class BackfillSummary:
         updated: points whose features were written in this run.
         unchanged: points that already had current features.
         failed: ``(point id, reason)`` of points left as they were.
+        damaged: ids of current points whose stored features did not decode (``repair``);
+            they are rewritten like the others, or listed in ``failed``.
     """
 
     updated: int = 0
     unchanged: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        repaired = f" ({len(self.damaged)} with damaged features)" if self.damaged else ""
         lines = [
-            f"backfilled {self.updated} points; {self.unchanged} unchanged; "
+            f"backfilled {self.updated} points{repaired}; {self.unchanged} unchanged; "
             f"{len(self.failed)} skipped"
         ]
         lines += [f"  skipped {pid}: {reason}" for pid, reason in self.failed]
@@ -219,6 +223,9 @@ class Backfiller:
             a point that disagrees is reported as failed, not written.
         retry: how Qdrant calls are retried on transient failures (default:
             :class:`RetryPolicy` defaults); writes are idempotent ``set_payload``s.
+        repair: also rewrite points that carry this model's fingerprint but whose stored
+            features do not decode for it (damaged or tampered payloads, which the
+            explainer refuses); reads every point's features, so slower.
     """
 
     def __init__(
@@ -234,6 +241,7 @@ class Backfiller:
         batch_size: int = 32,
         verify: bool = True,
         retry: RetryPolicy | None = None,
+        repair: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -249,6 +257,7 @@ class Backfiller:
         self.batch_size = batch_size
         self.verify = verify
         self.retry = retry or RetryPolicy()
+        self.repair = repair
 
     def run(self, *, progress: bool = True, limit: int | None = None) -> BackfillSummary:
         """Backfills every point (or the first ``limit``), page by page."""
@@ -283,6 +292,9 @@ class Backfiller:
     def _pages(self, layout: CollectionLayout) -> Iterator[list[models.Record]]:
         offset: Any = None
         keys = [*layout.payload_keys(), PayloadKeys.FINGERPRINT, PayloadKeys.PROFILE]
+        if self.repair:
+            keys += [PayloadKeys.FEATURES, PayloadKeys.LAST_LAYER, PayloadKeys.WORDS]
+            keys += [PayloadKeys.CROP_BOX, PayloadKeys.WIDTH, PayloadKeys.HEIGHT]
         while True:
             records, offset = self.retry.call(
                 self.client.scroll,
@@ -308,6 +320,40 @@ class Backfiller:
             or (payload.get(PayloadKeys.PROFILE) == self.profile)
         )
 
+    def _intact(self, payload: dict[str, Any], is_image: bool, text: str | None) -> bool:
+        """Whether a current point's stored features decode for this model and agree with
+        its geometry and words, as the explainer demands (``repair``)."""
+        from qdrant_xai.explain.explainer import _check_words, _crop_box
+
+        fp = self.encoder.fingerprint
+        try:
+            if is_image:
+                _crop_box(payload, "")
+                self.codec.decode(
+                    payload.get(PayloadKeys.FEATURES), fingerprint=fp.key, shape=(*fp.grid, fp.dim)
+                )
+                if self.profile == "full":
+                    tokens = 1 + fp.grid[0] * fp.grid[1]
+                    self.codec.decode(
+                        payload.get(PayloadKeys.LAST_LAYER),
+                        fingerprint=fp.key,
+                        shape=(tokens, self.encoder.vision_width),
+                    )
+                return True
+            words = payload.get(PayloadKeys.WORDS)
+            if not isinstance(words, list):
+                return False
+            _check_words(words, text or "", "")
+            if words:
+                self.codec.decode(
+                    payload.get(PayloadKeys.FEATURES),
+                    fingerprint=fp.key,
+                    shape=(len(words), fp.dim),
+                )
+            return True
+        except QdrantXaiError:
+            return False
+
     def _backfill_page(
         self, records: Sequence[models.Record], layout: CollectionLayout, summary: BackfillSummary
     ) -> None:
@@ -316,16 +362,18 @@ class Backfiller:
         for record in records:
             payload = record.payload or {}
             source = layout.image_source(payload)
+            text = layout.text(payload) if source is None else None
             if self._is_current(payload, source is not None):
-                summary.unchanged += 1
-                continue
+                if not self.repair or self._intact(payload, source is not None, text):
+                    summary.unchanged += 1
+                    continue
+                summary.damaged.append(str(record.id))
             if source is not None:
                 try:
                     images.append((record, self.sources.open(source)))
                 except (ImageLoadError, QdrantXaiError) as exc:
                     summary.failed.append((str(record.id), str(exc)))
                 continue
-            text = layout.text(payload)
             if text is None:
                 summary.failed.append(
                     (str(record.id), f"no image source or text at {layout.name!r} layout keys")

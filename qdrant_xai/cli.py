@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -251,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write features even where a stored vector disagrees with the model",
     )
+    backfill.add_argument(
+        "--repair",
+        action="store_true",
+        help="also rewrite points whose stored features are damaged or tampered with "
+        "(reads every point's features)",
+    )
     backfill.add_argument("--no-progress", action="store_true")
     _common(backfill)
 
@@ -278,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
     _show_retries()
+    # qdrant-client warns when its version probe gets no answer; a server that does not
+    # answer is reported once, clearly, after the retries
+    warnings.filterwarnings("ignore", "Failed to obtain server version", UserWarning)
     try:
         if args.command == "demo":
             return _demo(args)
@@ -428,6 +438,7 @@ def _backfill(args: argparse.Namespace, client: Any) -> int:
         batch_size=args.batch_size,
         verify=not args.no_verify,
         retry=_retry(args),
+        repair=args.repair,
     )
     summary = backfiller.run(progress=not args.no_progress, limit=args.limit)
     print(summary)

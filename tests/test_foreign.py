@@ -305,3 +305,53 @@ def test_layout_resolves_vector_names_against_the_collection() -> None:
     assert layout_named("llamaindex").resolve(client, "li").using("text") is None
     with pytest.raises(CollectionError, match="none matching"):
         CollectionLayout("mine", image_vector="pixels").resolve(client, "fe")
+
+
+def test_repair_rewrites_damaged_features_and_nothing_else(
+    tiny_encoder: ClipEncoder,
+    tiny_model_dir: Path,
+    scenes: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A point with this model's fingerprint but damaged features (or crop box, or words)
+    is refused by the explainer; `backfill --repair` rewrites exactly those points."""
+    from qdrant_xai import FeatureCodecError, Indexer
+
+    folder, _ = scenes
+    storage = str(tmp_path / "qdrant")
+    client = QdrantClient(path=storage)
+    Indexer(client, tiny_encoder, collection_name="own").index_folder(
+        folder, captions=folder / "captions.csv", progress=False
+    )
+    records, _ = client.scroll("own", limit=100, with_payload=True)
+    before = {r.id: r.payload for r in records}
+    images = [r.id for r in records if before[r.id]["xai_kind"] == "image"]  # type: ignore[index]
+    texts = [r.id for r in records if before[r.id]["xai_kind"] == "text"]  # type: ignore[index]
+    cut = dict(before[images[0]][PayloadKeys.FEATURES])  # type: ignore[index]
+    cut["data"] = cut["data"][:-8]
+    client.set_payload("own", {PayloadKeys.FEATURES: cut}, points=[images[0]])
+    client.set_payload("own", {PayloadKeys.CROP_BOX: [0, 0, 10**6, 10]}, points=[images[1]])
+    client.set_payload("own", {PayloadKeys.WORDS: [["elsewhere", 0, 9]]}, points=[texts[0]])
+
+    hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red circle", limit=8)
+    damaged_hit = [h for h in hits if h.id == images[1]]
+    with pytest.raises(FeatureCodecError, match="backfill --repair"):
+        Explainer(tiny_encoder, client, collection_name="own").explain("x", damaged_hit)
+    policy = ImageSourcePolicy.from_roots([folder])
+    plain = Backfiller(client, tiny_encoder, collection_name="own", sources=policy)
+    assert plain.run(progress=False).updated == 0  # without repair: current, left alone
+    client.close()
+
+    argv = ["backfill", "--collection", "own", "--path", storage, "--model", str(tiny_model_dir)]
+    assert main([*argv, "--image-root", str(folder), "--repair", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "backfilled 3 points (3 with damaged features); " in out, out
+
+    client = QdrantClient(path=storage)
+    after = {r.id: r.payload for r in client.scroll("own", limit=100, with_payload=True)[0]}
+    assert after == before  # the three rewritten as the indexer wrote them, the rest untouched
+    hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red circle", limit=8)
+    explained = Explainer(tiny_encoder, client, collection_name="own").explain("x", hits)
+    assert len(explained) == len(hits)
+    client.close()

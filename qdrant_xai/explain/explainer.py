@@ -689,7 +689,7 @@ def _crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] |
     raise FeatureCodecError(
         f"{what}: crop_box {brief_repr(box)} is not a box inside its recorded width x height "
         f"({brief_repr(width)} x {brief_repr(height)}); the payload is corrupt or was edited: "
-        "delete the point and index it again"
+        "rewrite it with `qdrant-xai backfill --repair` (or delete the point and index it again)"
     )
 
 
@@ -701,8 +701,8 @@ def _check_words(words: list[Any], text: str, what: str) -> None:
     if len(stored) > len(expected) or stored != expected[: len(stored)]:
         raise FeatureCodecError(
             f"{what}: its stored words {brief_repr(words)} are not the words of its text "
-            f"{brief_repr(text)}; the payload is corrupt or was edited: delete the point "
-            "and index it again"
+            f"{brief_repr(text)}; the payload is corrupt or was edited: rewrite it with "
+            "`qdrant-xai backfill --repair` (or delete the point and index it again)"
         )
 
 
