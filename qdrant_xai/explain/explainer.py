@@ -147,9 +147,11 @@ class Explainer:
         self.retry = retry or RetryPolicy()
         self.collection_name = collection_name
         self.sources = sources or ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
-        # reports read hit images through the policy too when the user set one; without
-        # one they read the local files qdrant-xai's own collections name
-        self._render_sources = self.sources if sources is not None or image_roots else None
+        # reports read hit images through the policy too once it names image folders or
+        # URL hosts; a policy that allows neither (the default) would show no image, so
+        # reports then read the local files qdrant-xai's own collections name
+        configured = bool(self.sources.roots) or self.sources.allow_urls
+        self._render_sources = self.sources if configured else None
         self.layout = layout_named(layout)
         self._layouts: dict[str, CollectionLayout] = {}
         self.codec = PayloadFeatureCodec()

@@ -81,8 +81,8 @@ class Explanation:
     rationales: tuple[Rationale, ...] = ()
     #: the decoded image the heatmap covers, when the explainer read it (foreign sources)
     image: LoadedImage | None = field(default=None, repr=False, compare=False)
-    #: the policy the explainer read images under, when one was set (``image_roots`` or
-    #: ``sources``): rendering then reads ``image_source`` through it too
+    #: the policy the explainer read images under, when it names image folders or URL
+    #: hosts: rendering then reads ``image_source`` through it too
     sources: ImageSourcePolicy | None = field(default=None, repr=False, compare=False)
 
     @property
