@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
@@ -41,6 +42,11 @@ from transformers import (
 
 from .shapes import WORLD_WORDS
 
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from .encoder import ClipEncoder
+
 __all__ = [
     "BOS_TOKEN",
     "EOS_TOKEN",
@@ -51,6 +57,7 @@ __all__ = [
     "bytes_to_unicode",
     "clip_bpe_vocabulary",
     "tiny_clip_config",
+    "write_tutorial_collection",
 ]
 
 BOS_TOKEN = "<|startoftext|>"
@@ -366,3 +373,29 @@ def _bpe(symbols: Sequence[str], ranks: dict[tuple[str, str], int]) -> list[str]
             break
         pieces[index : index + 2] = [pieces[index] + pieces[index + 1]]
     return pieces
+
+
+def write_tutorial_collection(
+    client: QdrantClient, name: str, encoder: ClipEncoder, captions: dict[str, str]
+) -> None:
+    """A collection as Qdrant's multimodal tutorial writes it, for tests of foreign layouts:
+    one point per ``{image path: caption}`` pair with vectors ``image`` and ``text`` and
+    payload ``image``/``caption``, embedded by ``encoder``, no qdrant-xai keys."""
+    from qdrant_client import models
+
+    params = models.VectorParams(size=encoder.dim, distance=models.Distance.COSINE)
+    client.create_collection(name, vectors_config={"image": params, "text": params})
+    paths = list(captions)
+    images = encoder.embed_images([Path(p) for p in paths])
+    texts = encoder.embed_texts(list(captions.values()))
+    client.upsert(
+        name,
+        points=[
+            models.PointStruct(
+                id=i,
+                vector={"image": images[i].tolist(), "text": texts[i].tolist()},
+                payload={"image": p, "caption": captions[p]},
+            )
+            for i, p in enumerate(paths)
+        ],
+    )

@@ -25,7 +25,7 @@ from qdrant_xai.collection import CollectionError
 from qdrant_xai.layouts import LAYOUTS, CollectionLayout, layout_named
 from qdrant_xai.shapes import write_scene_folder
 from qdrant_xai.sources import ImageSourcePolicy
-from qdrant_xai.testing import build_tiny_clip
+from qdrant_xai.testing import build_tiny_clip, write_tutorial_collection
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +66,6 @@ def _langchain_collection(
         for i, caption in enumerate(captions.values())
     ]
     client.upsert(name, points=points)
-
-
-def _tutorial_collection(
-    client: QdrantClient, name: str, encoder: ClipEncoder, captions: dict[str, str]
-) -> None:
-    """Qdrant's multimodal tutorial: vectors 'image' and 'text' on one point per pair."""
-    client.create_collection(
-        name,
-        vectors_config={
-            v: models.VectorParams(size=encoder.dim, distance=models.Distance.COSINE)
-            for v in ("image", "text")
-        },
-    )
-    paths = list(captions)
-    image_vectors = encoder.embed_images([Path(p) for p in paths])
-    text_vectors = encoder.embed_texts(list(captions.values()))
-    client.upsert(
-        name,
-        points=[
-            models.PointStruct(
-                id=i,
-                vector={"image": image_vectors[i].tolist(), "text": text_vectors[i].tolist()},
-                payload={"image": p, "caption": captions[p]},
-            )
-            for i, p in enumerate(paths)
-        ],
-    )
 
 
 def _expected_heatmap(encoder: ClipEncoder, source: str, query: str) -> np.ndarray:
@@ -143,7 +116,7 @@ def test_vector_check_catches_another_model(
 ) -> None:
     folder, captions = scenes
     client = QdrantClient(":memory:")
-    _tutorial_collection(client, "tut", tiny_encoder, captions)
+    write_tutorial_collection(client, "tut", tiny_encoder, captions)
     policy = ImageSourcePolicy.from_roots([folder])
     result = check_vectors(
         client, "tut", tiny_encoder, layout="qdrant-tutorial", sources=policy, sample=4
@@ -170,7 +143,7 @@ def test_backfill_writes_features_once_and_leaves_vectors_alone(
     scenes: tuple[Path, dict[str, str]],
 ) -> None:
     folder, captions = scenes
-    _tutorial_collection(client, collection_name, tiny_encoder, captions)
+    write_tutorial_collection(client, collection_name, tiny_encoder, captions)
     before = client.scroll(collection_name, limit=100, with_payload=True, with_vectors=True)[0]
     # before the backfill: explained by recomputing from the images
     searcher = Searcher(
@@ -334,7 +307,7 @@ def test_repair_rewrites_damaged_features_and_nothing_else(
     client.set_payload("own", {PayloadKeys.CROP_BOX: [0, 0, 10**6, 10]}, points=[images[1]])
     client.set_payload("own", {PayloadKeys.WORDS: [["elsewhere", 0, 9]]}, points=[texts[0]])
 
-    hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red circle", limit=8)
+    hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red", limit=8)
     damaged_hit = [h for h in hits if h.id == images[1]]
     with pytest.raises(FeatureCodecError, match="backfill --repair"):
         Explainer(tiny_encoder, client, collection_name="own").explain("x", damaged_hit)
@@ -351,7 +324,7 @@ def test_repair_rewrites_damaged_features_and_nothing_else(
     client = QdrantClient(path=storage)
     after = {r.id: r.payload for r in client.scroll("own", limit=100, with_payload=True)[0]}
     assert after == before  # the three rewritten as the indexer wrote them, the rest untouched
-    hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red circle", limit=8)
+    hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red", limit=8)
     explained = Explainer(tiny_encoder, client, collection_name="own").explain("x", hits)
     assert len(explained) == len(hits)
     client.close()

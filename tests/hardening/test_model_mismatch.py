@@ -35,7 +35,7 @@ from qdrant_xai.explain.base import ImageEvidence, register_image_method
 from qdrant_xai.explain.decomposition import DecompositionHeatmap
 from qdrant_xai.shapes import write_scene_folder
 from qdrant_xai.sources import ImageSourcePolicy
-from qdrant_xai.testing import build_tiny_clip
+from qdrant_xai.testing import build_tiny_clip, write_tutorial_collection
 
 pytestmark = pytest.mark.hardening
 
@@ -104,28 +104,7 @@ def _captions(folder: Path) -> dict[str, str]:
 
 def _tutorial(client: QdrantClient, name: str, encoder: ClipEncoder, folder: Path) -> None:
     """Qdrant's multimodal tutorial layout written with ``encoder``: no fingerprints."""
-    captions = _captions(folder)
-    client.create_collection(
-        name,
-        vectors_config={
-            v: models.VectorParams(size=encoder.dim, distance=models.Distance.COSINE)
-            for v in ("image", "text")
-        },
-    )
-    paths = list(captions)
-    images = encoder.embed_images([Path(p) for p in paths])
-    texts = encoder.embed_texts(list(captions.values()))
-    client.upsert(
-        name,
-        points=[
-            models.PointStruct(
-                id=i,
-                vector={"image": images[i].tolist(), "text": texts[i].tolist()},
-                payload={"image": p, "caption": captions[p]},
-            )
-            for i, p in enumerate(paths)
-        ],
-    )
+    write_tutorial_collection(client, name, encoder, _captions(folder))
 
 
 def _langchain(client: QdrantClient, name: str, encoder: ClipEncoder, folder: Path) -> None:
