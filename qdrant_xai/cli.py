@@ -688,6 +688,7 @@ def _eval(args: argparse.Namespace, client: Any) -> int:
         codec=args.codec,
         profile=args.profile,
         exact=not args.approximate,
+        retry=_retry(args),
         progress=not args.no_progress,
     )
     print(report.format_table())

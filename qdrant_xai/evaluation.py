@@ -63,6 +63,7 @@ from qdrant_xai.collection import (
 from qdrant_xai.encoder import ClipEncoder
 from qdrant_xai.images import LoadedImage, load_image
 from qdrant_xai.indexing import ImageRecord, Indexer, Profile, read_captions_csv
+from qdrant_xai.resilience import RetryPolicy
 
 __all__ = [
     "DEFAULT_CAP",
@@ -1020,6 +1021,7 @@ def evaluate(
     profile: Profile = "standard",
     exact: bool = True,
     progress: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> EvaluationReport:
     """Indexes ``dataset`` and measures text→image and image→text retrieval through Qdrant.
 
@@ -1053,6 +1055,9 @@ def evaluate(
         exact: exact (brute force) search, so that the metrics are the model's; False
             searches through the HNSW index as a deployment would.
         progress: show progress bars.
+        retry: how Qdrant calls are retried on transient failures (default
+            :class:`~qdrant_xai.RetryPolicy`); every call here is a read or an idempotent
+            write.
 
     Raises:
         DatasetError: no image of the dataset could be indexed.
@@ -1065,13 +1070,23 @@ def evaluate(
     if batch_size < 1 or explain_top < 1:
         raise ValueError("batch_size and explain_top must be at least 1")
 
+    retry = retry or RetryPolicy()
     started = time.perf_counter()
-    if not reuse and client.collection_exists(collection_name):
+    exists = retry.call(
+        client.collection_exists, collection_name, what="checking the collection", client=client
+    )
+    if not reuse and exists:
         ids = [image_point_id(str(item.path)) for item in dataset.items] + [
             text_point_id(c, str(item.path)) for item in dataset.items for c in item.captions
         ]
         for chunk in _chunks(ids, 1000):
-            client.delete(collection_name, points_selector=models.PointIdsList(points=list(chunk)))
+            retry.call(
+                client.delete,
+                collection_name,
+                what=f"deleting {len(chunk)} points before re-indexing",
+                client=client,
+                points_selector=models.PointIdsList(points=list(chunk)),
+            )
     indexer = Indexer(
         client,
         encoder,
@@ -1079,6 +1094,7 @@ def evaluate(
         codec=codec,
         batch_size=batch_size,
         profile=profile,
+        retry=retry,
     )
     summary = indexer.index(
         (ImageRecord(str(item.path), item.captions) for item in dataset.items),
@@ -1087,7 +1103,8 @@ def evaluate(
     )
     index_s = time.perf_counter() - started
 
-    present = _present_images(client, collection_name, [str(i.path) for i in dataset.items])
+    sources = [str(i.path) for i in dataset.items]
+    present = _present_images(client, collection_name, sources, retry)
     failed = dict(summary.failed)
     items = [item for item in dataset.items if str(item.path) in present]
     excluded = [
@@ -1101,7 +1118,7 @@ def evaluate(
             f"none of the {dataset.n_images} images could be indexed (first failure: "
             f"{excluded[0][1] if excluded else 'unknown'})",
         )
-    plans = _plans(client, collection_name, items)
+    plans = _plans(client, collection_name, items, retry)
     search_params = models.SearchParams(exact=True) if exact else None
     invariance = Invariance(image_method=image_method, word_method=word_method, top=explain_top)
 
@@ -1121,7 +1138,13 @@ def evaluate(
         with warnings.catch_warnings():
             # the embedded backend always searches exactly and says so for every request
             warnings.filterwarnings("ignore", message="Local mode performs exact")
-            responses = client.query_batch_points(collection_name, requests=requests)
+            responses = retry.call(
+                client.query_batch_points,
+                collection_name,
+                what=f"a batch of {len(requests)} searches",
+                client=client,
+                requests=requests,
+            )
         return [response.points for response in responses]
 
     def run_pass(plan: _Plan, explainer: Any) -> tuple[_PassResult, float]:
@@ -1187,6 +1210,7 @@ def evaluate(
             image_roots=[dataset.image_root],
             image_method=image_method,
             word_method=word_method,
+            retry=retry,
         )
         tick = time.perf_counter()
         explained: dict[Direction, _PassResult] = {}
@@ -1233,7 +1257,9 @@ def evaluate(
     )
 
 
-def _plans(client: QdrantClient, collection: str, items: Sequence[EvalItem]) -> list[_Plan]:
+def _plans(
+    client: QdrantClient, collection: str, items: Sequence[EvalItem], retry: RetryPolicy
+) -> list[_Plan]:
     """The queries of both directions, restricted to the dataset's points."""
     image_ids = {str(item.path): image_point_id(str(item.path)) for item in items}
     text_queries = [
@@ -1250,7 +1276,7 @@ def _plans(client: QdrantClient, collection: str, items: Sequence[EvalItem]) -> 
         for item in items
     ]
     text_ids = {pid for query in image_queries for pid in query.relevant}
-    filters = _candidate_filters(client, collection, set(image_ids.values()), text_ids)
+    filters = _candidate_filters(client, collection, set(image_ids.values()), text_ids, retry)
     return [
         _Plan(
             "text_to_image", text_queries, IMAGE_VECTOR, len(image_ids), filters["text_to_image"]
@@ -1298,29 +1324,51 @@ def _metrics(
     }
 
 
-def _present_images(client: QdrantClient, collection: str, sources: list[str]) -> set[str]:
+def _present_images(
+    client: QdrantClient, collection: str, sources: list[str], retry: RetryPolicy
+) -> set[str]:
     """The sources among ``sources`` whose image point is in the collection."""
     by_id = {image_point_id(s): s for s in sources}
     present: set[str] = set()
     for chunk in _chunks(list(by_id), 1000):
-        for record in client.retrieve(collection, ids=chunk, with_payload=False):
+        records = retry.call(
+            client.retrieve,
+            collection,
+            what=f"reading {len(chunk)} points",
+            client=client,
+            ids=chunk,
+            with_payload=False,
+        )
+        for record in records:
             present.add(by_id[str(record.id)])
     return present
 
 
 def _candidate_filters(
-    client: QdrantClient, collection: str, image_ids: set[str], text_ids: set[str]
+    client: QdrantClient,
+    collection: str,
+    image_ids: set[str],
+    text_ids: set[str],
+    retry: RetryPolicy,
 ) -> dict[Direction, models.Filter | None]:
     """Per direction, a filter keeping the rankings to the dataset's points, or None when
     the collection holds nothing else."""
-    total = client.count(collection, exact=True).count
+    total = retry.call(
+        client.count, collection, what="counting points", client=client, exact=True
+    ).count
     if total == len(image_ids) + len(text_ids):
         return {"text_to_image": None, "image_to_text": None}
     extra: dict[str, list[str]] = {"image": [], "text": []}
     offset: Any = None
     while True:
-        records, offset = client.scroll(
-            collection, limit=1000, offset=offset, with_payload=[PayloadKeys.KIND]
+        records, offset = retry.call(
+            client.scroll,
+            collection,
+            what="listing the collection's points",
+            client=client,
+            limit=1000,
+            offset=offset,
+            with_payload=[PayloadKeys.KIND],
         )
         for record in records:
             pid = str(record.id)

@@ -836,3 +836,44 @@ def test_cli_outage_is_one_line_without_the_key(
     figures.add(FAMILY, "final errors", 1)
     figures.add(FAMILY, "persistent outages", 1)
     figures.add(FAMILY, "retries observed", server.requests - 1)
+
+
+def test_evaluation_survives_transient_faults(
+    scenes: Path, tiny_encoder: ClipEncoder, figures: Any
+) -> None:
+    """`qdrant-xai eval` against a flaky Qdrant: every call fails once (connection refused,
+    503 or a lost answer in turn); the report's numbers equal a clean run's."""
+    from qdrant_xai.evaluation import read_dataset
+
+    dataset = read_dataset(scenes)
+
+    def evaluated(client: Any, retry: RetryPolicy | None) -> dict[str, Any]:
+        from qdrant_xai.evaluation import evaluate
+
+        report = evaluate(
+            client, tiny_encoder, dataset, collection_name="ev", explain_top=2, retry=retry
+        )
+        keep = ("queries", "candidates", "recall", "mean_ap", "median_rank", "misses")
+        return {
+            name: {key: getattr(metrics, key) for key in keep}
+            for name, metrics in report.metrics.items()
+        } | {"unchanged": report.invariance is not None and report.invariance.verdict != "changed"}
+
+    clean_client = QdrantClient(":memory:")
+    clean = evaluated(clean_client, None)
+    clean_client.close()
+    assert clean["unchanged"]
+    fake = FakeTime()
+    proxy = FaultyClient(
+        lambda: QdrantClient(":memory:"),
+        schedule=_every_op([BEFORE_CONNECT, BEFORE_503, AFTER_TIMEOUT], 1),
+    )
+    try:
+        assert evaluated(proxy, fast_policy(fake)) == clean
+    finally:
+        proxy.close()
+    assert proxy.faults > 10 and len(fake.pauses) == proxy.faults
+    figures.add(FAMILY, "transient faults injected", proxy.faults)
+    figures.add(FAMILY, "transient faults survived", proxy.faults)
+    figures.add(FAMILY, "retries observed", len(fake.pauses))
+    figures.record(FAMILY, "evaluation runs with a fault on every call", 1)
