@@ -228,15 +228,7 @@ class QdrantXaiRetriever(BaseRetriever):
         hits = self._retry.call(
             client.query_points,
             self.collection_name,
-            what=f"search in collection {self.collection_name!r}",
-            query=request.vector,
-            using=request.using,
-            limit=request.limit,
-            query_filter=request.query_filter,
-            score_threshold=request.score_threshold,
-            search_params=request.search_params,
-            with_payload=light_payload(),
-            with_vectors=False,
+            **self._search_args(request),
         ).points
         self._check_models(hits)
         ids = self._caption_ids(hits)
@@ -244,9 +236,7 @@ class QdrantXaiRetriever(BaseRetriever):
             self._retry.call(
                 client.retrieve,
                 self.collection_name,
-                what=f"reading captions from {self.collection_name!r}",
-                ids=ids,
-                with_payload=[PayloadKeys.TEXT],
+                **self._caption_args(ids),
             )
             if ids
             else []
@@ -254,6 +244,36 @@ class QdrantXaiRetriever(BaseRetriever):
         explained = hits[: self._n_explained(len(hits))]
         explanations = self._explainer.explain(request.explain_as, explained) if explained else []
         return self._documents(hits, _captions(records), explanations, request.image)
+
+    def _search_args(self, request: Any) -> dict[str, Any]:
+        """Keyword arguments of the search, the same for the sync and the async client."""
+        return {
+            "what": f"search in collection {self.collection_name!r}",
+            "query": request.vector,
+            "using": request.using,
+            "limit": request.limit,
+            "query_filter": request.query_filter,
+            "score_threshold": request.score_threshold,
+            "search_params": request.search_params,
+            "with_payload": light_payload(),
+            "with_vectors": False,
+        }
+
+    def _points_args(self, ids: list[Any]) -> dict[str, Any]:
+        """Keyword arguments of reading points to explain, for either client."""
+        return {
+            "ids": ids,
+            "with_payload": self._explain_payload(),
+            "with_vectors": [IMAGE_VECTOR, TEXT_VECTOR],
+        }
+
+    def _caption_args(self, ids: list[Any]) -> dict[str, Any]:
+        """Keyword arguments of the caption lookup, for either client."""
+        return {
+            "what": f"reading captions from {self.collection_name!r}",
+            "ids": ids,
+            "with_payload": [PayloadKeys.TEXT],
+        }
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
@@ -268,15 +288,7 @@ class QdrantXaiRetriever(BaseRetriever):
         response = await self._retry.acall(
             client.query_points,
             self.collection_name,
-            what=f"search in collection {self.collection_name!r}",
-            query=request.vector,
-            using=request.using,
-            limit=request.limit,
-            query_filter=request.query_filter,
-            score_threshold=request.score_threshold,
-            search_params=request.search_params,
-            with_payload=light_payload(),
-            with_vectors=False,
+            **self._search_args(request),
         )
         hits = response.points
         self._check_models(hits)
@@ -286,9 +298,7 @@ class QdrantXaiRetriever(BaseRetriever):
             self._retry.acall(
                 client.retrieve,
                 self.collection_name,
-                what=f"reading captions from {self.collection_name!r}",
-                ids=ids,
-                with_payload=[PayloadKeys.TEXT],
+                **self._caption_args(ids),
             )
             if ids
             else _nothing()
@@ -346,9 +356,7 @@ class QdrantXaiRetriever(BaseRetriever):
             client.retrieve,
             self.collection_name,
             what=f"reading points of {self.collection_name!r}",
-            ids=point_ids,
-            with_payload=self._explain_payload(),
-            with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
+            **self._points_args(point_ids),
         )
         hits = self._scored(point_ids, records, request)
         ids_ = self._caption_ids(hits)
@@ -356,9 +364,7 @@ class QdrantXaiRetriever(BaseRetriever):
             self._retry.call(
                 client.retrieve,
                 self.collection_name,
-                what=f"reading captions from {self.collection_name!r}",
-                ids=ids_,
-                with_payload=[PayloadKeys.TEXT],
+                **self._caption_args(ids_),
             )
             if ids_
             else []
@@ -383,9 +389,7 @@ class QdrantXaiRetriever(BaseRetriever):
             client.retrieve,
             self.collection_name,
             what=f"reading points of {self.collection_name!r}",
-            ids=point_ids,
-            with_payload=self._explain_payload(),
-            with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
+            **self._points_args(point_ids),
         )
         hits = self._scored(point_ids, records, request)
         ids_ = self._caption_ids(hits)
@@ -393,9 +397,7 @@ class QdrantXaiRetriever(BaseRetriever):
             await self._retry.acall(
                 client.retrieve,
                 self.collection_name,
-                what=f"reading captions from {self.collection_name!r}",
-                ids=ids_,
-                with_payload=[PayloadKeys.TEXT],
+                **self._caption_args(ids_),
             )
             if ids_
             else []
