@@ -1,4 +1,5 @@
-"""The feature part of a point's payload, shared by the indexer and the backfill.
+"""The feature part of a point's payload, shared by the indexer and the backfill, and the
+checks a stored point must pass to be read back (explainer, ``backfill --repair``).
 
 Both write the same keys for the same features, so a point indexed by qdrant-xai and a
 point of another tool's collection backfilled by it are read back the same way.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from qdrant_xai.codec import PayloadFeatureCodec
+from qdrant_xai._exceptions import FeatureCodecError
+from qdrant_xai.codec import PayloadFeatureCodec, brief_repr
 from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.images import LoadedImage
+from qdrant_xai.words import split_words
 
 
 def image_features_payload(
@@ -55,3 +58,43 @@ def text_features_payload(
     if feats.words:
         payload[PayloadKeys.FEATURES] = codec.encode(feats.word_contributions, fingerprint=key)
     return payload
+
+
+# -- reading back: what the explainer (and backfill --repair) demand of a stored point --
+
+
+def stored_crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] | None:
+    """The recorded crop box of an image point: four integers inside its recorded width and
+    height, or None when there is none.
+
+    Raises:
+        FeatureCodecError: a crop box is recorded but is not such a box (a heatmap drawn
+            over it would land on the wrong region, or on none).
+    """
+    box = payload.get(PayloadKeys.CROP_BOX)
+    if box is None:
+        return None
+    width, height = payload.get(PayloadKeys.WIDTH), payload.get(PayloadKeys.HEIGHT)
+    values = [*box, width, height] if isinstance(box, list | tuple) and len(box) == 4 else []
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        x0, y0, x1, y1, w, h = values
+        if 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h:
+            return (x0, y0, x1, y1)
+    raise FeatureCodecError(
+        f"{what}: crop_box {brief_repr(box)} is not a box inside its recorded width x height "
+        f"({brief_repr(width)} x {brief_repr(height)}); the payload is corrupt or was edited: "
+        "rewrite it with `qdrant-xai backfill --repair` (or delete the point and index it again)"
+    )
+
+
+def check_stored_words(words: list[Any], text: str, what: str) -> None:
+    """Stored word features belong to the text's words (a prefix, when the text was cut at
+    the model's length): otherwise they would be attributed to the wrong words."""
+    expected = [[w.text, w.start, w.end] for w in split_words(text)]
+    stored = [list(w) if isinstance(w, list | tuple) else w for w in words]
+    if len(stored) > len(expected) or stored != expected[: len(stored)]:
+        raise FeatureCodecError(
+            f"{what}: its stored words {brief_repr(words)} are not the words of its text "
+            f"{brief_repr(text)}; the payload is corrupt or was edited: rewrite it with "
+            "`qdrant-xai backfill --repair` (or delete the point and index it again)"
+        )

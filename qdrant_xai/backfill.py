@@ -23,7 +23,12 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai._exceptions import ImageLoadError, ModelMismatchError, QdrantXaiError
-from qdrant_xai._payloads import image_features_payload, text_features_payload
+from qdrant_xai._payloads import (
+    check_stored_words,
+    image_features_payload,
+    stored_crop_box,
+    text_features_payload,
+)
 from qdrant_xai.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.collection import PayloadKeys, require_collection
 from qdrant_xai.encoder import ClipEncoder
@@ -323,12 +328,10 @@ class Backfiller:
     def _intact(self, payload: dict[str, Any], is_image: bool, text: str | None) -> bool:
         """Whether a current point's stored features decode for this model and agree with
         its geometry and words, as the explainer demands (``repair``)."""
-        from qdrant_xai.explain.explainer import _check_words, _crop_box
-
         fp = self.encoder.fingerprint
         try:
             if is_image:
-                _crop_box(payload, "")
+                stored_crop_box(payload, "")
                 self.codec.decode(
                     payload.get(PayloadKeys.FEATURES), fingerprint=fp.key, shape=(*fp.grid, fp.dim)
                 )
@@ -343,7 +346,7 @@ class Backfiller:
             words = payload.get(PayloadKeys.WORDS)
             if not isinstance(words, list):
                 return False
-            _check_words(words, text or "", "")
+            check_stored_words(words, text or "", "")
             if words:
                 self.codec.decode(
                     payload.get(PayloadKeys.FEATURES),

@@ -16,7 +16,8 @@ from qdrant_xai._exceptions import (
     ModelMismatchError,
     QdrantXaiError,
 )
-from qdrant_xai.codec import PayloadFeatureCodec, brief_repr
+from qdrant_xai._payloads import check_stored_words, stored_crop_box
+from qdrant_xai.codec import PayloadFeatureCodec
 from qdrant_xai.collection import PayloadKeys
 from qdrant_xai.encoder import ClipEncoder, ImageFeatures, ImageInput
 from qdrant_xai.explain.base import (
@@ -35,7 +36,6 @@ from qdrant_xai.images import ImageLimits, LoadedImage, load_image
 from qdrant_xai.layouts import CollectionLayout, layout_named
 from qdrant_xai.resilience import RetryPolicy
 from qdrant_xai.sources import ImageSourcePolicy
-from qdrant_xai.words import split_words
 
 __all__ = ["Explainer"]
 
@@ -439,7 +439,7 @@ class Explainer:
             self.encoder.fingerprint.check(fingerprint, what=what)
         data = _HitData(kind=kind, source=source, text=text)
         if kind == "image" and recorded == "image":  # another tool's crop_box means its own
-            data.crop_box = _crop_box(payload, what)
+            data.crop_box = stored_crop_box(payload, what)
         vector = layout.vector_of(stored_vector, "image" if kind == "image" else "text")
         if vector is not None:
             unit = self._stored_unit(vector, what)
@@ -481,7 +481,7 @@ class Explainer:
             and isinstance(words, list)
             and words
         ):
-            _check_words(words, data.text or "", what)
+            check_stored_words(words, data.text or "", what)
             data.word_contributions = self.codec.decode(
                 payload[PayloadKeys.FEATURES],
                 fingerprint=fp.key,
@@ -669,43 +669,6 @@ def _infer_kind(
     if text is not None and source is None:
         return "text"
     return default or "image"
-
-
-def _crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] | None:
-    """The recorded crop box of an image point: four integers inside its recorded width and
-    height, or None when there is none.
-
-    Raises:
-        FeatureCodecError: a crop box is recorded but is not such a box (a heatmap drawn
-            over it would land on the wrong region, or on none).
-    """
-    box = payload.get(PayloadKeys.CROP_BOX)
-    if box is None:
-        return None
-    width, height = payload.get(PayloadKeys.WIDTH), payload.get(PayloadKeys.HEIGHT)
-    values = [*box, width, height] if isinstance(box, list | tuple) and len(box) == 4 else []
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        x0, y0, x1, y1, w, h = values
-        if 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h:
-            return (x0, y0, x1, y1)
-    raise FeatureCodecError(
-        f"{what}: crop_box {brief_repr(box)} is not a box inside its recorded width x height "
-        f"({brief_repr(width)} x {brief_repr(height)}); the payload is corrupt or was edited: "
-        "rewrite it with `qdrant-xai backfill --repair` (or delete the point and index it again)"
-    )
-
-
-def _check_words(words: list[Any], text: str, what: str) -> None:
-    """Stored word features belong to the text's words (a prefix, when the text was cut at
-    the model's length): otherwise they would be attributed to the wrong words."""
-    expected = [[w.text, w.start, w.end] for w in split_words(text)]
-    stored = [list(w) if isinstance(w, list | tuple) else w for w in words]
-    if len(stored) > len(expected) or stored != expected[: len(stored)]:
-        raise FeatureCodecError(
-            f"{what}: its stored words {brief_repr(words)} are not the words of its text "
-            f"{brief_repr(text)}; the payload is corrupt or was edited: rewrite it with "
-            "`qdrant-xai backfill --repair` (or delete the point and index it again)"
-        )
 
 
 def _has(data: _HitData, field: str) -> bool:
