@@ -88,6 +88,14 @@ class FakeTime:
         return self.now
 
 
+def survived(figures: Any, faults: int, fake: FakeTime | None = None) -> None:
+    """Records ``faults`` transient faults injected and survived (and the pauses taken)."""
+    figures.add(FAMILY, "transient faults injected", faults)
+    figures.add(FAMILY, "transient faults survived", faults)
+    if fake is not None:
+        figures.add(FAMILY, "retries observed", len(fake.pauses))
+
+
 def fast_policy(fake: FakeTime, **overrides: Any) -> RetryPolicy:
     options: dict[str, Any] = {
         "attempts": ATTEMPTS,
@@ -381,9 +389,7 @@ def test_indexing_survives_transient_faults(
         finally:
             _drop(proxy, collection, backend)
             proxy.close()
-        figures.add(FAMILY, "transient faults injected", proxy.faults)
-        figures.add(FAMILY, "transient faults survived", proxy.faults)
-        figures.add(FAMILY, "retries observed", len(fake.pauses))
+        survived(figures, proxy.faults, fake)
         figures.add(FAMILY, "runs with faults (indexing)", 1)
 
 
@@ -408,9 +414,7 @@ def test_backfill_survives_transient_faults(
         finally:
             _drop(proxy, collection, backend)
             proxy.close()
-        figures.add(FAMILY, "transient faults injected", proxy.faults)
-        figures.add(FAMILY, "transient faults survived", proxy.faults)
-        figures.add(FAMILY, "retries observed", len(fake.pauses))
+        survived(figures, proxy.faults, fake)
         figures.add(FAMILY, "runs with faults (backfill)", 1)
 
 
@@ -445,8 +449,7 @@ def test_restart_mid_run_is_survived(
                 proxy.close()
             figures.add(FAMILY, "restarts survived", proxy.restarts)
             figures.add(FAMILY, "retries observed", len(fake.pauses))
-            figures.add(FAMILY, "transient faults injected", proxy.faults)
-            figures.add(FAMILY, "transient faults survived", proxy.faults)
+            survived(figures, proxy.faults)
 
 
 def test_outage_gives_one_error_after_the_attempts_then_resumes(
@@ -756,9 +759,7 @@ def test_a_server_that_recovers_is_used(
         client.close()
     assert exists is True
     assert server.requests == 3 and fake.pauses == [0.5, 1.0]
-    figures.add(FAMILY, "transient faults injected", 2)
-    figures.add(FAMILY, "transient faults survived", 2)
-    figures.add(FAMILY, "retries observed", len(fake.pauses))
+    survived(figures, 2, fake)
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
@@ -873,7 +874,5 @@ def test_evaluation_survives_transient_faults(
     finally:
         proxy.close()
     assert proxy.faults > 10 and len(fake.pauses) == proxy.faults
-    figures.add(FAMILY, "transient faults injected", proxy.faults)
-    figures.add(FAMILY, "transient faults survived", proxy.faults)
-    figures.add(FAMILY, "retries observed", len(fake.pauses))
+    survived(figures, proxy.faults, fake)
     figures.record(FAMILY, "evaluation runs with a fault on every call", 1)
