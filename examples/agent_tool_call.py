@@ -29,8 +29,7 @@ from langchain_qdrant_xai import QdrantXaiRetriever, create_tools, documents_htm
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, Indexer
-from qdrant_xai.demo import SHAPES_MODEL_DIR
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.demo.world import write_scene_folder
 
 
 def scripted_model(
@@ -69,7 +68,7 @@ def _short(value: object) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHAPES_MODEL_DIR))
+    parser.add_argument("--model", default="shapes")
     parser.add_argument("--query", default="a red circle")
     parser.add_argument("--out", default=None, help="where to write report.html")
     args = parser.parse_args()

@@ -17,10 +17,9 @@ from pathlib import Path
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai import Backfiller, ClipEncoder, Explainer, ImageSourcePolicy, Searcher
-from qdrant_xai.demo import SHAPES_MODEL_DIR
-from qdrant_xai.indexing import read_captions_csv
+from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.render import write_report
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.storage.indexer import read_captions_csv
 
 
 def main() -> None:
@@ -33,7 +32,7 @@ def main() -> None:
     folder = out / "images"
     captions = read_captions_csv(write_scene_folder(folder, 16, seed=6))
     client = QdrantClient(":memory:")
-    encoder = ClipEncoder.from_pretrained(SHAPES_MODEL_DIR)
+    encoder = ClipEncoder.from_pretrained("shapes")
 
     # the tutorial's collection: one point per image with both vectors
     params = models.VectorParams(size=encoder.dim, distance=models.Distance.COSINE)

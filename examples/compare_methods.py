@@ -19,11 +19,11 @@ import numpy as np
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, Explainer, Indexer, Searcher, load_image
-from qdrant_xai.demo import SHAPES_MODEL_DIR, shapes_rationales
+from qdrant_xai.demo.run import shapes_rationales
+from qdrant_xai.demo.world import write_scene_folder
+from qdrant_xai.eval.faithfulness import deletion_auc
 from qdrant_xai.explain import IMAGE_METHODS
-from qdrant_xai.metrics import deletion_auc
 from qdrant_xai.render import write_report
-from qdrant_xai.shapes import write_scene_folder
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="qdrant-xai-methods-"))
     captions = write_scene_folder(out / "images", 24, seed=2)
     client = QdrantClient(":memory:")
-    encoder = ClipEncoder.from_pretrained(SHAPES_MODEL_DIR)
+    encoder = ClipEncoder.from_pretrained("shapes")
     Indexer(client, encoder, collection_name="methods", profile="full").index_folder(
         captions.parent, captions=captions, progress=False
     )

@@ -17,10 +17,9 @@ from pathlib import Path
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai import ClipEncoder, Explainer, ImageSourcePolicy, Searcher, check_vectors
-from qdrant_xai.demo import SHAPES_MODEL_DIR
-from qdrant_xai.indexing import read_captions_csv
+from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.render import write_report
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.storage.indexer import read_captions_csv
 
 
 def write_langchain_style_collection(
@@ -59,7 +58,7 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="qdrant-xai-existing-"))
     captions = write_scene_folder(out / "images", 16, seed=4)
     client = QdrantClient(":memory:")
-    encoder = ClipEncoder.from_pretrained(SHAPES_MODEL_DIR)
+    encoder = ClipEncoder.from_pretrained("shapes")
     write_langchain_style_collection(client, encoder, out / "images", captions)
 
     sources = ImageSourcePolicy.from_roots([out / "images"])

@@ -17,14 +17,13 @@ from pathlib import Path
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, Explainer, Indexer, Searcher
-from qdrant_xai.demo import SHAPES_MODEL_DIR
+from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.render import write_report
-from qdrant_xai.shapes import write_scene_folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHAPES_MODEL_DIR))
+    parser.add_argument("--model", default="shapes")
     parser.add_argument("--images", help="folder of images (default: 24 generated scenes)")
     parser.add_argument("--captions", help="CSV with image,caption rows")
     parser.add_argument("--query", default="a red circle")

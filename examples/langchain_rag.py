@@ -27,8 +27,7 @@ from langchain_qdrant_xai import QdrantXaiRetriever, documents_html, documents_t
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, Indexer
-from qdrant_xai.demo import SHAPES_MODEL_DIR
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.demo.world import write_scene_folder
 
 SYSTEM = (
     "Answer the question from the retrieved images only. Each image comes with its "
@@ -45,7 +44,7 @@ def build_messages(inputs: dict[str, Any]) -> list[BaseMessage]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHAPES_MODEL_DIR))
+    parser.add_argument("--model", default="shapes")
     parser.add_argument("--images", help="folder of images (default: 24 generated scenes)")
     parser.add_argument("--captions", help="CSV with image,caption rows")
     parser.add_argument("--query", default="a red circle", help="what to retrieve")

@@ -33,9 +33,8 @@ from qdrant_client import QdrantClient
 from qdrant_xai_mcp import ServerSettings, create_server
 
 from qdrant_xai import ClipEncoder, Explainer, Indexer, Searcher, load_image
-from qdrant_xai.demo import SHAPES_MODEL_DIR
+from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.render import write_report
-from qdrant_xai.shapes import write_scene_folder
 
 COLLECTION = "mcp-example"
 
@@ -84,7 +83,7 @@ async def call_tools(server: Any, query: str, query_image: Path, out: Path) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHAPES_MODEL_DIR))
+    parser.add_argument("--model", default="shapes")
     parser.add_argument("--query", default="a red circle")
     parser.add_argument("--out", default=None, help="where to write report.html")
     args = parser.parse_args()

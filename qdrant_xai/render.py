@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from qdrant_xai._exceptions import ImageLoadError
-from qdrant_xai.images import load_image
+from qdrant_xai.errors import ImageLoadError
+from qdrant_xai.images.load import load_image
 
 if TYPE_CHECKING:
     from qdrant_xai.explain.results import Explanation, WordAttribution

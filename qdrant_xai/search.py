@@ -10,10 +10,10 @@ from typing import Literal
 
 from qdrant_client import QdrantClient, models
 
-from qdrant_xai.collection import PayloadKeys, check_query_dimension, require_collection
-from qdrant_xai.encoder import ClipEncoder, ImageInput
-from qdrant_xai.layouts import CollectionLayout, layout_named
-from qdrant_xai.resilience import RetryPolicy
+from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
+from qdrant_xai.retry import RetryPolicy
+from qdrant_xai.storage.layouts import CollectionLayout, layout_named
+from qdrant_xai.storage.schema import PayloadKeys, check_query_dimension, require_collection
 
 __all__ = ["Searcher", "light_payload"]
 
@@ -43,7 +43,7 @@ class Searcher:
         encoder: the CLIP model the collection was built with.
         collection_name: the collection to search.
         layout: its vector names (a preset such as ``"langchain"`` for collections written
-            by other tools; see :mod:`qdrant_xai.layouts`).
+            by other tools; see :mod:`qdrant_xai.storage.layouts`).
         retry: how Qdrant calls are retried (default: :class:`RetryPolicy` defaults).
     """
 

@@ -40,12 +40,12 @@ from transformers import (
     CLIPVisionConfig,
 )
 
-from .shapes import WORLD_WORDS
+from qdrant_xai.demo.world import WORLD_WORDS
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
-    from .encoder import ClipEncoder
+    from qdrant_xai.encoding.encoder import ClipEncoder
 
 __all__ = [
     "BOS_TOKEN",

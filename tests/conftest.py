@@ -22,7 +22,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder
-from qdrant_xai.demo import SHAPES_MODEL_DIR
 from qdrant_xai.testing import build_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,4 +105,4 @@ def tiny_encoder(tiny_model_dir: Path) -> ClipEncoder:
 @pytest.fixture(scope="session")
 def shapes_encoder() -> ClipEncoder:
     """The committed small CLIP trained on the shapes world."""
-    return ClipEncoder.from_pretrained(SHAPES_MODEL_DIR)
+    return ClipEncoder.from_pretrained("shapes")

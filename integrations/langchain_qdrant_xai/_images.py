@@ -3,7 +3,7 @@
 LangChain passes retriever and tool inputs as strings, so an image query is one of: a data
 URI (``data:image/png;base64,...``), raw base64 of an encoded image, or a local path. Data
 URIs and base64 are always accepted: they are decoded by the package's
-:class:`~qdrant_xai.sources.ImageSourcePolicy` (the size is checked from the length before
+:class:`~qdrant_xai.images.policy.ImageSourcePolicy` (the size is checked from the length before
 anything is decoded, then the image limits apply); local paths are read only when the
 caller allows them (see :func:`load_query_image`).
 """
@@ -26,8 +26,8 @@ from qdrant_xai import (
     SourceNotAllowedError,
     load_image,
 )
+from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.render import png_data_uri
-from qdrant_xai.sources import ImageSourcePolicy
 
 __all__ = ["image_data_uri", "load_query_image"]
 

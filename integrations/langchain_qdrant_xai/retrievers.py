@@ -31,16 +31,16 @@ from qdrant_xai import (
     PayloadKeys,
     QdrantXaiError,
 )
-from qdrant_xai.collection import (
+from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.retry import RetryPolicy
+from qdrant_xai.search import light_payload
+from qdrant_xai.storage.schema import (
     IMAGE_VECTOR,
     TEXT_VECTOR,
     check_schema,
     parse_point_id,
     require_collection,
 )
-from qdrant_xai.resilience import RetryPolicy
-from qdrant_xai.search import light_payload
-from qdrant_xai.sources import ImageSourcePolicy
 
 __all__ = ["QdrantXaiRetriever", "arequire_collection"]
 
@@ -633,7 +633,7 @@ class QdrantXaiRetriever(BaseRetriever):
 async def arequire_collection(
     client: AsyncQdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
 ) -> models.CollectionInfo:
-    """Async :func:`qdrant_xai.collection.require_collection`."""
+    """Async :func:`qdrant_xai.storage.schema.require_collection`."""
     retry = retry or RetryPolicy()
     what = f"reading collection {collection_name!r}"
     try:

@@ -60,23 +60,24 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extra
     ) from exc
 
 from qdrant_xai import __version__
-from qdrant_xai._exceptions import (
+from qdrant_xai.connection import open_client as _open_client
+from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL
+from qdrant_xai.encoding.encoder import ClipEncoder
+from qdrant_xai.errors import (
     FeaturesMissingError,
     ImageLoadError,
     ModelMismatchError,
     QdrantXaiError,
     SourceNotAllowedError,
 )
-from qdrant_xai.collection import PayloadKeys, parse_point_id, require_collection
-from qdrant_xai.encoder import DEFAULT_MODEL, ClipEncoder
 from qdrant_xai.explain import IMAGE_METHODS, Explainer, Explanation
-from qdrant_xai.images import ImageLimits, LoadedImage
-from qdrant_xai.layouts import CollectionLayout, layout_named
+from qdrant_xai.images.load import ImageLimits, LoadedImage
+from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.render import overlay_heatmap
-from qdrant_xai.resilience import RetryPolicy
-from qdrant_xai.resilience import open_client as _open_client
+from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import Searcher, light_payload
-from qdrant_xai.sources import ImageSourcePolicy
+from qdrant_xai.storage.layouts import CollectionLayout, layout_named
+from qdrant_xai.storage.schema import PayloadKeys, parse_point_id, require_collection
 from qdrant_xai_mcp.settings import ENV_VARS, MAX_SEARCH_LIMIT, ServerSettings, SettingsError
 
 __all__ = [
@@ -92,7 +93,6 @@ __all__ = [
     "open_client",
 ]
 
-SHAPES_ALIAS = "shapes"
 OVERLAY_MAX_SIDE = 512
 _T = TypeVar("_T")
 
@@ -313,7 +313,7 @@ class XaiBackend:
 
     def index_images(self, folder: str, captions_csv: str | None = None) -> str:
         """Indexes the images under ``folder`` (under the image roots) and their captions."""
-        from qdrant_xai.indexing import Indexer
+        from qdrant_xai.storage.indexer import Indexer
 
         if self.layout.name != "qdrant-xai":
             raise QdrantXaiError(
@@ -375,12 +375,9 @@ class XaiBackend:
 
     def model_name(self) -> str:
         """The model to load: ``QDRANT_XAI_MODEL``, the collection's, or the default."""
-        from qdrant_xai.collection import recorded_model
-        from qdrant_xai.demo import SHAPES_MODEL_DIR
+        from qdrant_xai.storage.schema import recorded_model
 
         name = self.settings.model or recorded_model(self.client, self.collection, retry=self.retry)
-        if name == SHAPES_ALIAS:
-            return str(SHAPES_MODEL_DIR)
         return name or DEFAULT_MODEL
 
     def searcher(self, encoder: ClipEncoder) -> Searcher:

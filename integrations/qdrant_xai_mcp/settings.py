@@ -18,7 +18,7 @@ overlap, so an existing client configuration carries over:
 ``QDRANT_XAI_LAYOUT``             how the collection stores vectors and payloads:
                                   ``qdrant-xai`` (default) or the layout of the tool that
                                   wrote it (``langchain``, ``llamaindex``, ``fastembed``,
-                                  ``qdrant-tutorial``; see :mod:`qdrant_xai.layouts`)
+                                  ``qdrant-tutorial``; see :mod:`qdrant_xai.storage.layouts`)
 ``QDRANT_XAI_DEVICE``             torch device (default ``cpu``)
 ================================  ======================================================
 
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdrant_xai.layouts import LAYOUTS
+from qdrant_xai.storage.layouts import LAYOUTS
 
 __all__ = ["DEFAULT_COLLECTION", "ENV_VARS", "ServerSettings", "SettingsError"]
 
@@ -92,7 +92,7 @@ class ServerSettings:
         read_only: hide the tools that write to Qdrant.
         image_roots: folders whose files the server may read (resolved, symlinks followed).
         search_limit: default number of hits of the search tools.
-        layout: the collection's layout preset (see :mod:`qdrant_xai.layouts`).
+        layout: the collection's layout preset (see :mod:`qdrant_xai.storage.layouts`).
         device: torch device of the encoder.
     """
 

@@ -1,67 +1,84 @@
-"""Explanation methods and the post-retrieval explainer.
+"""Explaining hits: heatmap methods, word methods, grounding, rationales, the explainer.
 
-One module per method family, each registering its methods by name:
+* :mod:`.base`: the two method interfaces and the registry (methods are chosen by name);
+* :mod:`.heatmaps`: where in an image a match comes from (``decomposition``, the default,
+  ``patch``, ``debiased``, ``multiscale``, ``grad-eclip``, ``gae``, ``occlusion``);
+* :mod:`.words`: which words raised a match (``occlusion``, the default, ``context``,
+  ``ig``, ``tokens``);
+* :mod:`.grounding` (word-to-region maps) and :mod:`.rationales` (zero-shot concepts);
+* :mod:`.explainer`: one explanation per hit of any Qdrant search; :mod:`.results`: what
+  it returns.
 
-* image heatmaps: :mod:`.decomposition` (``decomposition``, the default, from stored
-  features), :mod:`.patch` (``patch``, ``debiased``, ``multiscale``), :mod:`.gradients`
-  (``grad-eclip``, ``gae``), :mod:`.perturbation` (``occlusion``);
-* word attributions: :mod:`.occlusion` (``occlusion``, the default, and ``context``),
-  :mod:`.integrated_gradients` (``ig``), :mod:`.decomposition` (``tokens``);
-* :mod:`.grounding` (word-to-region maps) and :mod:`.rationales` (zero-shot concepts).
+Names are imported on first use (most methods need torch).
 """
 
-from qdrant_xai.explain.base import (
-    IMAGE_METHODS,
-    WORD_METHODS,
-    ImageEvidence,
-    ImageMethod,
-    UnknownMethodError,
-    WordMethod,
-    image_method,
-    word_method,
-)
-from qdrant_xai.explain.decomposition import (
-    DecompositionHeatmap,
-    TokenContributions,
-    decomposition_heatmaps,
-)
-from qdrant_xai.explain.explainer import Explainer
-from qdrant_xai.explain.gradients import Gae, GradEclip
-from qdrant_xai.explain.grounding import Grounding, ground
-from qdrant_xai.explain.integrated_gradients import IntegratedGradients
-from qdrant_xai.explain.occlusion import ContextOcclusion, WordOcclusion
-from qdrant_xai.explain.patch import DebiasedPatch, MultiScale, PatchSimilarity
-from qdrant_xai.explain.perturbation import ImageOcclusion
-from qdrant_xai.explain.rationales import DEFAULT_CONCEPTS, Rationale, RationaleScorer
-from qdrant_xai.explain.results import Explanation, WordAttribution
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_CONCEPTS",
-    "IMAGE_METHODS",
-    "WORD_METHODS",
-    "ContextOcclusion",
-    "DebiasedPatch",
-    "DecompositionHeatmap",
-    "Explainer",
-    "Explanation",
-    "Gae",
-    "GradEclip",
-    "Grounding",
-    "ImageEvidence",
-    "ImageMethod",
-    "ImageOcclusion",
-    "IntegratedGradients",
-    "MultiScale",
-    "PatchSimilarity",
-    "Rationale",
-    "RationaleScorer",
-    "TokenContributions",
-    "UnknownMethodError",
-    "WordAttribution",
-    "WordMethod",
-    "WordOcclusion",
-    "decomposition_heatmaps",
-    "ground",
-    "image_method",
-    "word_method",
-]
+from typing import TYPE_CHECKING
+
+from qdrant_xai._lazy import lazy_exports
+
+_EXPORTS = {
+    "DEFAULT_CONCEPTS": "qdrant_xai.explain.rationales",
+    "IMAGE_METHODS": "qdrant_xai.explain.base",
+    "WORD_METHODS": "qdrant_xai.explain.base",
+    "ContextOcclusion": "qdrant_xai.explain.words.occlusion",
+    "DebiasedPatch": "qdrant_xai.explain.heatmaps.patch_similarity",
+    "DecompositionHeatmap": "qdrant_xai.explain.heatmaps.decomposition",
+    "Explainer": "qdrant_xai.explain.explainer",
+    "Explanation": "qdrant_xai.explain.results",
+    "Gae": "qdrant_xai.explain.heatmaps.gradients",
+    "GradEclip": "qdrant_xai.explain.heatmaps.gradients",
+    "Grounding": "qdrant_xai.explain.grounding",
+    "ImageEvidence": "qdrant_xai.explain.base",
+    "ImageMethod": "qdrant_xai.explain.base",
+    "ImageOcclusion": "qdrant_xai.explain.heatmaps.occlusion",
+    "IntegratedGradients": "qdrant_xai.explain.words.integrated_gradients",
+    "MultiScale": "qdrant_xai.explain.heatmaps.patch_similarity",
+    "PatchSimilarity": "qdrant_xai.explain.heatmaps.patch_similarity",
+    "Rationale": "qdrant_xai.explain.rationales",
+    "RationaleScorer": "qdrant_xai.explain.rationales",
+    "TokenContributions": "qdrant_xai.explain.words.token_contributions",
+    "UnknownMethodError": "qdrant_xai.explain.base",
+    "WordAttribution": "qdrant_xai.explain.results",
+    "WordMethod": "qdrant_xai.explain.base",
+    "WordOcclusion": "qdrant_xai.explain.words.occlusion",
+    "decomposition_heatmaps": "qdrant_xai.explain.heatmaps.decomposition",
+    "ground": "qdrant_xai.explain.grounding",
+    "image_method": "qdrant_xai.explain.base",
+    "word_method": "qdrant_xai.explain.base",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from qdrant_xai.explain.base import (
+        IMAGE_METHODS,
+        WORD_METHODS,
+        ImageEvidence,
+        ImageMethod,
+        UnknownMethodError,
+        WordMethod,
+        image_method,
+        word_method,
+    )
+    from qdrant_xai.explain.explainer import Explainer
+    from qdrant_xai.explain.grounding import Grounding, ground
+    from qdrant_xai.explain.heatmaps.decomposition import (
+        DecompositionHeatmap,
+        decomposition_heatmaps,
+    )
+    from qdrant_xai.explain.heatmaps.gradients import Gae, GradEclip
+    from qdrant_xai.explain.heatmaps.occlusion import ImageOcclusion
+    from qdrant_xai.explain.heatmaps.patch_similarity import (
+        DebiasedPatch,
+        MultiScale,
+        PatchSimilarity,
+    )
+    from qdrant_xai.explain.rationales import DEFAULT_CONCEPTS, Rationale, RationaleScorer
+    from qdrant_xai.explain.results import Explanation, WordAttribution
+    from qdrant_xai.explain.words.integrated_gradients import IntegratedGradients
+    from qdrant_xai.explain.words.occlusion import ContextOcclusion, WordOcclusion
+    from qdrant_xai.explain.words.token_contributions import TokenContributions

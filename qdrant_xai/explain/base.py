@@ -17,19 +17,20 @@ Methods are chosen by name::
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from qdrant_xai._exceptions import QdrantXaiError
-from qdrant_xai.words import Word
+from qdrant_xai.encoding.words import Word
+from qdrant_xai.errors import QdrantXaiError
 
 if TYPE_CHECKING:
-    from qdrant_xai.encoder import ClipEncoder
-    from qdrant_xai.images import LoadedImage
+    from qdrant_xai.encoding.encoder import ClipEncoder
+    from qdrant_xai.images.load import LoadedImage
 
 __all__ = [
     "EVIDENCE_FIELDS",
@@ -37,6 +38,7 @@ __all__ = [
     "WORD_METHODS",
     "ImageEvidence",
     "ImageMethod",
+    "MethodRegistry",
     "UnknownMethodError",
     "WordMethod",
     "WordScores",
@@ -167,45 +169,88 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], list[int]]:
     return list(order), index
 
 
-IMAGE_METHODS: dict[str, Callable[..., ImageMethod]] = {}
-WORD_METHODS: dict[str, Callable[..., WordMethod]] = {}
+_M = TypeVar("_M", ImageMethod, WordMethod)
 
 
-def register_image_method(cls: type[ImageMethod]) -> type[ImageMethod]:
-    """Class decorator: makes an image method selectable by its ``name``."""
-    IMAGE_METHODS[cls.name] = cls
-    return cls
+class MethodRegistry(MutableMapping[str, Callable[..., _M]]):
+    """Methods of one kind by name. The built-in ones are known by name before their module
+    is imported (most need torch): listing names is free, the class loads on first use."""
+
+    def __init__(self, kind: str, builtin: Mapping[str, str]) -> None:
+        self.kind = kind
+        self._builtin = dict(builtin)
+        self._classes: dict[str, Callable[..., _M]] = {}
+
+    def register(self, cls: type[_M]) -> type[_M]:
+        """Class decorator: makes a method selectable by its ``name``."""
+        self._classes[cls.name] = cls
+        return cls
+
+    def create(self, method: str | _M, **options: Any) -> _M:
+        """The method called ``method``, built with ``options`` (an instance as is)."""
+        if isinstance(method, ImageMethod | WordMethod):
+            return method
+        if method not in self:
+            raise UnknownMethodError(
+                f"unknown {self.kind} method {method!r}; choose one of {', '.join(sorted(self))}"
+            )
+        return self[method](**options)
+
+    def __getitem__(self, name: str) -> Callable[..., _M]:
+        if name not in self._classes and name in self._builtin:
+            importlib.import_module(self._builtin[name])
+        return self._classes[name]
+
+    def __setitem__(self, name: str, cls: Callable[..., _M]) -> None:
+        self._classes[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        """Forgets a registered method (a built-in one reloads on next use)."""
+        del self._classes[name]
+        self._builtin.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._builtin, *self._classes]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*self._builtin, *self._classes]))
 
 
-def register_word_method(cls: type[WordMethod]) -> type[WordMethod]:
-    """Class decorator: makes a word method selectable by its ``name``."""
-    WORD_METHODS[cls.name] = cls
-    return cls
+_HEATMAPS = "qdrant_xai.explain.heatmaps."
+_WORDS = "qdrant_xai.explain.words."
+
+#: heatmap methods by name (built-in ones load on first use)
+IMAGE_METHODS: MethodRegistry[ImageMethod] = MethodRegistry(
+    "image",
+    {
+        "decomposition": _HEATMAPS + "decomposition",
+        "patch": _HEATMAPS + "patch_similarity",
+        "debiased": _HEATMAPS + "patch_similarity",
+        "multiscale": _HEATMAPS + "patch_similarity",
+        "grad-eclip": _HEATMAPS + "gradients",
+        "gae": _HEATMAPS + "gradients",
+        "occlusion": _HEATMAPS + "occlusion",
+    },
+)
+#: word methods by name (built-in ones load on first use)
+WORD_METHODS: MethodRegistry[WordMethod] = MethodRegistry(
+    "word",
+    {
+        "occlusion": _WORDS + "occlusion",
+        "context": _WORDS + "occlusion",
+        "ig": _WORDS + "integrated_gradients",
+        "tokens": _WORDS + "token_contributions",
+    },
+)
+register_image_method = IMAGE_METHODS.register
+register_word_method = WORD_METHODS.register
 
 
 def image_method(method: str | ImageMethod, **options: Any) -> ImageMethod:
     """The image method called ``method`` (an instance is returned as is)."""
-    if isinstance(method, ImageMethod):
-        return method
-    _load_all()
-    if method not in IMAGE_METHODS:
-        raise UnknownMethodError(
-            f"unknown image method {method!r}; choose one of {', '.join(sorted(IMAGE_METHODS))}"
-        )
-    return IMAGE_METHODS[method](**options)
+    return IMAGE_METHODS.create(method, **options)
 
 
 def word_method(method: str | WordMethod, **options: Any) -> WordMethod:
     """The word method called ``method`` (an instance is returned as is)."""
-    if isinstance(method, WordMethod):
-        return method
-    _load_all()
-    if method not in WORD_METHODS:
-        raise UnknownMethodError(
-            f"unknown word method {method!r}; choose one of {', '.join(sorted(WORD_METHODS))}"
-        )
-    return WORD_METHODS[method](**options)
-
-
-def _load_all() -> None:
-    import qdrant_xai.explain  # noqa: F401  (importing the package registers every method)
+    return WORD_METHODS.create(method, **options)

@@ -10,16 +10,14 @@ from typing import Any, Literal
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from qdrant_xai._exceptions import (
+from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, ImageInput
+from qdrant_xai.encoding.fingerprint import MIN_AGREEMENT
+from qdrant_xai.errors import (
     FeatureCodecError,
     FeaturesMissingError,
     ModelMismatchError,
     QdrantXaiError,
 )
-from qdrant_xai._payloads import check_stored_words, stored_crop_box
-from qdrant_xai.codec import PayloadFeatureCodec
-from qdrant_xai.collection import PayloadKeys
-from qdrant_xai.encoder import ClipEncoder, ImageFeatures, ImageInput
 from qdrant_xai.explain.base import (
     ImageEvidence,
     ImageMethod,
@@ -29,13 +27,16 @@ from qdrant_xai.explain.base import (
     word_method,
 )
 from qdrant_xai.explain.grounding import Grounding, ground
-from qdrant_xai.explain.occlusion import WordOcclusion
 from qdrant_xai.explain.rationales import Rationale, RationaleScorer
 from qdrant_xai.explain.results import Explanation, WordAttribution
-from qdrant_xai.images import ImageLimits, LoadedImage, load_image
-from qdrant_xai.layouts import CollectionLayout, layout_named
-from qdrant_xai.resilience import RetryPolicy
-from qdrant_xai.sources import ImageSourcePolicy
+from qdrant_xai.explain.words.occlusion import WordOcclusion
+from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
+from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.retry import RetryPolicy
+from qdrant_xai.storage.codec import PayloadFeatureCodec
+from qdrant_xai.storage.layouts import CollectionLayout, layout_named
+from qdrant_xai.storage.payloads import check_stored_words, stored_crop_box
+from qdrant_xai.storage.schema import PayloadKeys
 
 __all__ = ["Explainer"]
 
@@ -117,8 +118,8 @@ class Explainer:
             vocabulary, a :class:`RationaleScorer` uses yours.
         layout: where the collection keeps vectors, image sources and texts: a preset name
             (``"qdrant-xai"``, ``"langchain"``, ``"llamaindex"``, ``"fastembed"``,
-            ``"qdrant-tutorial"``, see :mod:`qdrant_xai.layouts`) or a
-            :class:`~qdrant_xai.layouts.CollectionLayout`. Points written by other tools
+            ``"qdrant-tutorial"``, see :mod:`qdrant_xai.storage.layouts`) or a
+            :class:`~qdrant_xai.storage.layouts.CollectionLayout`. Points written by other tools
             have no stored features: they are recomputed from the image (under
             ``image_roots``) through the same encoder path as indexing.
         sources: the policy for reading images named in payloads (overrides
@@ -520,8 +521,6 @@ class Explainer:
         Raises:
             ModelMismatchError: a stored vector disagrees with its re-encoding.
         """
-        from qdrant_xai.backfill import MIN_AGREEMENT
-
         texts = [i for i, d in enumerate(data) if d.unverified is not None and d.embedding is None]
         if texts:
             fresh = self.encoder.embed_texts([data[i].text or "" for i in texts])

@@ -15,7 +15,7 @@ classes (Li et al. 2023, https://arxiv.org/abs/2304.05653), the ``removal`` map 
 the mean over the text's words: ``R_w[i] = G_w[i] − mean_k G_k[i]``.
 
 The text tower decomposes too: at its end token the embedding is a sum of direct word
-terms ``c_w`` (:mod:`qdrant_xai._decomposition`), so ``T_w[i] = C_i · c_w − mean_k C_i · c_k``
+terms ``c_w`` (:mod:`qdrant_xai.encoding.towers`), so ``T_w[i] = C_i · c_w − mean_k C_i · c_k``
 (``tokens``) is the direct word-patch interaction. The removal map sees the word in
 context but also its indirect effects; the token map sees only the direct path. The
 default ``combined`` map averages the two, each scaled by its largest magnitude over the
@@ -47,12 +47,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from qdrant_xai.encoding.words import Word
 from qdrant_xai.explain.base import unique_texts
-from qdrant_xai.explain.occlusion import WordOcclusion
-from qdrant_xai.words import Word
+from qdrant_xai.explain.words.occlusion import WordOcclusion
 
 if TYPE_CHECKING:
-    from qdrant_xai.encoder import ClipEncoder
+    from qdrant_xai.encoding.encoder import ClipEncoder
 
 __all__ = ["GROUNDING_METHODS", "STOPWORDS", "Grounding", "GroundingMethod", "ground"]
 

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qdrant_xai.explain.base import unique_texts
-from qdrant_xai.explain.occlusion import embed_variants
+from qdrant_xai.explain.words.occlusion import embed_variants
 
 if TYPE_CHECKING:
-    from qdrant_xai.encoder import ClipEncoder
+    from qdrant_xai.encoding.encoder import ClipEncoder
 
 __all__ = ["DEFAULT_CONCEPTS", "Rationale", "RationaleScorer"]
 

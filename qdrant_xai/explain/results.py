@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from qdrant_client import models
 
-from qdrant_xai.collection import PayloadKeys
+from qdrant_xai.storage.schema import PayloadKeys
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from qdrant_xai.explain.grounding import Grounding
     from qdrant_xai.explain.rationales import Rationale
-    from qdrant_xai.images import LoadedImage
-    from qdrant_xai.sources import ImageSourcePolicy
+    from qdrant_xai.images.load import LoadedImage
+    from qdrant_xai.images.policy import ImageSourcePolicy
 
 __all__ = ["Explanation", "WordAttribution"]
 

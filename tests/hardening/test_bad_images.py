@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_corpus import FIRST_FRAME, Entry, build_corpus, mutation_seeds
 from PIL import Image
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, ImageLoadError, load_image
-from qdrant_xai.codec import PayloadFeatureCodec
-from qdrant_xai.collection import IMAGE_VECTOR, PayloadKeys, image_point_id
-from qdrant_xai.images import iter_image_files
-from qdrant_xai.indexing import Indexer, IndexSummary
+from qdrant_xai.images.load import iter_image_files
+from qdrant_xai.storage.codec import PayloadFeatureCodec
+from qdrant_xai.storage.indexer import Indexer, IndexSummary
+from qdrant_xai.storage.schema import IMAGE_VECTOR, PayloadKeys, image_point_id
+from tests.hardening.bad_corpus import FIRST_FRAME, Entry, build_corpus, mutation_seeds
 
 pytestmark = pytest.mark.hardening
 

@@ -26,8 +26,8 @@ from langchain_qdrant_xai import QdrantXaiRetriever
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, Explainer, Explanation, Indexer, Searcher
+from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.explain import Gae, ImageOcclusion, IntegratedGradients
-from qdrant_xai.shapes import write_scene_folder
 
 pytestmark = pytest.mark.hardening
 

@@ -51,11 +51,11 @@ from qdrant_xai import (
     QdrantXaiError,
     Searcher,
 )
-from qdrant_xai.codec import PayloadFeatureCodec
-from qdrant_xai.collection import parse_point_id, recorded_model
-from qdrant_xai.images import load_image
-from qdrant_xai.layouts import LAYOUTS
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.demo.world import write_scene_folder
+from qdrant_xai.images.load import load_image
+from qdrant_xai.storage.codec import PayloadFeatureCodec
+from qdrant_xai.storage.layouts import LAYOUTS
+from qdrant_xai.storage.schema import parse_point_id, recorded_model
 
 pytestmark = pytest.mark.hardening
 

@@ -32,7 +32,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 
-import qdrant_xai.sources as sources_module
+import qdrant_xai.images.policy as sources_module
 from qdrant_xai import (
     ClipEncoder,
     Explainer,
@@ -40,8 +40,8 @@ from qdrant_xai import (
     QdrantXaiError,
     SourceNotAllowedError,
 )
-from qdrant_xai.shapes import write_scene_folder
-from qdrant_xai.sources import ImageSourcePolicy
+from qdrant_xai.demo.world import write_scene_folder
+from qdrant_xai.images.policy import ImageSourcePolicy
 
 pytestmark = pytest.mark.hardening
 

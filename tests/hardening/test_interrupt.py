@@ -40,10 +40,10 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai import ClipEncoder, QdrantXaiError
-from qdrant_xai.codec import PayloadFeatureCodec
-from qdrant_xai.collection import PayloadKeys, image_point_id, text_point_id
-from qdrant_xai.indexing import Indexer, read_captions_csv
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.demo.world import write_scene_folder
+from qdrant_xai.storage.codec import PayloadFeatureCodec
+from qdrant_xai.storage.indexer import Indexer, read_captions_csv
+from qdrant_xai.storage.schema import PayloadKeys, image_point_id, text_point_id
 
 pytestmark = pytest.mark.hardening
 
@@ -66,7 +66,7 @@ import json, os, runpy, select, signal, sys, traceback
 import numpy, torch, transformers
 from transformers import AutoProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
 import portalocker, qdrant_client, qdrant_client.local.qdrant_local, tqdm.auto
-import qdrant_xai.backfill, qdrant_xai.cli, qdrant_xai.indexing
+import qdrant_xai.storage.backfill, qdrant_xai.cli, qdrant_xai.storage.indexer
 
 pending = b""
 

@@ -30,11 +30,11 @@ from qdrant_xai import (
     check_vectors,
 )
 from qdrant_xai.cli import main
+from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.explain import IMAGE_METHODS
 from qdrant_xai.explain.base import ImageEvidence, register_image_method
-from qdrant_xai.explain.decomposition import DecompositionHeatmap
-from qdrant_xai.shapes import write_scene_folder
-from qdrant_xai.sources import ImageSourcePolicy
+from qdrant_xai.explain.heatmaps.decomposition import DecompositionHeatmap
+from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.testing import build_tiny_clip, write_tutorial_collection
 
 pytestmark = pytest.mark.hardening

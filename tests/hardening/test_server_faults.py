@@ -48,7 +48,7 @@ from qdrant_xai import (
     RetryPolicy,
     Searcher,
 )
-from qdrant_xai.shapes import write_scene_folder
+from qdrant_xai.demo.world import write_scene_folder
 
 pytestmark = pytest.mark.hardening
 
@@ -844,12 +844,12 @@ def test_evaluation_survives_transient_faults(
 ) -> None:
     """`qdrant-xai eval` against a flaky Qdrant: every call fails once (connection refused,
     503 or a lost answer in turn); the report's numbers equal a clean run's."""
-    from qdrant_xai.evaluation import read_dataset
+    from qdrant_xai.eval.retrieval import read_dataset
 
     dataset = read_dataset(scenes)
 
     def evaluated(client: Any, retry: RetryPolicy | None) -> dict[str, Any]:
-        from qdrant_xai.evaluation import evaluate
+        from qdrant_xai.eval.retrieval import evaluate
 
         report = evaluate(
             client, tiny_encoder, dataset, collection_name="ev", explain_top=2, retry=retry

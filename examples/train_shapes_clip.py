@@ -1,0 +1,548 @@
+"""Train the bundled shapes-world CLIP from scratch.
+
+Run::
+
+    python -m qdrant_xai.shapes_training --out qdrant_xai/data/shapes-clip [--steps N] [--seed S]
+
+The model is a small :class:`~transformers.CLIPModel` trained with the
+symmetric contrastive (InfoNCE) loss of CLIP (Radford et al., 2021,
+https://arxiv.org/abs/2103.00020) on scenes from :mod:`qdrant_xai.demo.world`,
+rendered afresh for every batch and fed through the real processor and
+tokenizer. To make the model bind colours to shapes, and so localise them,
+every batch mixes
+
+* the full captions of its scenes (``"a red circle and a blue square"``),
+* one single-object phrase per scene (``"a blue square"``),
+* hard negatives: the caption with its colours swapped between objects
+  (``"a blue circle and a red square"``), the caption with one shape changed
+  (``"a red circle and a blue cross"``) and a phrase that pairs one object's
+  colour with another's shape (``"a red square"``).
+
+A text is a positive for every image in the batch that contains all the
+objects it names; each positive competes only against the negatives of its
+row or column (multi-positive InfoNCE), so a phrase true for two images is
+never pushed away from either.
+
+At the end the script reloads the saved checkpoint and prints held-out metrics
+on unseen scenes: text-to-image Recall@1/5, colour-binding accuracy, and the
+pointing game (does the hottest patch of a heatmap fall on the object a
+one-object query names?) for the per-patch decomposition of the image
+embedding (Gandelsman et al., ICLR 2024, https://arxiv.org/abs/2310.05916) and,
+for comparison, for raw patch-token similarity. The metrics also go into
+``TRAINING.md`` in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel, CLIPProcessor
+
+from qdrant_xai.demo.world import COLORS, SHAPES, ShapeScene, caption_for, generate_scenes
+from qdrant_xai.testing import build_clip_processor, tiny_clip_config
+
+__all__ = [
+    "ShapesEvaluation",
+    "ShapesTrainingConfig",
+    "build_shapes_clip",
+    "evaluate_shapes_clip",
+    "main",
+    "save_shapes_clip",
+    "train_shapes_clip",
+]
+
+Pair = tuple[str, str]
+"""A ``(colour, shape)`` pair naming one object."""
+
+# Held-out scenes come from a seed the training stream never uses.
+_EVAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass(frozen=True)
+class ShapesTrainingConfig:
+    """Hyper-parameters of the shapes-world CLIP and its training run.
+
+    The defaults are those of the bundled ``qdrant_xai/data/shapes-clip``.
+    """
+
+    steps: int = 4000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 150
+    seed: int = 0
+    threads: int = 2
+    scene_size: int = 128
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden_size: int = 96
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_hidden_size: int = 64
+    text_layers: int = 3
+    text_heads: int = 4
+    context_length: int = 24
+    projection_dim: int = 64
+    eval_scenes: int = 200
+
+
+@dataclass(frozen=True)
+class ShapesEvaluation:
+    """Held-out metrics of a shapes-world CLIP, all fractions in ``[0, 1]``.
+
+    Attributes:
+        scenes: Number of unseen scenes evaluated.
+        recall_at_1: Text-to-image Recall@1 of full captions over all scenes; an
+            image counts as correct when it contains every object the caption
+            names.
+        recall_at_5: The same at rank 5.
+        binding_accuracy: How often an image scores its caption above the
+            caption with colours swapped between objects (scenes with two or
+            more objects of different colours).
+        pointing_decomposition: Pointing-game accuracy of the per-patch
+            decomposition heatmap, over every (scene, object) query.
+        pointing_raw_patches: Pointing-game accuracy of raw patch-token
+            similarity, ``visual_projection(post_layernorm(patch_tokens))``.
+        queries: Number of one-object pointing queries.
+    """
+
+    scenes: int
+    recall_at_1: float
+    recall_at_5: float
+    binding_accuracy: float
+    pointing_decomposition: float
+    pointing_raw_patches: float
+    queries: int
+
+    def summary(self) -> str:
+        """Multi-line human-readable report."""
+        return "\n".join(
+            [
+                f"held-out scenes:                   {self.scenes}",
+                f"text->image Recall@1:              {self.recall_at_1:.1%}",
+                f"text->image Recall@5:              {self.recall_at_5:.1%}",
+                f"colour-binding accuracy:           {self.binding_accuracy:.1%}",
+                f"pointing game, decomposition:      {self.pointing_decomposition:.1%}"
+                f" ({self.queries} one-object queries)",
+                f"pointing game, raw patch tokens:   {self.pointing_raw_patches:.1%}",
+            ]
+        )
+
+
+def build_shapes_clip(config: ShapesTrainingConfig) -> tuple[CLIPModel, CLIPProcessor]:
+    """Build the untrained model and its processor (weights seeded by ``config.seed``)."""
+    processor = build_clip_processor(
+        image_size=config.image_size, model_max_length=config.context_length
+    )
+    clip_config = tiny_clip_config(
+        processor.tokenizer,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        vision_hidden_size=config.vision_hidden_size,
+        vision_layers=config.vision_layers,
+        vision_heads=config.vision_heads,
+        text_hidden_size=config.text_hidden_size,
+        text_layers=config.text_layers,
+        text_heads=config.text_heads,
+        context_length=config.context_length,
+        projection_dim=config.projection_dim,
+    )
+    torch.manual_seed(config.seed)
+    return CLIPModel(clip_config), processor
+
+
+def train_shapes_clip(
+    config: ShapesTrainingConfig, *, log_every: int = 100
+) -> tuple[CLIPModel, CLIPProcessor]:
+    """Train a shapes-world CLIP from scratch.
+
+    Args:
+        config: Model and training hyper-parameters.
+        log_every: Print the running loss every this many steps (0: never).
+
+    Returns:
+        The trained model (in eval mode) and its processor.
+    """
+    torch.set_num_threads(config.threads)
+    model, processor = build_shapes_clip(config)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embedding" in n]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _learning_rate_factor(step, config)
+    )
+    scenes = generate_scenes(
+        config.steps * config.batch_size, seed=config.seed, size=config.scene_size
+    )
+    running = 0.0
+    started = time.perf_counter()
+    for step in range(config.steps):
+        batch = [next(scenes) for _ in range(config.batch_size)]
+        rng = np.random.default_rng([config.seed, step])
+        loss = _batch_loss(model, processor, batch, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, math.log(100.0))
+        running += loss.item()
+        if log_every and (step + 1) % log_every == 0:
+            elapsed = time.perf_counter() - started
+            print(
+                f"step {step + 1:5d}/{config.steps}  loss {running / log_every:.4f}  "
+                f"scale {model.logit_scale.exp().item():5.1f}  {elapsed:6.0f}s",
+                flush=True,
+            )
+            running = 0.0
+    model.eval()
+    return model, processor
+
+
+def save_shapes_clip(model: CLIPModel, processor: CLIPProcessor, output_dir: Path) -> None:
+    """Save model (safetensors) and processor with ``save_pretrained``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    # Calls with truncation/padding leave that state switched on in the fast tokenizer;
+    # saved in tokenizer.json, it would make every later processor call pass max_length.
+    processor.tokenizer.backend_tokenizer.no_truncation()
+    processor.tokenizer.backend_tokenizer.no_padding()
+    processor.save_pretrained(output_dir)
+    (output_dir / "model.safetensors").chmod(0o644)  # written private; it ships as package data
+
+
+def evaluate_shapes_clip(
+    model: CLIPModel,
+    processor: CLIPProcessor,
+    *,
+    n_scenes: int = 200,
+    seed: int = _EVAL_SEED_OFFSET,
+    scene_size: int = 128,
+) -> ShapesEvaluation:
+    """Measure retrieval, binding and pointing on unseen scenes.
+
+    Args:
+        model: A shapes-world CLIP loaded with ``attn_implementation="eager"``
+            (the decomposition needs attention probabilities).
+        processor: Its processor.
+        n_scenes: Number of held-out scenes.
+        seed: Scene seed; must differ from the training seed.
+        scene_size: Side of the rendered scenes in pixels.
+
+    Returns:
+        The metrics as a :class:`ShapesEvaluation`.
+    """
+    from qdrant_xai.encoding.towers import image_patch_contributions
+
+    model.eval()
+    scenes = list(generate_scenes(n_scenes, seed=seed, size=scene_size))
+    pixel_values = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        # image_embeds: [N, D]; contributions: [N, gh, gw, D]
+        image_embeds, contributions = image_patch_contributions(model, pixel_values)
+        images = F.normalize(image_embeds, dim=-1)
+        vision = model.vision_model(pixel_values=pixel_values)
+        # raw patch tokens in the joint space: [N, gh * gw, D]
+        raw = model.visual_projection(model.vision_model.post_layernorm(vision.last_hidden_state))
+        raw = F.normalize(raw[:, 1:], dim=-1)
+
+        captions = _encode_texts(model, processor, [s.caption for s in scenes])  # [N, D]
+        scores = captions @ images.T  # [N captions, N images]
+        relevant = torch.tensor(
+            [[_is_true(_pairs(a), _pairs(b)) for b in scenes] for a in scenes]
+        )  # [N captions, N images]
+        order = scores.argsort(dim=1, descending=True)
+        hits = relevant.gather(1, order)
+        recall_1 = hits[:, :1].any(dim=1).float().mean().item()
+        recall_5 = hits[:, :5].any(dim=1).float().mean().item()
+
+        bound, swapped, bound_index = [], [], []
+        for index, scene in enumerate(scenes):
+            pairs = _pairs(scene)
+            wrong = _swap_colours(pairs)
+            if wrong is not None:
+                bound.append(scene.caption)
+                swapped.append(caption_for(wrong))
+                bound_index.append(index)
+        binding = float("nan")
+        if bound_index:
+            rows = images[bound_index]
+            right = (rows * _encode_texts(model, processor, bound)).sum(-1)
+            wrong_scores = (rows * _encode_texts(model, processor, swapped)).sum(-1)
+            binding = (right > wrong_scores).float().mean().item()
+
+        queries = [(i, obj) for i, scene in enumerate(scenes) for obj in scene.objects]
+        phrases = _encode_texts(model, processor, [obj.phrase for _, obj in queries])
+        grid_h, grid_w = contributions.shape[1:3]
+        decomposition_hits = raw_hits = 0
+        for (index, obj), phrase in zip(queries, phrases, strict=True):
+            heatmap = contributions[index] @ phrase  # [gh, gw]
+            raw_map = (raw[index] @ phrase).reshape(grid_h, grid_w)  # [gh, gw]
+            decomposition_hits += _points_at(heatmap, obj.mask)
+            raw_hits += _points_at(raw_map, obj.mask)
+
+    return ShapesEvaluation(
+        scenes=n_scenes,
+        recall_at_1=recall_1,
+        recall_at_5=recall_5,
+        binding_accuracy=binding,
+        pointing_decomposition=decomposition_hits / len(queries),
+        pointing_raw_patches=raw_hits / len(queries),
+        queries=len(queries),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: train, save, reload, evaluate, write ``TRAINING.md``."""
+    defaults = ShapesTrainingConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m qdrant_xai.shapes_training", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--eval-scenes", type=int, default=defaults.eval_scenes)
+    args = parser.parse_args(argv)
+    if args.steps <= 0 or args.batch_size < 2:
+        parser.error("--steps must be positive and --batch-size at least 2")
+    config = ShapesTrainingConfig(
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        eval_scenes=args.eval_scenes,
+    )
+
+    started = time.perf_counter()
+    model, processor = train_shapes_clip(config)
+    wall_time = time.perf_counter() - started
+    save_shapes_clip(model, processor, args.out)
+    print(f"saved to {args.out} after {wall_time:.0f}s of training", flush=True)
+
+    # Evaluate what was saved, loaded the way users load it.
+    reloaded = CLIPModel.from_pretrained(args.out, attn_implementation="eager")
+    reloaded_processor = CLIPProcessor.from_pretrained(args.out)
+    evaluation = evaluate_shapes_clip(
+        reloaded,
+        reloaded_processor,
+        n_scenes=config.eval_scenes,
+        seed=config.seed + _EVAL_SEED_OFFSET,
+        scene_size=config.scene_size,
+    )
+    print(evaluation.summary())
+    command = "python -m qdrant_xai.shapes_training " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    (args.out / "TRAINING.md").write_text(
+        _training_report(config, evaluation, command, wall_time, args.out), encoding="utf-8"
+    )
+    return 0
+
+
+def _learning_rate_factor(step: int, config: ShapesTrainingConfig) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batch_loss(
+    model: CLIPModel,
+    processor: CLIPProcessor,
+    batch: Sequence[ShapeScene],
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """Multi-positive symmetric InfoNCE over a batch and its hard negatives."""
+    texts: list[list[Pair]] = []
+    for scene in batch:  # full captions, in the scene's own order
+        texts.append(_pairs(scene))
+    for scene in batch:  # one-object phrases
+        pairs = _pairs(scene)
+        texts.append([pairs[int(rng.integers(len(pairs)))]])
+    for scene in batch:  # hard negatives
+        pairs = _pairs(scene)
+        texts.append(_swap_colours(pairs) or [_recolour(pairs[0], rng)])
+        texts.append([_misbound_phrase(pairs, rng)])
+        texts.append(_reshape_one(pairs, rng))
+
+    pixel_values = processor(images=[s.image for s in batch], return_tensors="pt")["pixel_values"]
+    tokens = processor.tokenizer(
+        [caption_for(t) for t in texts], padding=True, truncation=True, return_tensors="pt"
+    )
+    images = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
+    text_embeds = model.get_text_features(**tokens).pooler_output
+    text_embeds = F.normalize(text_embeds, dim=-1)
+    logits = model.logit_scale.exp() * images @ text_embeds.T  # [B, T]
+
+    positive = torch.tensor([[_is_true(t, _pairs(s)) for t in texts] for s in batch])  # [B, T]
+    image_to_text = _multi_positive_nce(logits, positive)
+    has_image = positive.any(dim=0)  # texts true of no image only serve as negatives
+    text_to_image = _multi_positive_nce(logits.T[has_image], positive.T[has_image])
+    return 0.5 * (image_to_text + text_to_image)
+
+
+def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """InfoNCE where each positive competes only against its row's negatives.
+
+    Args:
+        logits: Scaled similarities, shape ``[R, C]``.
+        positive: Boolean mask of the same shape; every row has a positive.
+
+    Returns:
+        Scalar: mean over positives of ``-log(e^pos / (e^pos + sum e^neg))``.
+    """
+    negatives = logits.masked_fill(positive, float("-inf"))
+    negative_lse = torch.logsumexp(negatives, dim=1, keepdim=True)  # [R, 1]
+    return F.softplus(negative_lse - logits)[positive].mean()
+
+
+def _encode_texts(model: CLIPModel, processor: CLIPProcessor, texts: list[str]) -> torch.Tensor:
+    """Normalised text embeddings, shape ``[len(texts), D]``."""
+    tokens = processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    return F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+
+
+def _pairs(scene: ShapeScene) -> list[Pair]:
+    return [(obj.color, obj.shape) for obj in scene.objects]
+
+
+def _is_true(named: Sequence[Pair], scene_pairs: Sequence[Pair]) -> bool:
+    """A text is true of a scene when the scene holds every object it names."""
+    return set(named) <= set(scene_pairs)
+
+
+def _swap_colours(pairs: Sequence[Pair]) -> list[Pair] | None:
+    """Rotate colours one object along (``red circle, blue square`` -> ``blue
+    circle, red square``); ``None`` when that changes no object."""
+    if len(pairs) < 2:
+        return None
+    colours = [color for color, _ in pairs]
+    rotated = [(colours[i - 1], shape) for i, (_, shape) in enumerate(pairs)]
+    return rotated if set(rotated) != set(pairs) else None
+
+
+def _recolour(pair: Pair, rng: np.random.Generator) -> Pair:
+    others = [color for color in COLORS if color != pair[0]]
+    return (others[int(rng.integers(len(others)))], pair[1])
+
+
+def _reshape_one(pairs: Sequence[Pair], rng: np.random.Generator) -> list[Pair]:
+    """The caption with one object's shape replaced by a shape it does not have
+    (``red circle, blue square`` -> ``red circle, blue cross``)."""
+    index = int(rng.integers(len(pairs)))
+    color, shape = pairs[index]
+    others = [other for other in SHAPES if other != shape and (color, other) not in set(pairs)]
+    changed = list(pairs)
+    changed[index] = (color, others[int(rng.integers(len(others)))])
+    return changed
+
+
+def _misbound_phrase(pairs: Sequence[Pair], rng: np.random.Generator) -> Pair:
+    """A one-object phrase using a colour and a shape of the scene that do not
+    belong together, or another colour for a lone object."""
+    candidates = [
+        (color, shape)
+        for color, _ in pairs
+        for _, shape in pairs
+        if (color, shape) not in set(pairs)
+    ]
+    if candidates:
+        return candidates[int(rng.integers(len(candidates)))]
+    return _recolour(pairs[int(rng.integers(len(pairs)))], rng)
+
+
+def _points_at(heatmap: torch.Tensor, mask: np.ndarray) -> bool:
+    """Whether the pixel region of ``heatmap``'s argmax cell overlaps ``mask``.
+
+    Args:
+        heatmap: Patch scores, shape ``[gh, gw]``.
+        mask: Boolean object mask, shape ``[H, W]``; the grid covers the
+            whole image (square scenes, so the processor's centre crop keeps
+            everything).
+    """
+    grid_h, grid_w = heatmap.shape
+    row, col = divmod(int(heatmap.argmax()), grid_w)
+    height, width = mask.shape
+    y0, y1 = row * height // grid_h, (row + 1) * height // grid_h
+    x0, x1 = col * width // grid_w, (col + 1) * width // grid_w
+    return bool(mask[y0:y1, x0:x1].any())
+
+
+def _training_report(
+    config: ShapesTrainingConfig,
+    evaluation: ShapesEvaluation,
+    command: str,
+    wall_time: float,
+    out: Path,
+) -> str:
+    weights = out / "model.safetensors"
+    size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
+    settings = "\n".join(f"| `{key}` | {value} |" for key, value in asdict(config).items())
+    return f"""# shapes-clip
+
+A small CLIP trained from scratch on the synthetic shapes world
+(`qdrant_xai.demo.world`) by `qdrant_xai.shapes_training`. It knows
+{len(COLORS)} colours and the shapes circle, square, triangle and cross, and
+binds colours to shapes well enough that per-patch explanations point at the
+object a query names. Useful for tests and demos without downloading a model.
+
+## Command
+
+```
+{command}
+```
+
+Seed {config.seed}; training wall time {wall_time / 60:.1f} min on {config.threads} CPU
+threads ({platform.processor() or platform.machine()}, torch {torch.__version__});
+`model.safetensors` is {size_mb:.1f} MB (fp32).
+
+## Held-out metrics
+
+{config.eval_scenes} unseen scenes (seed {config.seed + _EVAL_SEED_OFFSET}):
+
+```
+{evaluation.summary()}
+```
+
+Recall counts an image as correct when it contains every object the caption
+names. Binding accuracy compares a scene's caption with the caption whose
+colours are swapped between objects. The pointing game asks, for every object
+of every scene, whether the argmax patch of the heatmap for the query
+`"a <colour> <shape>"` overlaps the object's mask; the decomposition heatmap
+is `qdrant_xai.encoding.towers.image_patch_contributions` dotted with the
+normalised text embedding, the raw one is
+`visual_projection(post_layernorm(patch_tokens))`, normalised, dotted with it.
+
+## Hyper-parameters
+
+| setting | value |
+|---|---|
+{settings}
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Which checkpoint a model name means: a hub id, a local folder, or a bundled model.
+
+Kept free of torch so that the command line can name models in its help and errors before
+loading anything. ``"shapes"`` is the small CLIP bundled with the package (trained on the
+synthetic shapes world of :mod:`qdrant_xai.demo.world` by ``examples/train_shapes_clip.py``);
+:meth:`~qdrant_xai.ClipEncoder.from_pretrained` resolves it, so nothing else needs its
+folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["BUNDLED_MODELS", "DEFAULT_MODEL", "checkpoint_path", "is_loadable_name"]
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+#: models shipped inside the package, by the name users pass for them
+BUNDLED_MODELS: dict[str, Path] = {
+    "shapes": Path(__file__).resolve().parent.parent / "demo" / "model",
+}
+
+
+def checkpoint_path(name: str | os.PathLike[str]) -> str:
+    """The folder of a bundled model's name; any other name (hub id, folder) as given."""
+    text = os.fspath(name)
+    bundled = BUNDLED_MODELS.get(text)
+    return str(bundled) if bundled is not None else text
+
+
+def is_loadable_name(name: object) -> bool:
+    """Whether a model name recorded in a collection can be loaded here: a bundled name, an
+    existing folder, or something shaped like a hub id (``owner/name``)."""
+    if not isinstance(name, str):
+        return False
+    return (
+        name in BUNDLED_MODELS or os.path.isdir(name) or ("/" in name and not os.path.isabs(name))
+    )

@@ -1,0 +1,444 @@
+"""CLIP encoding: one forward pass per batch yields embeddings and explainable features.
+
+For images: the normalised embedding and the direct per-patch contributions in the joint
+space (a ``gh x gw x P`` grid, 7x7x512 for ViT-B/32), see :mod:`qdrant_xai.encoding.towers`.
+For texts: the normalised embedding, the caption's words with character spans, and the
+direct per-word contributions (BPE sub-tokens merged per word).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, checkpoint_path
+from qdrant_xai.encoding.fingerprint import ModelFingerprint
+from qdrant_xai.encoding.towers import run_image_tower, run_text_tower
+from qdrant_xai.encoding.words import Word, split_words, token_word_matrix
+from qdrant_xai.errors import ModelLoadError
+from qdrant_xai.images.load import LoadedImage, load_image
+
+__all__ = ["ClipEncoder", "ImageFeatures", "TextFeatures"]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+ImageInput = str | os.PathLike[str] | bytes | LoadedImage | Any  # Any: a PIL image
+
+#: single-text embeddings remembered per encoder (a search and its explanation share them)
+QUERY_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Encoding of one image.
+
+    Attributes:
+        embedding: [P] L2-normalised image embedding.
+        contributions: [gh, gw, P] direct patch contributions; ``contributions @ t`` is the
+            heatmap of ``cos(image, t)`` for a normalised query ``t``.
+        patch_tokens: [gh, gw, P] raw patch tokens (after ``post_layernorm`` and the
+            projection), only when requested.
+        last_layer_inputs: [1 + gh*gw, D] the residual stream entering the last vision
+            layer (the ``full`` feature profile), only when requested.
+    """
+
+    embedding: np.ndarray
+    contributions: np.ndarray
+    patch_tokens: np.ndarray | None = None
+    last_layer_inputs: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """Encoding of one text.
+
+    Attributes:
+        text: the text as given.
+        embedding: [P] L2-normalised text embedding.
+        words: the words that fit in the model's context, with character spans.
+        word_contributions: [n_words, P] direct contribution of each word's tokens to the
+            normalised embedding (at the end-of-text token).
+        truncated: True when words past the model's context length were dropped.
+    """
+
+    text: str
+    embedding: np.ndarray
+    words: tuple[Word, ...]
+    word_contributions: np.ndarray
+    truncated: bool
+
+
+class ClipEncoder:
+    """A Hugging Face CLIP model and its processor, yielding explainable features.
+
+    Setup::
+
+        from qdrant_xai import ClipEncoder
+        encoder = ClipEncoder.from_pretrained("openai/clip-vit-base-patch32")
+
+    Thread-safe: one encoder can serve concurrent explanations. Forwards that read
+    intermediate state (hooks on the layers, gradients) are serialised by
+    :attr:`forward_lock`; plain embedding forwards run concurrently.
+
+    Use::
+
+        images = encoder.encode_images(["cat.jpg"])     # embeddings + 7x7x512 contributions
+        texts = encoder.encode_texts(["a cat on a mat"])  # embeddings + per-word features
+        queries = encoder.embed_texts(["a cat"])          # [1, 512] normalised
+    """
+
+    def __init__(self, model: Any, processor: Any, *, model_id: str) -> None:
+        if getattr(model.config, "model_type", None) != "clip":
+            raise ModelLoadError(
+                f"{model_id} is a {getattr(model.config, 'model_type', '?')!r} model; "
+                "qdrant-xai explains CLIP models (model_type 'clip')"
+            )
+        if getattr(model.config, "_attn_implementation", "eager") != "eager":
+            model.set_attn_implementation("eager")
+        self.model = model.eval()
+        #: the same weights with SDPA attention, for the paths that need no attention weights
+        self._embedder = _sdpa_twin(self.model)
+        self._text_parameters = (
+            *model.text_model.parameters(),
+            *model.text_projection.parameters(),
+        )
+        self._queries: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._queries_lock = threading.Lock()
+        #: held around every forward of :attr:`model` (the eager model): feature paths
+        #: hook its layers and gradient methods run it with autograd, and a hook fires on
+        #: every thread's forward, so these forwards run one at a time (re-entrant). The
+        #: plain embedding paths (:meth:`embed_texts`, :meth:`embed_images`,
+        #: :meth:`embed_pixels`) run the hook-free SDPA twin and never take it.
+        self.forward_lock = threading.RLock()
+        self.processor = processor
+        self.model_id = model_id
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        vision = model.config.vision_config
+        crop = getattr(processor.image_processor, "crop_size", None) or {}
+        size = (
+            int(crop.get("height", vision.image_size)),
+            int(crop.get("width", vision.image_size)),
+        )
+        self.image_size: tuple[int, int] = size
+        self.grid: tuple[int, int] = (size[0] // vision.patch_size, size[1] // vision.patch_size)
+        self.dim: int = int(model.config.projection_dim)
+        #: width of the vision tower's residual stream (last-layer inputs are [1+gh*gw, D])
+        self.vision_width: int = int(vision.hidden_size)
+        self.max_text_tokens: int = int(model.config.text_config.max_position_embeddings)
+        self.fingerprint = ModelFingerprint(
+            model_id=model_id,
+            image_size=self.image_size,
+            grid=self.grid,
+            dim=self.dim,
+            weights_hash=ModelFingerprint.hash_arrays(
+                *(
+                    _bf16_bytes(layer.weight)
+                    for layer in (model.visual_projection, model.text_projection)
+                )
+            ),
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        num_threads: int | None = None,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
+    ) -> ClipEncoder:
+        """Loads a CLIP checkpoint by hub id or from a ``save_pretrained`` directory.
+
+        Weights load from safetensors only, and remote code never runs.
+
+        Args:
+            model_name_or_path: hub id (downloaded on first use), local directory
+                holding the model and its processor, or ``"shapes"`` for the small model
+                bundled with the package (the demo's; see ``BUNDLED_MODELS``).
+            device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
+            dtype: ``"float32"`` or ``"bfloat16"`` (``"float16"`` on GPUs).
+            num_threads: CPU threads for torch; ``None`` keeps torch's default.
+            revision: hub revision (branch, tag or commit) to pin.
+            local_files_only: never touch the network (defaults to ``HF_HUB_OFFLINE``).
+        """
+        from transformers import AutoProcessor, CLIPModel
+
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        model_id = os.fspath(model_name_or_path)
+        name = checkpoint_path(model_id)
+        looks_local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+        if looks_local and not os.path.isdir(name):
+            raise ModelLoadError(
+                f"{name}: no such model directory; pass a folder saved with save_pretrained "
+                f"(model and processor) or a hub id such as {DEFAULT_MODEL!r}"
+            )
+        kwargs: dict[str, Any] = {"revision": revision}
+        if local_files_only is not None:
+            kwargs["local_files_only"] = local_files_only
+        try:
+            model = CLIPModel.from_pretrained(
+                name,
+                dtype=_DTYPES[dtype],
+                attn_implementation="eager",
+                use_safetensors=True,
+                **kwargs,
+            )
+            processor = AutoProcessor.from_pretrained(name, **kwargs)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            hint = (
+                f"no CLIP checkpoint in {name}: it needs config.json, model.safetensors and "
+                "the processor files (save both with save_pretrained)"
+                if os.path.isdir(name)
+                else f"could not load {name!r}: pass a Hugging Face hub id such as "
+                f"{DEFAULT_MODEL!r} (weights download on first use, so the hub must be "
+                "reachable) or a local directory saved with save_pretrained"
+            )
+            raise ModelLoadError(f"{hint} ({type(exc).__name__}: {exc})") from exc
+        model.to(device)  # type: ignore[arg-type]
+        return cls(model, processor, model_id=model_id)
+
+    # -- geometry ---------------------------------------------------------------------
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The region ``(x0, y0, x1, y1)`` of a ``width x height`` image that the model sees.
+
+        CLIP's processor resizes the short side and centre-crops; the patch grid covers
+        only this box, so heatmaps are drawn there.
+        """
+        proc = self.processor.image_processor
+        size = getattr(proc, "size", None) or {}
+        scale_x = scale_y = 1.0
+        new_w, new_h = float(width), float(height)
+        if getattr(proc, "do_resize", True):
+            if "shortest_edge" in size:
+                scale_x = scale_y = size["shortest_edge"] / min(width, height)
+            elif "height" in size and "width" in size:
+                scale_x, scale_y = size["width"] / width, size["height"] / height
+            new_w, new_h = width * scale_x, height * scale_y
+        if getattr(proc, "do_center_crop", False):
+            crop_h, crop_w = self.image_size
+            x0 = max(0.0, (new_w - crop_w) / 2) / scale_x
+            y0 = max(0.0, (new_h - crop_h) / 2) / scale_y
+            x1 = x0 + min(crop_w, new_w) / scale_x
+            y1 = y0 + min(crop_h, new_h) / scale_y
+            return (round(x0), round(y0), round(x1), round(y1))
+        return (0, 0, width, height)
+
+    # -- images -------------------------------------------------------------------------
+
+    def pixel_values(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """[B, 3, H, W] model input for ``images`` (resized, centre-cropped, normalised).
+
+        In this space 0 is the dataset mean colour: perturbation methods and the
+        deletion/insertion metrics use it as the "removed" value.
+        """
+        rgb = [_as_loaded(image).image for image in images]
+        pixels = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        return pixels.to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def encode_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        patch_tokens: bool = False,
+        last_layer: bool = False,
+    ) -> list[ImageFeatures]:
+        """Embeddings and patch contributions for a batch, in one forward pass.
+
+        Args:
+            images: paths, encoded bytes, Pillow images or :class:`LoadedImage`.
+            patch_tokens: also return the raw projected patch tokens.
+            last_layer: also return the input of the last vision layer (what gradient
+                methods need to run later without the image).
+        """
+        if not images:
+            return []
+        pixels = self.pixel_values(images)
+        with self.forward_lock:
+            out = run_image_tower(self.model, pixels)
+        norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        embeds = _numpy(out.embeds / norms)
+        contributions = _numpy(out.contributions)
+        tokens = _numpy(out.patch_tokens) if patch_tokens else None
+        entering = _numpy(out.last_layer_inputs) if last_layer else None
+        return [
+            ImageFeatures(
+                embedding=embeds[i],
+                contributions=contributions[i],
+                patch_tokens=None if tokens is None else tokens[i],
+                last_layer_inputs=None if entering is None else entering[i],
+            )
+            for i in range(len(images))
+        ]
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixel_values: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+        """[B, P] normalised embeddings of model-ready pixels (see :meth:`pixel_values`),
+        in chunks of ``batch_size``."""
+        chunks = []
+        for start in range(0, int(pixel_values.shape[0]), batch_size):
+            vision = self._embedder.vision_model(
+                pixel_values=pixel_values[start : start + batch_size]
+            )
+            chunks.append(_normalised(self._embedder.visual_projection(vision.pooler_output)))
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """[B, P] L2-normalised image embeddings (no features)."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vision = self._embedder.vision_model(pixel_values=self.pixel_values(images))
+        return _normalised(self._embedder.visual_projection(vision.pooler_output))
+
+    # -- texts --------------------------------------------------------------------------
+
+    def _tokenize(self, texts: Sequence[str], *, offsets: bool) -> Any:
+        return self.processor.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_offsets_mapping=offsets,
+            return_tensors="pt",
+        )
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> list[TextFeatures]:
+        """Embeddings, words and per-word contributions for a batch, in one forward pass."""
+        if not texts:
+            return []
+        batch = self._tokenize(texts, offsets=True)
+        with self.forward_lock:
+            out = run_text_tower(
+                self.model,
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+            )
+        norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        embeds = _numpy(out.embeds / norms)
+        contributions = _numpy(out.contributions)  # [B, T, P]
+        results = []
+        for i, text in enumerate(texts):
+            words = split_words(text)
+            offsets = [tuple(pair) for pair in batch["offset_mapping"][i].tolist()]
+            assignment = token_word_matrix(offsets, words)  # [T, n_words]
+            kept: np.ndarray = np.asarray(assignment.any(axis=0))
+            per_word = assignment[:, kept].T @ contributions[i]  # [n_kept, P]
+            results.append(
+                TextFeatures(
+                    text=text,
+                    embedding=embeds[i],
+                    words=tuple(w for w, keep in zip(words, kept.tolist(), strict=True) if keep),
+                    word_contributions=per_word.astype(np.float32),
+                    truncated=bool(not kept.all()),
+                )
+            )
+        return results
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """[B, P] L2-normalised text embeddings (no features); texts are truncated to fit.
+
+        A single text (a query) is remembered, so that a search and the explanation of its
+        hits encode the query once: the last :data:`QUERY_CACHE_SIZE` of them, forgotten
+        when the text tower's weights change in place. Batches are always computed.
+        """
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) != 1:
+            return self._embed_texts(texts)
+        key = (texts[0], self._text_weights_version())
+        with self._queries_lock:
+            cached = self._queries.get(key)
+            if cached is not None:
+                self._queries.move_to_end(key)
+                return cached[None].copy()
+        embeds = self._embed_texts(texts)
+        with self._queries_lock:
+            self._queries[key] = embeds[0].copy()
+            while len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return embeds
+
+    @torch.inference_mode()
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        batch = self._tokenize(texts, offsets=False)
+        text = self._embedder.text_model(
+            input_ids=batch["input_ids"].to(self.device),
+            attention_mask=batch["attention_mask"].to(self.device),
+        )
+        return _normalised(self._embedder.text_projection(text.pooler_output))
+
+    def _text_weights_version(self) -> int:
+        # in-place updates (optimiser steps, load_state_dict) bump a tensor's version counter
+        return sum(p._version for p in self._text_parameters)
+
+    def __repr__(self) -> str:
+        return f"ClipEncoder({self.model_id!r}, grid={self.grid}, dim={self.dim})"
+
+
+def _sdpa_twin(model: Any) -> Any:
+    """``model`` with scaled-dot-product attention, sharing its parameters and buffers.
+
+    The feature paths need the attention weights, so ``model`` stays eager; the plain
+    embedding paths (queries, perturbed images and texts of occlusion methods) need none
+    and run with SDPA (faster, the more so the longer the sequence), with the same values
+    within float rounding. The twin is a copy of the module tree that shares every tensor
+    (so later in-place updates of the weights reach both) with its own config, so no
+    attention setting is switched per call and concurrent callers never see the other
+    implementation. Models that cannot switch keep eager attention.
+    """
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        twin = copy.deepcopy(model, shared)
+        twin.set_attn_implementation("sdpa")
+    except Exception:  # any model that cannot be copied or switched keeps eager attention
+        return model
+    if getattr(twin.config, "_attn_implementation", None) != "sdpa":
+        return model
+    return twin.eval()
+
+
+def _as_loaded(image: ImageInput) -> LoadedImage:
+    if isinstance(image, LoadedImage):
+        return image
+    return load_image(image)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
+
+
+def _normalised(tensor: torch.Tensor) -> np.ndarray:
+    return _numpy(tensor / tensor.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+def _bf16_bytes(weight: torch.Tensor) -> bytes:
+    # bf16 rounding makes fp32 and bf16 loads of one checkpoint hash alike
+    as_bf16 = weight.detach().to(device="cpu", dtype=torch.bfloat16)
+    return as_bf16.view(torch.int16).numpy().tobytes()

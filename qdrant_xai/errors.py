@@ -1,0 +1,116 @@
+"""The package's exceptions.
+
+Every error qdrant-xai raises on purpose derives from :class:`QdrantXaiError`, and each
+message says what went wrong and what to do next::
+
+    QdrantXaiError
+    ├── ModelLoadError            a CLIP checkpoint could not be loaded
+    ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
+    ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
+    ├── CollectionError           a collection is missing or cannot hold qdrant-xai points
+    │   └── SchemaMismatchError   an existing collection's vectors differ from what is needed
+    ├── QdrantUnavailableError    Qdrant did not answer (after retries), or its storage is locked
+    │   └── StorageLockedError    an embedded storage folder is in use by another process
+    ├── FeatureCodecError         stored features are corrupt, tampered with or unknown
+    ├── FeaturesMissingError      a hit has no stored features and none can be recomputed
+    └── ModelMismatchError        features or vectors come from another model
+
+Library errors (Pillow, transformers, qdrant-client) are wrapped with ``raise ... from exc``
+so the original traceback stays available.
+"""
+
+from __future__ import annotations
+
+import reprlib
+
+__all__ = [
+    "CollectionError",
+    "FeatureCodecError",
+    "FeaturesMissingError",
+    "ImageLoadError",
+    "ModelLoadError",
+    "ModelMismatchError",
+    "QdrantUnavailableError",
+    "QdrantXaiError",
+    "SchemaMismatchError",
+    "SourceNotAllowedError",
+    "StorageLockedError",
+    "brief_repr",
+]
+
+
+class QdrantXaiError(Exception):
+    """Base class of every error raised by qdrant-xai."""
+
+
+class ModelLoadError(QdrantXaiError):
+    """A CLIP checkpoint could not be loaded (unknown id, missing files, not a CLIP model)."""
+
+
+class ImageLoadError(QdrantXaiError):
+    """An image could not be used: unreadable, truncated, a decompression bomb, degenerate.
+
+    Attributes:
+        source: the path, URL or label of the image.
+        reason: what is wrong with it and what to do, without the source.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class SourceNotAllowedError(QdrantXaiError):
+    """An image source points outside the roots or hosts the user allowed."""
+
+
+class PointIdError(QdrantXaiError, ValueError):
+    """A value that is not a Qdrant point id (an unsigned integer or a UUID)."""
+
+
+class CollectionError(QdrantXaiError):
+    """A collection is missing, or cannot be used as a qdrant-xai collection."""
+
+
+class SchemaMismatchError(CollectionError):
+    """An existing collection's vector configuration differs from the one qdrant-xai needs."""
+
+
+class FeatureCodecError(QdrantXaiError):
+    """Stored features failed validation: wrong length, shape, dtype, version or size."""
+
+
+class FeaturesMissingError(QdrantXaiError):
+    """A hit has no stored features and they cannot be recomputed from its image."""
+
+
+class ModelMismatchError(QdrantXaiError):
+    """Features or vectors were produced by a different model than the one explaining them."""
+
+
+class QdrantUnavailableError(QdrantXaiError):
+    """Qdrant did not answer: a server that stayed down or timed out through every retry.
+
+    The message names the server's URL (never its API key) and what to check.
+    """
+
+
+class StorageLockedError(QdrantUnavailableError):
+    """An embedded (``path=``) Qdrant folder is already open in another process.
+
+    Embedded mode allows one client per folder; use a Qdrant server for concurrent access.
+    """
+
+
+_repr = reprlib.Repr()  # keyword arguments need Python 3.12
+_repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict, _repr.maxlevel = 60, 60, 8, 8, 2
+
+
+def brief_repr(value: object) -> str:
+    """``repr`` of a payload value for an error message, cut short: a tampered field can be
+    huge (a 100 MB string, a list of a million items, an integer of 10,000 digits)."""
+    try:
+        return _repr.repr(value)
+    except ValueError:  # int too long to print (sys.set_int_max_str_digits)
+        return f"<{type(value).__name__} too large to print>"

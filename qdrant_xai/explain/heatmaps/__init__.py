@@ -1,0 +1,7 @@
+"""Heatmap methods: where in an image the match with the other side comes from.
+
+One module per family, each registering its methods by name (see :mod:`..base`):
+:mod:`.decomposition` (``decomposition``, the default), :mod:`.patch_similarity`
+(``patch``, ``debiased``, ``multiscale``), :mod:`.gradients` (``grad-eclip``, ``gae``),
+:mod:`.occlusion` (``occlusion``, sliding patches or RISE masks).
+"""

@@ -1,0 +1,463 @@
+"""Indexing images and captions into a Qdrant collection, with their features.
+
+Input is streamed: one batch of images is decoded, encoded and written at a time. Each
+point is written whole (vector and features in one upsert), ids are deterministic, and a
+batch whose points already exist with this model's fingerprint is skipped before any image
+is read, so an interrupted run resumes where it stopped and a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from qdrant_client import QdrantClient, models
+
+from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
+from qdrant_xai.errors import ImageLoadError, QdrantXaiError
+from qdrant_xai.images.load import ImageLimits, LoadedImage, iter_image_files, load_image
+from qdrant_xai.retry import RetryPolicy
+from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
+from qdrant_xai.storage.payloads import image_features_payload, text_features_payload
+from qdrant_xai.storage.schema import (
+    IMAGE_VECTOR,
+    TEXT_VECTOR,
+    PayloadKeys,
+    ensure_collection,
+    image_point_id,
+    text_point_id,
+)
+
+__all__ = ["PROFILES", "ImageRecord", "IndexSummary", "Indexer", "Profile", "read_captions_csv"]
+
+Profile = Literal["standard", "full"]
+PROFILES: tuple[Profile, ...] = ("standard", "full")
+
+_POINT_OVERHEAD = 2048  # bytes of JSON around the vector and features of one point
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image to index and its captions (may be empty)."""
+
+    source: str
+    captions: tuple[str, ...] = ()
+
+
+@dataclass
+class IndexSummary:
+    """What an indexing run did.
+
+    Attributes:
+        indexed_images, indexed_texts: points written in this run.
+        unchanged: images (with their captions) already present for this model, skipped.
+        failed: ``(source, reason)`` for every image or caption that was skipped.
+        notes: ``(source, remark)`` for items indexed with a caveat (truncated captions).
+    """
+
+    indexed_images: int = 0
+    indexed_texts: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"indexed {self.indexed_images} images and {self.indexed_texts} texts; "
+            f"{self.unchanged} unchanged; {len(self.failed)} skipped"
+        ]
+        lines += [f"  skipped {source}: {reason}" for source, reason in self.failed]
+        lines += [f"  note {source}: {remark}" for source, remark in self.notes]
+        return "\n".join(lines)
+
+
+def read_captions_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Captions by image from a CSV with an ``image,caption`` header (several rows per image).
+
+    Image names are kept as written; :meth:`Indexer.index_folder` resolves them against the
+    folder being indexed.
+    """
+    captions: dict[str, list[str]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
+                raise QdrantXaiError(
+                    f"{path}: the captions CSV needs a header row with columns 'image' and "
+                    f"'caption', found {reader.fieldnames}"
+                )
+            for row in reader:
+                captions.setdefault((row["image"] or "").strip(), []).append(row["caption"] or "")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise QdrantXaiError(f"{path}: cannot read the captions CSV ({exc})") from exc
+    return captions
+
+
+class Indexer:
+    """Writes CLIP vectors and explainable features of images and captions to Qdrant.
+
+    Setup::
+
+        from qdrant_client import QdrantClient
+        from qdrant_xai import ClipEncoder, Indexer
+        client = QdrantClient(path="./qdrant_data")
+        indexer = Indexer(client, ClipEncoder.from_pretrained(), collection_name="photos")
+
+    Use::
+
+        summary = indexer.index_folder("photos/", captions="photos/captions.csv")
+        print(summary)
+
+    Args:
+        client: any ``QdrantClient`` (embedded or server).
+        encoder: the CLIP encoder; its fingerprint is stored with every point.
+        collection_name: created with named vectors ``image`` and ``text`` when missing.
+        codec: payload codec of the features, ``"fp16"`` or ``"int8"``.
+        batch_size: images per forward pass.
+        max_request_bytes: upper bound of one upsert request (Qdrant refuses 32 MB).
+        image_limits: size bounds for decoding.
+        patch_tokens: also store the raw projected patch tokens (the "patch similarity"
+            baseline; doubles the payload). The direct contributions are always stored.
+        profile: ``"standard"`` stores the direct patch contributions (every stored-feature
+            method runs from them); ``"full"`` also stores the input of the last vision
+            layer, so gradient methods (``grad-eclip``, ``gae``) and the raw patch tokens
+            need no image read at query time (about 1.5x the payload of ``standard`` for
+            ViT-B/32).
+        retry: how Qdrant calls are retried on transient failures (default:
+            :class:`RetryPolicy` defaults); every write is an idempotent upsert.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        encoder: ClipEncoder,
+        *,
+        collection_name: str,
+        codec: Codec = "fp16",
+        batch_size: int = 16,
+        max_request_bytes: int = 8 * 1024 * 1024,
+        image_limits: ImageLimits | None = None,
+        patch_tokens: bool = False,
+        profile: Profile = "standard",
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        self.client = client
+        self.encoder = encoder
+        self.collection_name = collection_name
+        self.codec = PayloadFeatureCodec(codec)
+        self.batch_size = batch_size
+        self.max_request_bytes = max_request_bytes
+        self.image_limits = image_limits or ImageLimits()
+        self.patch_tokens = patch_tokens
+        self.profile = profile
+        self.retry = retry or RetryPolicy()
+
+    # -- entry points -------------------------------------------------------------------
+
+    def index_folder(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        captions: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+    ) -> IndexSummary:
+        """Indexes every image under ``directory`` (and its captions from a CSV)."""
+        root = Path(directory)
+        by_name = read_captions_csv(captions) if captions is not None else {}
+        unlisted: list[OSError] = []
+        files = list(iter_image_files(root, on_error=unlisted.append))
+        known: set[str] = set()
+
+        def records() -> Iterator[ImageRecord]:
+            for path in files:
+                rel = path.relative_to(root).as_posix()
+                known.add(rel)
+                yield ImageRecord(_absolute(path), tuple(by_name.get(rel, ())))
+
+        summary = self.index(records(), total=len(files), progress=progress)
+        for exc in unlisted:
+            summary.failed.append(
+                (
+                    _display(str(exc.filename)),
+                    f"cannot list the folder ({exc.strerror or exc}); its images were not "
+                    "indexed. Fix its permissions and run again",
+                )
+            )
+        for name in sorted(set(by_name) - known):
+            summary.failed.append((name, f"listed in {captions} but no such image under {root}"))
+        return summary
+
+    def index(
+        self, records: Iterable[ImageRecord], *, total: int | None = None, progress: bool = True
+    ) -> IndexSummary:
+        """Indexes a stream of images with their captions, batch by batch."""
+        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim, retry=self.retry)
+        summary = IndexSummary()
+        bar = _progress(total, progress)
+        batch: list[ImageRecord] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == self.batch_size:
+                self._index_batch(batch, summary)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            self._index_batch(batch, summary)
+            bar.update(len(batch))
+        bar.close()
+        return summary
+
+    def index_texts(self, texts: Sequence[str]) -> IndexSummary:
+        """Indexes standalone texts (not tied to an image) as ``text`` points."""
+        ensure_collection(self.client, self.collection_name, dim=self.encoder.dim, retry=self.retry)
+        summary = IndexSummary()
+        storable = [t for t in texts if _storable_text(t, summary)]
+        for start in range(0, len(storable), self.batch_size):
+            chunk = list(storable[start : start + self.batch_size])
+            ids = [text_point_id(t) for t in chunk]
+            current = self._current(ids)
+            fresh = [(t, i) for t, i in zip(chunk, ids, strict=True) if i not in current]
+            summary.unchanged += len(chunk) - len(fresh)
+            points = self._text_points([(t, i, None) for t, i in fresh], summary)
+            self._upsert(points)
+            summary.indexed_texts += len(points)
+        return summary
+
+    # -- one batch ----------------------------------------------------------------------
+
+    def _index_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> None:
+        batch = [
+            ImageRecord(r.source, tuple(c for c in r.captions if _storable_text(c, summary)))
+            for r in batch
+            if _storable_source(r.source, summary)
+        ]
+        ids = {r.source: image_point_id(r.source) for r in batch}
+        caption_ids = {
+            r.source: [text_point_id(c, r.source) for c in r.captions if c.strip()] for r in batch
+        }
+        current = self._current([*ids.values(), *(i for v in caption_ids.values() for i in v)])
+        todo = []
+        for record in batch:
+            if ids[record.source] in current and set(caption_ids[record.source]) <= current:
+                summary.unchanged += 1
+            else:
+                todo.append(record)
+        loaded: list[tuple[ImageRecord, LoadedImage]] = []
+        for record in todo:
+            try:
+                loaded.append((record, load_image(record.source, limits=self.image_limits)))
+            except ImageLoadError as exc:
+                summary.failed.append((record.source, exc.reason))
+        if not loaded:
+            return
+        features = self._encode_images([image for _, image in loaded], summary)
+        points: list[models.PointStruct] = []
+        captions: list[tuple[str, str, str | None]] = []
+        for (record, image), feats in zip(loaded, features, strict=True):
+            if feats is None:
+                continue
+            kept = []
+            for caption in record.captions:
+                if not caption.strip():
+                    summary.failed.append((record.source, "empty caption skipped"))
+                    continue
+                cid = text_point_id(caption, record.source)
+                if cid in kept:  # a repeated CSV row is one point, written and counted once
+                    continue
+                kept.append(cid)
+                captions.append((caption, cid, ids[record.source]))
+            points.append(self._image_point(ids[record.source], image, feats, kept))
+        text_points = self._text_points(captions, summary)
+        self._upsert([*text_points, *points])
+        summary.indexed_images += len(points)
+        summary.indexed_texts += len(text_points)
+
+    def _encode_images(
+        self, images: list[LoadedImage], summary: IndexSummary
+    ) -> list[ImageFeatures | None]:
+        try:
+            return list(self._encoder_pass(images))
+        except (RuntimeError, ValueError):
+            pass  # one bad image spoils the batch: retry one by one to find it
+        results: list[ImageFeatures | None] = []
+        for image in images:
+            try:
+                results.append(self._encoder_pass([image])[0])
+            except (RuntimeError, ValueError) as exc:
+                summary.failed.append((image.source, f"the model could not encode it ({exc})"))
+                results.append(None)
+        return results
+
+    def _encoder_pass(self, images: list[LoadedImage]) -> list[ImageFeatures]:
+        return self.encoder.encode_images(
+            images, patch_tokens=self.patch_tokens, last_layer=self.profile == "full"
+        )
+
+    def _image_point(
+        self, point_id: str, image: LoadedImage, feats: ImageFeatures, caption_ids: list[str]
+    ) -> models.PointStruct:
+        payload = image_features_payload(
+            self.encoder, self.codec, image, feats, profile=self.profile
+        )
+        payload[PayloadKeys.SOURCE] = image.source
+        payload[PayloadKeys.CAPTION_IDS] = caption_ids
+        return models.PointStruct(
+            id=point_id, vector={IMAGE_VECTOR: feats.embedding.tolist()}, payload=payload
+        )
+
+    def _text_points(
+        self, items: list[tuple[str, str, str | None]], summary: IndexSummary
+    ) -> list[models.PointStruct]:
+        """Points for ``(text, point_id, image_id)`` items; empty texts are refused."""
+        valid = []
+        for text, pid, image_id in items:
+            if text.strip():
+                valid.append((text, pid, image_id))
+            else:
+                summary.failed.append((text, "empty text skipped"))
+        encoded: list[TextFeatures] = self.encoder.encode_texts([t for t, _, _ in valid])
+        points = []
+        for (text, pid, image_id), feats in zip(valid, encoded, strict=True):
+            if feats.truncated:
+                summary.notes.append(
+                    (
+                        text[:60],
+                        f"longer than the model's {self.encoder.max_text_tokens} tokens; "
+                        f"indexed its first {len(feats.words)} words",
+                    )
+                )
+            payload = text_features_payload(self.encoder, self.codec, feats)
+            payload[PayloadKeys.TEXT] = text
+            if image_id is not None:
+                payload[PayloadKeys.IMAGE_ID] = image_id
+            points.append(
+                models.PointStruct(
+                    id=pid, vector={TEXT_VECTOR: feats.embedding.tolist()}, payload=payload
+                )
+            )
+        return points
+
+    # -- Qdrant I/O ---------------------------------------------------------------------
+
+    def _current(self, ids: list[str]) -> set[str]:
+        """Ids among ``ids`` already stored with this model's fingerprint and (image points)
+        at least this run's feature profile."""
+        if not ids:
+            return set()
+        found = self.retry.call(
+            self.client.retrieve,
+            self.collection_name,
+            what=f"reading {len(ids)} points of collection {self.collection_name!r}",
+            client=self.client,
+            ids=ids,
+            with_payload=[PayloadKeys.FINGERPRINT, PayloadKeys.KIND, PayloadKeys.PROFILE],
+            with_vectors=False,
+        )
+        key = self.encoder.fingerprint.key
+        return {str(p.id) for p in found if self._is_current(p.payload or {}, key)}
+
+    def _is_current(self, payload: dict[str, Any], key: str) -> bool:
+        if payload.get(PayloadKeys.FINGERPRINT) != key:
+            return False
+        if payload.get(PayloadKeys.KIND) != "image" or self.profile == "standard":
+            return True
+        return payload.get(PayloadKeys.PROFILE) == self.profile
+
+    def _upsert(self, points: list[models.PointStruct]) -> None:
+        chunk: list[models.PointStruct] = []
+        size = 0
+        for point in points:
+            point_size = _estimate_bytes(point)
+            if chunk and size + point_size > self.max_request_bytes:
+                self._write(chunk)
+                chunk, size = [], 0
+            chunk.append(point)
+            size += point_size
+        if chunk:
+            self._write(chunk)
+
+    def _write(self, points: list[models.PointStruct]) -> None:
+        """One upsert, retried on transient failures (safe: the ids are deterministic)."""
+        self.retry.call(
+            self.client.upsert,
+            self.collection_name,
+            what=f"upsert of {len(points)} points into {self.collection_name!r}",
+            client=self.client,
+            points=points,
+            wait=True,
+        )
+
+
+def _absolute(path: Path) -> str:
+    """The resolved path (the point's source), or the absolute one when it cannot be
+    resolved (a broken symlink, a symlink loop): reading it then fails and is reported
+    under the name the folder shows, not the missing target's."""
+    try:
+        return str(path.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return str(path.absolute())
+
+
+def _display(source: str) -> str:
+    """``source`` printable and storable: bytes of non-UTF-8 file names as ``\\xe9``."""
+    try:
+        return source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return source.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable_source(source: str, summary: IndexSummary) -> bool:
+    """Whether ``source`` can be stored (Qdrant payloads are UTF-8); reported if not."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        summary.failed.append(
+            (
+                _display(source),
+                "the file name is not valid UTF-8, so it cannot be stored as the point's "
+                "source; rename the file to UTF-8 (e.g. convmv -f latin1 -t utf8) and run again",
+            )
+        )
+        return False
+    return True
+
+
+def _storable_text(text: str, summary: IndexSummary) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates); reported if not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        summary.failed.append(
+            (
+                _display(text[:60]),
+                "the text is not valid Unicode (lone surrogate characters, e.g. bytes decoded "
+                "with surrogateescape); decode it properly and index it again",
+            )
+        )
+        return False
+    return True
+
+
+def _estimate_bytes(point: models.PointStruct) -> int:
+    payload = point.payload or {}
+    heavy = 0
+    for key in PayloadKeys.HEAVY:
+        encoded = payload.get(key) or {}
+        heavy += len(encoded.get("data", "")) + len(encoded.get("scale", ""))
+    vectors = point.vector if isinstance(point.vector, dict) else {}
+    floats = sum(len(v) for v in vectors.values() if isinstance(v, list))
+    return _POINT_OVERHEAD + heavy + 24 * floats + len(str(payload.get(PayloadKeys.TEXT, "")))
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled)

@@ -1,0 +1,252 @@
+"""The layout of a qdrant-xai collection: named vectors, payload keys, point ids.
+
+A collection holds two kinds of points:
+
+* image points: vector ``image``; payload ``source``, ``width``, ``height``, ``crop_box``,
+  ``caption_ids`` and the patch contributions under ``xai_features`` (optionally the raw
+  projected patch tokens under ``xai_patch_tokens``, and with the ``full`` feature profile
+  the input of the last vision layer under ``xai_last_layer``; ``xai_profile`` names the
+  profile);
+* text points: vector ``text``; payload ``text``, ``words`` (``[word, start, end]``),
+  ``image_id`` (the image it captions, if any) and word contributions under
+  ``xai_features``.
+
+Both carry ``xai_kind``, ``xai_fingerprint`` (the model key) and ``xai_model`` (the id
+or folder the model was loaded from, a hint for tools). Point ids are UUID5 of the
+source (and caption), so indexing the same data twice writes the same points.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from qdrant_xai.encoding.checkpoints import is_loadable_name
+from qdrant_xai.errors import CollectionError, PointIdError, SchemaMismatchError, brief_repr
+from qdrant_xai.retry import RetryPolicy
+
+__all__ = [
+    "IMAGE_VECTOR",
+    "TEXT_VECTOR",
+    "PayloadKeys",
+    "check_query_dimension",
+    "ensure_collection",
+    "image_point_id",
+    "parse_point_id",
+    "recorded_model",
+    "require_collection",
+    "text_point_id",
+]
+
+IMAGE_VECTOR = "image"
+TEXT_VECTOR = "text"
+_MAX_POINT_ID = 2**64 - 1
+_NAMESPACE = uuid.UUID("6b1f5c2e-9a7d-5e43-8d1c-0c5a3f4e2b71")
+
+
+class PayloadKeys:
+    """Payload keys qdrant-xai reads and writes."""
+
+    KIND = "xai_kind"
+    FINGERPRINT = "xai_fingerprint"
+    FEATURES = "xai_features"
+    PATCH_TOKENS = "xai_patch_tokens"
+    LAST_LAYER = "xai_last_layer"
+    MODEL = "xai_model"
+    PROFILE = "xai_profile"
+    SOURCE = "source"
+    WIDTH = "width"
+    HEIGHT = "height"
+    CROP_BOX = "crop_box"
+    CAPTION_IDS = "caption_ids"
+    TEXT = "text"
+    WORDS = "words"
+    IMAGE_ID = "image_id"
+
+    #: keys too large to return with search results; fetched only for explained hits
+    HEAVY = (FEATURES, PATCH_TOKENS, LAST_LAYER)
+
+
+def image_point_id(source: str) -> str:
+    """Deterministic id of the image point for ``source``."""
+    return str(uuid.uuid5(_NAMESPACE, f"image\n{source}"))
+
+
+def text_point_id(text: str, image_source: str | None = None) -> str:
+    """Deterministic id of a text point (a caption is keyed by its image too)."""
+    return str(uuid.uuid5(_NAMESPACE, f"text\n{image_source or ''}\n{text}"))
+
+
+def parse_point_id(value: str | int) -> int | str:
+    """A Qdrant point id from user input: an unsigned integer, or a UUID (normalised).
+
+    Raises:
+        PointIdError: anything else (also a ``ValueError``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= _MAX_POINT_ID:
+            raise PointIdError(
+                f"point id {brief_repr(value)} is not an unsigned 64-bit integer (Qdrant ids "
+                "are 0 to 2**64 - 1, or UUIDs)"
+            )
+        return value
+    text = str(value).strip()
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True, int("²") fails
+        return parse_point_id(int(text))
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise PointIdError(
+            f"{brief_repr(value)} is not a Qdrant point id (an unsigned integer or a UUID); "
+            "use the id of a search result"
+        ) from None
+
+
+def require_collection(
+    client: QdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+) -> models.CollectionInfo:
+    """The collection's info, or a :class:`CollectionError` that says how to create it.
+
+    Raises:
+        QdrantUnavailableError: Qdrant did not answer through ``retry`` (default policy).
+    """
+    retry = retry or RetryPolicy()
+    what = f"reading collection {collection_name!r}"
+    try:
+        if not retry.call(client.collection_exists, collection_name, what=what, client=client):
+            raise CollectionError(
+                f"collection {collection_name!r} does not exist; index images into it first "
+                "(qdrant-xai index DIR --collection NAME) or pass the right --collection"
+            )
+        return retry.call(client.get_collection, collection_name, what=what, client=client)
+    except UnexpectedResponse as exc:
+        raise CollectionError(f"cannot read collection {collection_name!r}: {exc}") from exc
+
+
+def ensure_collection(
+    client: QdrantClient, collection_name: str, *, dim: int, retry: RetryPolicy | None = None
+) -> None:
+    """Creates the collection when missing; checks its vectors when it exists.
+
+    Raises:
+        SchemaMismatchError: the existing collection lacks a named vector, or has another
+            size or distance; the message lists every difference.
+        QdrantUnavailableError: Qdrant did not answer through ``retry`` (default policy).
+    """
+    retry = retry or RetryPolicy()
+    what = f"reading collection {collection_name!r}"
+    if not retry.call(client.collection_exists, collection_name, what=what, client=client):
+        created = retry.call(
+            _create,
+            client,
+            collection_name,
+            dim,
+            what=f"creating collection {collection_name!r}",
+            client=client,
+        )
+        if created:
+            return
+    info = retry.call(client.get_collection, collection_name, what=what, client=client)
+    check_schema(info, collection_name, dim=dim)
+
+
+def _create(client: QdrantClient, collection_name: str, dim: int) -> bool:
+    """Creates the collection; False when it exists already.
+
+    Idempotent, so it can be retried: a creation whose answer was lost, or one another
+    client won, finds the collection there ("already exists", 409) and the caller checks
+    its schema.
+    """
+    try:
+        client.create_collection(
+            collection_name,
+            vectors_config={
+                name: models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                for name in (IMAGE_VECTOR, TEXT_VECTOR)
+            },
+        )
+    except UnexpectedResponse as exc:
+        if exc.status_code != 409:
+            raise
+        return False
+    except ValueError as exc:  # embedded mode
+        if "already exists" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int) -> None:
+    """Raise :class:`SchemaMismatchError` listing how ``info`` differs from what is needed."""
+    vectors: Any = info.config.params.vectors
+    problems = []
+    if not isinstance(vectors, dict):
+        problems.append(
+            "it has one unnamed vector; qdrant-xai needs named vectors 'image' and 'text'"
+        )
+    else:
+        for name in (IMAGE_VECTOR, TEXT_VECTOR):
+            params = vectors.get(name)
+            if params is None:
+                problems.append(f"vector {name!r} is missing")
+                continue
+            if params.size != dim:
+                problems.append(
+                    f"vector {name!r} has dimension {params.size}, the model gives {dim}"
+                )
+            if params.distance != models.Distance.COSINE:
+                problems.append(
+                    f"vector {name!r} uses {params.distance.value} distance, not Cosine"
+                )
+    if problems:
+        raise SchemaMismatchError(
+            f"collection {collection_name!r} cannot hold this model's points: "
+            + "; ".join(problems)
+            + ". Use another --collection, or delete this one to recreate it"
+        )
+
+
+def check_query_dimension(
+    info: models.CollectionInfo,
+    collection_name: str,
+    vector_name: str | None,
+    *,
+    dim: int,
+    model: str,
+) -> None:
+    """Raise :class:`SchemaMismatchError` when the vector a query searches (``None``: the
+    unnamed one) has another dimension than the model's: the collection was built with
+    another model, and Qdrant would refuse the query (or embedded mode crash on it)."""
+    vectors: Any = info.config.params.vectors
+    params = vectors.get(vector_name or "") if isinstance(vectors, dict) else vectors
+    size = getattr(params, "size", None)
+    if isinstance(size, int) and size != dim:
+        raise SchemaMismatchError(
+            f"vector {vector_name or '(unnamed)'!r} of collection {collection_name!r} has "
+            f"dimension {size}, {model} gives {dim}: the collection was built with another "
+            "model; use that model (--model) or re-index the collection with this one"
+        )
+
+
+def recorded_model(
+    client: QdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+) -> str | None:
+    """The model id or folder recorded with the collection's points (``xai_model``), when it
+    looks loadable (a bundled model's name, an existing folder or a hub id); None otherwise."""
+    retry = retry or RetryPolicy()
+    what = f"reading the model recorded in collection {collection_name!r}"
+    if not retry.call(client.collection_exists, collection_name, what=what, client=client):
+        return None
+    points, _ = retry.call(
+        client.scroll,
+        collection_name,
+        limit=1,
+        with_payload=[PayloadKeys.MODEL],
+        what=what,
+        client=client,
+    )
+    name = (points[0].payload or {}).get(PayloadKeys.MODEL) if points else None
+    return name if is_loadable_name(name) else None
