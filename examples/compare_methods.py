@@ -22,7 +22,7 @@ from qdrant_xai import ClipEncoder, Explainer, Indexer, Searcher, load_image
 from qdrant_xai.demo.run import shapes_rationales
 from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.eval.faithfulness import deletion_auc
-from qdrant_xai.explain import IMAGE_METHODS
+from qdrant_xai.explain import HEATMAP_METHODS
 from qdrant_xai.render import write_report
 
 
@@ -52,8 +52,8 @@ def main() -> None:
     images = [load_image(str(hit.payload["source"])) for hit in hits if hit.payload]
     sections = []
     print(f"{'method':>14}  deletion AUC (lower is better)")
-    for method in sorted(IMAGE_METHODS):
-        explanations = explainer.explain(args.query, hits, image_method=method)
+    for method in sorted(HEATMAP_METHODS):
+        explanations = explainer.explain(args.query, hits, heatmap_method=method)
         heatmaps = np.stack([e.heatmap for e in explanations if e.heatmap is not None])
         auc = deletion_auc(encoder, images, heatmaps, query, steps=16).mean()
         print(f"{method:>14}  {auc:+.4f}")

@@ -195,7 +195,7 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
         f" · {html.escape(name)}</div>{caption}"
         f"{_grounding_html(explanation, original)}{_rationales_html(explanation)}"
         f"<div class='meta'>heatmap: {explanation.heatmap_method or '-'} "
-        f"({explanation.heatmap_side or '-'}) · words: {explanation.words_method or '-'}</div>"
+        f"({explanation.heatmap_side or '-'}) · words: {explanation.word_method or '-'}</div>"
         "</div></div>"
     )
 

@@ -89,18 +89,18 @@ class Searcher:
         self,
         query: str | ImageInput,
         *,
-        target: Literal["image", "text"] = "image",
+        hit_kind: Literal["image", "text"] = "image",
         limit: int = 10,
         query_filter: models.Filter | None = None,
         score_threshold: float | None = None,
     ) -> list[models.ScoredPoint]:
-        """Hits of kind ``target`` for a text or image query."""
-        return self._query(query, target, limit, query_filter, score_threshold)
+        """Hits of kind ``hit_kind`` for a text or image query."""
+        return self._query(query, hit_kind, limit, query_filter, score_threshold)
 
     def _query(
         self,
         query: str | ImageInput,
-        target: Literal["image", "text"],
+        hit_kind: Literal["image", "text"],
         limit: int,
         query_filter: models.Filter | None,
         score_threshold: float | None,
@@ -112,7 +112,7 @@ class Searcher:
                 if self.layout.name == "qdrant-xai"
                 else self.layout.resolve(self.client, self.collection_name, retry=self.retry)
             )
-        using = self._resolved.using(target)
+        using = self._resolved.using(hit_kind)
         check_query_dimension(
             info, self.collection_name, using, dim=self.encoder.dim, model=self.encoder.model_id
         )

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from langchain_core.documents import Document
 
+from qdrant_xai.explain.results import grid_region
+
 __all__ = ["describe_document", "describe_documents", "documents_html", "documents_to_content"]
 
 
@@ -16,8 +18,9 @@ def describe_document(document: Document, number: int | None = None) -> str:
     """One line an LLM can read: what the hit is, its score and why it matched.
 
     For example ``1. scene_03.png ("a red circle") score 0.612: matched query words
-    circle (+0.44), red (+0.28); against: a (-0.02); heatmap peak row 3 col 6 of 8x8
-    (upper right); id 1f0c…``. Rows and columns count from 1 at the top left.
+    circle (+0.44), red (+0.28); against: a (-0.02); heatmap peak row 2 col 5 of 8x8
+    (top-right; 0-based from the top-left); id 1f0c…``. Rows and columns count from 0 at
+    the top left, as in every output of qdrant-xai.
     """
     meta = document.metadata
     number = meta.get("rank", 0) + 1 if number is None else number
@@ -47,8 +50,8 @@ def describe_document(document: Document, number: int | None = None) -> str:
         if peak and grid:
             where = "heatmap peak" if why.get("heatmap_side") == "hit" else "query image peak"
             details.append(
-                f"{where} row {peak[0] + 1} col {peak[1] + 1} of {grid[0]}x{grid[1]} "
-                f"({_region(peak, grid)})"
+                f"{where} row {peak[0]} col {peak[1]} of {grid[0]}x{grid[1]} "
+                f"({grid_region(*peak, *grid)}; 0-based from the top-left)"
             )
         if details:
             line += ": " + "; ".join(details)
@@ -170,14 +173,3 @@ def _image_block(uri: str, block_format: str) -> dict[str, Any]:
 def _quoted(text: str, limit: int = 80) -> str:
     text = " ".join(str(text).split())
     return f'"{text if len(text) <= limit else text[: limit - 1] + "…"}"'
-
-
-def _region(peak: Sequence[int], grid: Sequence[int]) -> str:
-    """``upper left`` … ``centre`` … ``lower right`` for a grid cell."""
-    row = ("upper", "middle", "lower")[min(2, peak[0] * 3 // max(1, grid[0]))]
-    col = ("left", "centre", "right")[min(2, peak[1] * 3 // max(1, grid[1]))]
-    if row == "middle" and col == "centre":
-        return "centre"
-    if row == "middle":
-        return f"middle {col}"
-    return f"{row} {col}" if col != "centre" else f"{row} centre"

@@ -110,7 +110,7 @@ class QdrantXaiRetriever(BaseRetriever):
     (captions), and for the explained hits ``explanation`` (``peak`` is 0-based)::
 
         {"top_words": [[word, score], ...], "words": [[word, score, [start, end]], ...],
-         "text": the attributed text, "words_side": "query" | "hit", "words_method": ...,
+         "text": the attributed text, "words_side": "query" | "hit", "word_method": ...,
          "heatmap": [[...], ...] (rows x cols, signed), "heatmap_side": "hit" | "query",
          "heatmap_method": ..., "grid": [rows, cols], "peak": [row, col],
          "crop_box": [x0, y0, x1, y1], "overlay": "data:image/png;base64,..." (include_overlay),
@@ -143,7 +143,7 @@ class QdrantXaiRetriever(BaseRetriever):
             ``None`` (default) reads any local path: the query is the application's own
             input. Give a list (possibly empty) when queries come from users or models.
         image_limits: decoding bounds for every image read.
-        image_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
+        heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
         grounding, rationales: add word-to-region grounding / rationales to explanations.
         top_words: how many words ``top_words`` lists.
         query_filter, score_threshold, search_params: passed to ``query_points``.
@@ -168,7 +168,7 @@ class QdrantXaiRetriever(BaseRetriever):
     image_roots: list[str | Path] = Field(default_factory=list)
     query_image_roots: list[str | Path] | None = None
     image_limits: ImageLimits = Field(default_factory=ImageLimits)
-    image_method: str = "decomposition"
+    heatmap_method: str = "decomposition"
     word_method: str = "occlusion"
     grounding: bool = False
     rationales: bool = False
@@ -205,7 +205,7 @@ class QdrantXaiRetriever(BaseRetriever):
             "collection_name": self.collection_name,
             "image_roots": self.image_roots,
             "image_limits": self.image_limits,
-            "image_method": self.image_method,
+            "heatmap_method": self.heatmap_method,
             "word_method": self.word_method,
             "grounding": self.grounding,
             "rationales": self.rationales,
@@ -487,7 +487,7 @@ class QdrantXaiRetriever(BaseRetriever):
     def _feature_keys(self) -> list[str]:
         """The payload keys of the stored features the image method can run from."""
         keys = [PayloadKeys.FEATURES]
-        for option in self._offline.image_method.requires:
+        for option in self._offline.heatmap_method.requires:
             keys += [_STORED_FIELDS[f] for f in option if f in _STORED_FIELDS]
         return list(dict.fromkeys(keys))
 
@@ -613,7 +613,7 @@ class QdrantXaiRetriever(BaseRetriever):
             "words": [[w.word, round(w.score, 6), list(w.span)] for w in explanation.words],
             "text": explanation.text,
             "words_side": explanation.words_side,
-            "words_method": explanation.words_method,
+            "word_method": explanation.word_method,
             "heatmap": None if heatmap is None else np.round(heatmap, 6).tolist(),
             "heatmap_side": explanation.heatmap_side,
             "heatmap_method": explanation.heatmap_method,

@@ -70,7 +70,8 @@ from qdrant_xai.errors import (
     QdrantXaiError,
     SourceNotAllowedError,
 )
-from qdrant_xai.explain import IMAGE_METHODS, Explainer, Explanation
+from qdrant_xai.explain import HEATMAP_METHODS, Explainer, Explanation
+from qdrant_xai.explain.results import grid_region
 from qdrant_xai.images.load import ImageLimits, LoadedImage
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.render import overlay_heatmap
@@ -242,10 +243,10 @@ class XaiBackend:
             raise QdrantXaiError(
                 "give exactly one query: query_text, query_image_path or query_image_base64"
             )
-        if method not in IMAGE_METHODS:
+        if method not in HEATMAP_METHODS:
             raise QdrantXaiError(
                 f"unknown heatmap method {method!r}; choose one of "
-                f"{', '.join(sorted(IMAGE_METHODS))}"
+                f"{', '.join(sorted(HEATMAP_METHODS))}"
             )
         pid = parse_point_id(point_id)
         query: str | LoadedImage
@@ -305,7 +306,9 @@ class XaiBackend:
                 f"point {point_id} has no {using or 'default'!r} vector in collection "
                 f"{self.collection!r}; is QDRANT_XAI_LAYOUT ({self.layout.name}) right?"
             )
-        (explanation,) = self.explainer().explain(query, scored, image_method=method, hit_kind=kind)
+        (explanation,) = self.explainer().explain(
+            query, scored, heatmap_method=method, hit_kind=kind
+        )
         png, note = (None, "")
         if explanation.heatmap is not None:
             png, note = self._overlay_png(explanation, query)
@@ -503,7 +506,7 @@ Method = Annotated[
     str,
     Field(
         description="heatmap method: 'decomposition' (default; from stored features, fast) "
-        f"or one of {', '.join(repr(m) for m in sorted(IMAGE_METHODS) if m != 'decomposition')} "
+        f"or one of {', '.join(repr(m) for m in sorted(HEATMAP_METHODS) if m != 'decomposition')} "
         "(slower; some read the hit's image)"
     ),
 ]
@@ -794,15 +797,7 @@ def _region(e: Explanation) -> Region | None:
         return None
     rows, cols = e.heatmap.shape
     row, col = position
-    return Region(row=row, col=col, rows=rows, cols=cols, where=_where(row, col, rows, cols))
-
-
-def _where(row: int, col: int, rows: int, cols: int) -> str:
-    vertical = ("top", "middle", "bottom")[min(2, row * 3 // max(rows, 1))]
-    horizontal = ("left", "center", "right")[min(2, col * 3 // max(cols, 1))]
-    if vertical == "middle":
-        return "center" if horizontal == "center" else f"middle-{horizontal}"
-    return vertical if horizontal == "center" else f"{vertical}-{horizontal}"
+    return Region(row=row, col=col, rows=rows, cols=cols, where=grid_region(row, col, rows, cols))
 
 
 _INTERNAL_KEYS = {PayloadKeys.CROP_BOX, PayloadKeys.CAPTION_IDS, PayloadKeys.WORDS}
@@ -871,7 +866,7 @@ def _explanation_text(e: Explanation, query: str | LoadedImage, collection: str,
     if e.words:
         whose_words = "query" if e.words_side == "query" else "hit's text"
         lines.append(
-            f"Word attributions of the {whose_words} ({e.words_method}; positive = raised the "
+            f"Word attributions of the {whose_words} ({e.word_method}; positive = raised the "
             "similarity, negative = lowered it):"
         )
         lines += [f"  {w.word}: {w.score:+.4f}" for w in e.words]

@@ -93,13 +93,15 @@ def _output(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--html", metavar="PATH", help="write an HTML report to PATH")
     _sources(parser)
-    from qdrant_xai.explain import IMAGE_METHODS, WORD_METHODS
+    from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS
 
     methods = parser.add_argument_group("explanation methods")
     methods.add_argument(
+        "--heatmap-method",
         "--method",
+        dest="heatmap_method",
         default="decomposition",
-        choices=sorted(IMAGE_METHODS),
+        choices=sorted(HEATMAP_METHODS),
         help="heatmap method (default: decomposition, from stored features; grad-eclip and "
         "gae run from stored features with --profile full, else they read the image)",
     )
@@ -212,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("text", nargs="?", help="text query")
     search.add_argument("--image", metavar="PATH", help="image query instead of text")
     search.add_argument(
+        "--hit-kind",
         "--target",
+        dest="hit_kind",
         choices=["image", "text"],
         default=None,
         help="kind of hits (default: images for a text query, texts for an image query)",
@@ -245,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--profile", default="standard", choices=["standard", "full"])
     backfill.add_argument("--codec", default="fp16", choices=["fp16", "int8"])
     backfill.add_argument("--batch-size", type=int, default=32)
-    backfill.add_argument("--limit", type=int, default=None, help="stop after N points")
+    backfill.add_argument(
+        "--max-points", type=int, default=None, metavar="N", help="stop after N points"
+    )
     backfill.add_argument(
         "--no-verify",
         action="store_true",
@@ -402,14 +408,16 @@ def _search(args: argparse.Namespace, client: Any) -> int:
     if (args.text is None) == (args.image is None):
         raise QdrantXaiError("give either a text query or --image PATH (not both)")
     query = args.text if args.image is None else _image_query(args.image)
-    target: Literal["image", "text"] = args.target or ("image" if args.image is None else "text")
+    hit_kind: Literal["image", "text"] = args.hit_kind or (
+        "image" if args.image is None else "text"
+    )
     encoder = _encoder(args, client)
     searcher = Searcher(
         client, encoder, collection_name=args.collection, layout=args.layout, retry=_retry(args)
     )
-    hits = searcher.search(query, target=target, limit=args.limit)
+    hits = searcher.search(query, hit_kind=hit_kind, limit=args.limit)
     explanations = (
-        _explainer(args, client, encoder).explain(query, hits, hit_kind=target)
+        _explainer(args, client, encoder).explain(query, hits, hit_kind=hit_kind)
         if args.explain
         else None
     )
@@ -435,7 +443,7 @@ def _backfill(args: argparse.Namespace, client: Any) -> int:
         retry=_retry(args),
         repair=args.repair,
     )
-    summary = backfiller.run(progress=not args.no_progress, limit=args.limit)
+    summary = backfiller.run(progress=not args.no_progress, max_points=args.max_points)
     print(summary)
     return 0
 
@@ -511,7 +519,7 @@ def _explainer(args: argparse.Namespace, client: Any, encoder: Any) -> Any:
         client,
         collection_name=args.collection,
         sources=_policy(args),
-        image_method=args.method,
+        heatmap_method=args.heatmap_method,
         word_method=args.word_method,
         grounding=args.grounding,
         rationales=rationales,
@@ -578,7 +586,7 @@ def _print_hits(args: argparse.Namespace, query: Any, hits: list[Any], explanati
 
 def _eval_parser(sub: Any) -> None:
     from qdrant_xai.eval.retrieval import DEFAULT_CAP, FORMATS
-    from qdrant_xai.explain import IMAGE_METHODS, WORD_METHODS
+    from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS
 
     ev = sub.add_parser(
         "eval",
@@ -604,7 +612,9 @@ def _eval_parser(sub: Any) -> None:
         help="split to evaluate: test, val/dev, train, restval or all (default: test when the "
         "dataset has splits)",
     )
-    ev.add_argument("--limit", type=int, default=None, help="first N images only (quick runs)")
+    ev.add_argument(
+        "--max-images", type=int, default=None, metavar="N", help="first N images only (quick runs)"
+    )
     ev.add_argument(
         "--images", metavar="DIR", help="image folder (default: found next to the captions)"
     )
@@ -618,7 +628,13 @@ def _eval_parser(sub: Any) -> None:
     ev.add_argument(
         "--explain-top", type=int, default=10, help="hits explained per query (default: 10)"
     )
-    ev.add_argument("--method", default="decomposition", choices=sorted(IMAGE_METHODS))
+    ev.add_argument(
+        "--heatmap-method",
+        "--method",
+        dest="heatmap_method",
+        default="decomposition",
+        choices=sorted(HEATMAP_METHODS),
+    )
     ev.add_argument("--word-method", default="occlusion", choices=sorted(WORD_METHODS))
     ev.add_argument(
         "--max-rank",
@@ -652,7 +668,7 @@ def _eval(args: argparse.Namespace, client: Any) -> int:
     from qdrant_xai.eval.retrieval import default_collection, evaluate, read_dataset
 
     for flag, value, least in (
-        ("--limit", args.limit, 1),
+        ("--max-images", args.max_images, 1),
         ("--explain-top", args.explain_top, 1),
         ("--batch-size", args.batch_size, 1),
         ("--max-rank", args.max_rank, 10),
@@ -663,7 +679,7 @@ def _eval(args: argparse.Namespace, client: Any) -> int:
         args.dataset,
         format=args.format,
         split=args.split,
-        limit=args.limit,
+        max_images=args.max_images,
         images=args.images,
         skip_missing=args.skip_missing,
     )
@@ -678,7 +694,7 @@ def _eval(args: argparse.Namespace, client: Any) -> int:
         batch_size=args.batch_size,
         cap=args.max_rank,
         explain_top=args.explain_top,
-        image_method=args.method,
+        heatmap_method=args.heatmap_method,
         word_method=args.word_method,
         codec=args.codec,
         profile=args.profile,

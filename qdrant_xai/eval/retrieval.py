@@ -186,7 +186,7 @@ class RetrievalDataset:
         if n is None:
             return self
         if n < 1:
-            raise ValueError(f"limit must be at least 1, got {n}")
+            raise ValueError(f"max_images must be at least 1, got {n}")
         return RetrievalDataset(
             name=self.name,
             format=self.format,
@@ -224,7 +224,7 @@ def read_dataset(
     *,
     format: DatasetFormat | None = None,
     split: str | None = None,
-    limit: int | None = None,
+    max_images: int | None = None,
     images: str | os.PathLike[str] | None = None,
     skip_missing: bool = False,
 ) -> RetrievalDataset:
@@ -237,7 +237,7 @@ def read_dataset(
         split: the split to evaluate (``"test"``, ``"val"``/``"dev"``, ``"train"``,
             ``"restval"``) or ``"all"``. Default: ``"test"`` when the dataset has one,
             else every image.
-        limit: keep the first ``limit`` images of the split (quick runs).
+        max_images: keep the first ``max_images`` images of the split (quick runs).
         images: the image folder, when it is not next to the captions file.
         skip_missing: leave out images whose file is missing (listed in ``skipped``)
             instead of failing.
@@ -254,7 +254,9 @@ def read_dataset(
     }
     if fmt not in readers:
         raise DatasetError(path, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return readers[fmt](path, split=split, images=images, skip_missing=skip_missing).limited(limit)
+    return readers[fmt](path, split=split, images=images, skip_missing=skip_missing).limited(
+        max_images
+    )
 
 
 def detect_format(path: str | os.PathLike[str]) -> DatasetFormat:
@@ -753,7 +755,7 @@ class Invariance:
             and order, bit for bit), and its explanations carry those hits in that order.
         backend_repeatable: the control (the same searches twice in a row) was bit-identical.
         explained_queries, explained_hits: how much was explained.
-        image_method, word_method, top: what was explained (the top ``top`` hits).
+        heatmap_method, word_method, top: what was explained (the top ``top`` hits).
         differences: the first few queries whose rankings differed.
     """
 
@@ -766,7 +768,7 @@ class Invariance:
     backend_repeatable: bool = True
     explained_queries: int = 0
     explained_hits: int = 0
-    image_method: str = ""
+    heatmap_method: str = ""
     word_method: str = ""
     top: int = 0
     differences: list[str] = field(default_factory=list)
@@ -812,7 +814,7 @@ class Invariance:
     def line(self) -> str:
         n = self.queries_compared
         what = (
-            f"top {self.top} hits of each query explained with {self.image_method} + "
+            f"top {self.top} hits of each query explained with {self.heatmap_method} + "
             f"{self.word_method} between searches, {self.explained_hits} hits"
         )
         if self.verdict == "identical":
@@ -1015,7 +1017,7 @@ def evaluate(
     batch_size: int = 32,
     cap: int = DEFAULT_CAP,
     explain_top: int = 10,
-    image_method: str = "decomposition",
+    heatmap_method: str = "decomposition",
     word_method: str = "occlusion",
     codec: Codec = "fp16",
     profile: Profile = "standard",
@@ -1050,7 +1052,7 @@ def evaluate(
         batch_size: images per indexing batch, and queries per search batch.
         cap: ranks counted per query (see the module docstring).
         explain_top: hits explained per query.
-        image_method, word_method: the explanation methods.
+        heatmap_method, word_method: the explanation methods.
         codec, profile: how features are stored when indexing (see :class:`Indexer`).
         exact: exact (brute force) search, so that the metrics are the model's; False
             searches through the HNSW index as a deployment would.
@@ -1120,7 +1122,7 @@ def evaluate(
         )
     plans = _plans(client, collection_name, items, retry)
     search_params = models.SearchParams(exact=True) if exact else None
-    invariance = Invariance(image_method=image_method, word_method=word_method, top=explain_top)
+    invariance = Invariance(heatmap_method=heatmap_method, word_method=word_method, top=explain_top)
 
     def search(plan: _Plan, vectors: np.ndarray) -> list[list[models.ScoredPoint]]:
         requests = [
@@ -1208,7 +1210,7 @@ def evaluate(
             client,
             collection_name=collection_name,
             image_roots=[dataset.image_root],
-            image_method=image_method,
+            heatmap_method=heatmap_method,
             word_method=word_method,
             retry=retry,
         )
@@ -1246,7 +1248,7 @@ def evaluate(
             "batch_size": batch_size,
             "explain": explain,
             "explain_top": explain_top,
-            "image_method": image_method,
+            "heatmap_method": heatmap_method,
             "word_method": word_method,
             "codec": codec,
             "profile": profile,

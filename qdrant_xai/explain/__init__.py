@@ -20,7 +20,7 @@ from qdrant_xai._lazy import lazy_exports
 
 _EXPORTS = {
     "DEFAULT_CONCEPTS": "qdrant_xai.explain.rationales",
-    "IMAGE_METHODS": "qdrant_xai.explain.base",
+    "HEATMAP_METHODS": "qdrant_xai.explain.base",
     "WORD_METHODS": "qdrant_xai.explain.base",
     "ContextOcclusion": "qdrant_xai.explain.words.occlusion",
     "DebiasedPatch": "qdrant_xai.explain.heatmaps.patch_similarity",
@@ -31,7 +31,7 @@ _EXPORTS = {
     "GradEclip": "qdrant_xai.explain.heatmaps.gradients",
     "Grounding": "qdrant_xai.explain.grounding",
     "ImageEvidence": "qdrant_xai.explain.base",
-    "ImageMethod": "qdrant_xai.explain.base",
+    "HeatmapMethod": "qdrant_xai.explain.base",
     "ImageOcclusion": "qdrant_xai.explain.heatmaps.occlusion",
     "IntegratedGradients": "qdrant_xai.explain.words.integrated_gradients",
     "MultiScale": "qdrant_xai.explain.heatmaps.patch_similarity",
@@ -45,7 +45,7 @@ _EXPORTS = {
     "WordOcclusion": "qdrant_xai.explain.words.occlusion",
     "decomposition_heatmaps": "qdrant_xai.explain.heatmaps.decomposition",
     "ground": "qdrant_xai.explain.grounding",
-    "image_method": "qdrant_xai.explain.base",
+    "heatmap_method": "qdrant_xai.explain.base",
     "word_method": "qdrant_xai.explain.base",
 }
 
@@ -55,13 +55,13 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from qdrant_xai.explain.base import (
-        IMAGE_METHODS,
+        HEATMAP_METHODS,
         WORD_METHODS,
+        HeatmapMethod,
         ImageEvidence,
-        ImageMethod,
         UnknownMethodError,
         WordMethod,
-        image_method,
+        heatmap_method,
         word_method,
     )
     from qdrant_xai.explain.explainer import Explainer

@@ -1,8 +1,8 @@
 """The two method interfaces every explanation method implements, and the registry.
 
-An **image method** turns what is known about N images (:class:`ImageEvidence`) and one
+A **heatmap method** turns what is known about N images (:class:`ImageEvidence`) and one
 query embedding per image into N heatmaps over the patch grid. It declares which evidence
-it can run from (:attr:`ImageMethod.requires`, alternatives in order of preference), so
+it can run from (:attr:`HeatmapMethod.requires`, alternatives in order of preference), so
 the explainer can use stored features where they suffice and read the image only when
 nothing stored will do.
 
@@ -11,8 +11,8 @@ that share a text (a text query against its N image hits) are computed once.
 
 Methods are chosen by name::
 
-    from qdrant_xai.explain import image_method, word_method
-    heatmaps = image_method("grad-eclip").heatmaps(encoder, evidence, queries)
+    from qdrant_xai.explain import heatmap_method, word_method
+    heatmaps = heatmap_method("grad-eclip").heatmaps(encoder, evidence, queries)
 """
 
 from __future__ import annotations
@@ -34,21 +34,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVIDENCE_FIELDS",
-    "IMAGE_METHODS",
+    "HEATMAP_METHODS",
     "WORD_METHODS",
+    "HeatmapMethod",
     "ImageEvidence",
-    "ImageMethod",
     "MethodRegistry",
     "UnknownMethodError",
     "WordMethod",
     "WordScores",
-    "image_method",
-    "register_image_method",
+    "heatmap_method",
+    "register_heatmap_method",
     "register_word_method",
     "word_method",
 ]
 
-#: evidence an image method may need; all but ``images`` can come from the payload
+#: evidence a heatmap method may need; all but ``images`` can come from the payload
 EVIDENCE_FIELDS = ("contributions", "patch_tokens", "last_layer_inputs", "images")
 
 
@@ -86,7 +86,7 @@ class UnknownMethodError(QdrantXaiError, ValueError):
     """A method name that is not registered; the message lists the known ones."""
 
 
-class ImageMethod(ABC):
+class HeatmapMethod(ABC):
     """A heatmap method: evidence about N images + N query embeddings -> N heatmaps.
 
     Subclasses set :attr:`name`, :attr:`requires` and :attr:`cost` and implement
@@ -169,7 +169,7 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], list[int]]:
     return list(order), index
 
 
-_M = TypeVar("_M", ImageMethod, WordMethod)
+_M = TypeVar("_M", HeatmapMethod, WordMethod)
 
 
 class MethodRegistry(MutableMapping[str, Callable[..., _M]]):
@@ -188,7 +188,7 @@ class MethodRegistry(MutableMapping[str, Callable[..., _M]]):
 
     def create(self, method: str | _M, **options: Any) -> _M:
         """The method called ``method``, built with ``options`` (an instance as is)."""
-        if isinstance(method, ImageMethod | WordMethod):
+        if isinstance(method, HeatmapMethod | WordMethod):
             return method
         if method not in self:
             raise UnknownMethodError(
@@ -220,8 +220,8 @@ _HEATMAPS = "qdrant_xai.explain.heatmaps."
 _WORDS = "qdrant_xai.explain.words."
 
 #: heatmap methods by name (built-in ones load on first use)
-IMAGE_METHODS: MethodRegistry[ImageMethod] = MethodRegistry(
-    "image",
+HEATMAP_METHODS: MethodRegistry[HeatmapMethod] = MethodRegistry(
+    "heatmap",
     {
         "decomposition": _HEATMAPS + "decomposition",
         "patch": _HEATMAPS + "patch_similarity",
@@ -242,13 +242,13 @@ WORD_METHODS: MethodRegistry[WordMethod] = MethodRegistry(
         "tokens": _WORDS + "token_contributions",
     },
 )
-register_image_method = IMAGE_METHODS.register
+register_heatmap_method = HEATMAP_METHODS.register
 register_word_method = WORD_METHODS.register
 
 
-def image_method(method: str | ImageMethod, **options: Any) -> ImageMethod:
-    """The image method called ``method`` (an instance is returned as is)."""
-    return IMAGE_METHODS.create(method, **options)
+def heatmap_method(method: str | HeatmapMethod, **options: Any) -> HeatmapMethod:
+    """The heatmap method called ``method`` (an instance is returned as is)."""
+    return HEATMAP_METHODS.create(method, **options)
 
 
 def word_method(method: str | WordMethod, **options: Any) -> WordMethod:

@@ -19,11 +19,11 @@ from qdrant_xai.errors import (
     QdrantXaiError,
 )
 from qdrant_xai.explain.base import (
+    HeatmapMethod,
     ImageEvidence,
-    ImageMethod,
     WordMethod,
     WordScores,
-    image_method,
+    heatmap_method,
     word_method,
 )
 from qdrant_xai.explain.grounding import Grounding, ground
@@ -92,7 +92,7 @@ class Explainer:
             print(explanation.score, explanation.peak(), explanation.top_words())
 
         # another method, grounding and rationales for one call
-        explainer.explain("a red car", hits, image_method="grad-eclip", grounding=True,
+        explainer.explain("a red car", hits, heatmap_method="grad-eclip", grounding=True,
                           rationales=True)
 
     A text query explains image hits with a heatmap over the hit and word attributions
@@ -109,8 +109,8 @@ class Explainer:
         image_roots: folders from which images named in payloads may be read (to recompute
             missing features, or for methods that need pixels). Empty: never read them.
         image_limits: decoding bounds for images that are read.
-        image_method: default heatmap method, by name (see
-            :data:`~qdrant_xai.explain.IMAGE_METHODS`) or instance.
+        heatmap_method: default heatmap method, by name (see
+            :data:`~qdrant_xai.explain.HEATMAP_METHODS`) or instance.
         word_method: default word-attribution method (see
             :data:`~qdrant_xai.explain.WORD_METHODS`).
         grounding: attach word-to-region grounding to text-image pairs by default.
@@ -135,7 +135,7 @@ class Explainer:
         collection_name: str | None = None,
         image_roots: Sequence[str | os.PathLike[str]] = (),
         image_limits: ImageLimits | None = None,
-        image_method: str | ImageMethod = "decomposition",
+        heatmap_method: str | HeatmapMethod = "decomposition",
         word_method: str | WordMethod = "occlusion",
         grounding: bool = False,
         rationales: bool | RationaleScorer = False,
@@ -156,7 +156,7 @@ class Explainer:
         self.layout = layout_named(layout)
         self._layouts: dict[str, CollectionLayout] = {}
         self.codec = PayloadFeatureCodec()
-        self.image_method = _image_method(image_method)
+        self.heatmap_method = _heatmap_method(heatmap_method)
         self.word_method = _word_method(word_method)
         self.grounding = grounding
         self.rationales = rationales
@@ -171,7 +171,7 @@ class Explainer:
         hits: Sequence[models.ScoredPoint],
         *,
         collection_name: str | None = None,
-        image_method: str | ImageMethod | None = None,
+        heatmap_method: str | HeatmapMethod | None = None,
         word_method: str | WordMethod | None = None,
         grounding: bool | None = None,
         rationales: bool | RationaleScorer | None = None,
@@ -185,7 +185,7 @@ class Explainer:
             hits: ``ScoredPoint``s from ``query_points``/``search`` on a qdrant-xai
                 collection (or any collection whose images the explainer may read).
             collection_name: overrides the explainer's collection for this call.
-            image_method, word_method, grounding, rationales: override the explainer's
+            heatmap_method, word_method, grounding, rationales: override the explainer's
                 defaults for this call.
             hit_kind: what the hits are, for points that hold both an image and a text
                 (Qdrant's tutorial layout: say ``"text"`` when you searched the text
@@ -196,7 +196,9 @@ class Explainer:
         if not hits:
             return []
         run = _Run(
-            image=_image_method(image_method) if image_method is not None else self.image_method,
+            image=_heatmap_method(heatmap_method)
+            if heatmap_method is not None
+            else self.heatmap_method,
             words=_word_method(word_method) if word_method is not None else self.word_method,
             grounding=self.grounding if grounding is None else grounding,
             scorer=self._rationale_scorer(self.rationales if rationales is None else rationales),
@@ -237,7 +239,7 @@ class Explainer:
                     text=query,
                     words=_attributions(words[row]),
                     words_side="query",
-                    words_method=run.words.name,
+                    word_method=run.words.name,
                     grounding=groundings[row],
                     rationales=reasons[row],
                 )
@@ -258,7 +260,7 @@ class Explainer:
                     text=data[i].text,
                     words=_attributions(scores[row]),
                     words_side="hit",
-                    words_method=run.words.name,
+                    word_method=run.words.name,
                 )
         return [results[i] for i in range(len(hits))]
 
@@ -317,7 +319,7 @@ class Explainer:
                     text=data[i].text,
                     words=_attributions(words[row]),
                     words_side="hit",
-                    words_method=run.words.name,
+                    word_method=run.words.name,
                     grounding=groundings[row],
                     rationales=reasons[row],
                 )
@@ -596,7 +598,7 @@ class Explainer:
 class _Run:
     """The methods chosen for one :meth:`Explainer.explain` call."""
 
-    image: ImageMethod
+    image: HeatmapMethod
     words: WordMethod
     grounding: bool
     scorer: RationaleScorer | None
@@ -610,15 +612,15 @@ class _Run:
         return self.scorer.rationales(texts, images)
 
 
-def _image_method(method: str | ImageMethod) -> ImageMethod:
-    return image_method(method)
+def _heatmap_method(method: str | HeatmapMethod) -> HeatmapMethod:
+    return heatmap_method(method)
 
 
 def _word_method(method: str | WordMethod) -> WordMethod:
     return word_method(method)
 
 
-def _needed_fields(method: ImageMethod, stored: ImageEvidence) -> set[str]:
+def _needed_fields(method: HeatmapMethod, stored: ImageEvidence) -> set[str]:
     """The evidence fields to have for every hit: the first option already stored for all
     hits, else the first option that a read of the image can provide."""
     for option in method.requires:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from qdrant_xai.images.load import LoadedImage
     from qdrant_xai.images.policy import ImageSourcePolicy
 
-__all__ = ["Explanation", "WordAttribution"]
+__all__ = ["Explanation", "WordAttribution", "grid_region"]
 
 Side = Literal["query", "hit"]
 
@@ -58,7 +58,7 @@ class Explanation:
         text: the text whose words are attributed (the query's, or the hit's).
         words: attributions of ``text``'s words, in reading order.
         words_side: ``"query"`` (text→image) or ``"hit"`` (image→text, text→text).
-        heatmap_method, words_method: the names of the methods that produced them.
+        heatmap_method, word_method: the names of the methods that produced them.
         grounding: where each content word of ``text`` is found in the heatmap's image
             (text-image pairs, when asked for).
         rationales: concepts that explain the match, best first (when asked for).
@@ -76,7 +76,7 @@ class Explanation:
     words: tuple[WordAttribution, ...] = ()
     words_side: Side | None = None
     heatmap_method: str | None = None
-    words_method: str | None = None
+    word_method: str | None = None
     grounding: Grounding | None = None
     rationales: tuple[Rationale, ...] = ()
     #: the decoded image the heatmap covers, when the explainer read it (foreign sources)
@@ -103,11 +103,19 @@ class Explanation:
         return sorted(self.words, key=lambda w: w.score, reverse=True)[:n]
 
     def peak(self) -> tuple[int, int] | None:
-        """``(row, col)`` of the heatmap's maximum."""
+        """``(row, col)`` of the heatmap's maximum, 0-based from the top-left cell (the grid
+        coordinates of every output: JSON, CLI, LangChain, MCP)."""
         if self.heatmap is None:
             return None
         row, col = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
         return int(row), int(col)
+
+    def peak_region(self) -> str | None:
+        """Where the heatmap's maximum is, in words (``"top-left"``, ``"center"``, ...)."""
+        peak = self.peak()
+        if peak is None or self.heatmap is None:
+            return None
+        return grid_region(*peak, *self.heatmap.shape)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``id``, ``score``, ``rank``, ``payload`` (no features),
@@ -127,7 +135,7 @@ class Explanation:
             "text": self.text,
             "words": [[w.word, round(w.score, 6), list(w.span)] for w in self.words],
             "words_side": self.words_side,
-            "words_method": self.words_method,
+            "word_method": self.word_method,
             "grounding": None if self.grounding is None else self.grounding.to_dict(),
             "rationales": [r.to_dict() for r in self.rationales],
         }
@@ -143,3 +151,13 @@ class Explanation:
         from qdrant_xai.render import words_html
 
         return words_html(self.text or "", self.words)
+
+
+def grid_region(row: int, col: int, rows: int, cols: int) -> str:
+    """A cell of a ``rows x cols`` grid (0-based) in words, by thirds: ``"top-left"``,
+    ``"top"``, ``"top-right"``, ``"middle-left"``, ``"center"``, ..., ``"bottom-right"``."""
+    vertical = ("top", "middle", "bottom")[min(2, row * 3 // max(rows, 1))]
+    horizontal = ("left", "center", "right")[min(2, col * 3 // max(cols, 1))]
+    if vertical == "middle":
+        return "center" if horizontal == "center" else f"middle-{horizontal}"
+    return vertical if horizontal == "center" else f"{vertical}-{horizontal}"

@@ -261,20 +261,20 @@ class Backfiller:
         self.retry = retry or RetryPolicy()
         self.repair = repair
 
-    def run(self, *, progress: bool = True, limit: int | None = None) -> BackfillSummary:
-        """Backfills every point (or the first ``limit``), page by page."""
+    def run(self, *, progress: bool = True, max_points: int | None = None) -> BackfillSummary:
+        """Backfills every point (or the first ``max_points``), page by page."""
         layout = self.layout.resolve(self.client, self.collection_name, retry=self.retry)
         _check_dimensions(self.client, self.collection_name, layout, self.encoder, self.retry)
         summary = BackfillSummary()
         bar = _progress(self._count(), progress)
         seen = 0
         for page in self._pages(layout):
-            if limit is not None:
-                page = page[: max(0, limit - seen)]
+            if max_points is not None:
+                page = page[: max(0, max_points - seen)]
             self._backfill_page(page, layout, summary)
             seen += len(page)
             bar.update(len(page))
-            if limit is not None and seen >= limit:
+            if max_points is not None and seen >= max_points:
                 break
         bar.close()
         return summary

@@ -46,7 +46,7 @@ import torch
 
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.words import split_words, text_without
-from qdrant_xai.explain.base import ImageEvidence, WordMethod, WordScores, image_method
+from qdrant_xai.explain.base import ImageEvidence, WordMethod, WordScores, heatmap_method
 from qdrant_xai.explain.words.occlusion import WordOcclusion
 from qdrant_xai.storage.codec import PayloadFeatureCodec
 from qdrant_xai.storage.schema import PayloadKeys
@@ -633,18 +633,18 @@ def bench_search(config: BenchConfig, models: _Models, workdir: Path) -> Section
 
 def bench_methods(config: BenchConfig, models: _Models) -> Section:
     """Per-hit cost of each image and word method, batched across the hits vs. one by one."""
-    from tests.benchmarks.method_quality import IMAGE_ORDER, WORD_ORDER, measure_costs
+    from tests.benchmarks.method_quality import HEATMAP_ORDER, WORD_ORDER, measure_costs
 
     encoder = models.main()
     slow = ("occlusion",)  # 50 forwards per hit on ViT-B/32: timed on fewer hits
     costs = measure_costs(
         encoder,
         hits=config.hits,
-        image_methods=[m for m in IMAGE_ORDER if m not in slow],
+        image_methods=[m for m in HEATMAP_ORDER if m not in slow],
         word_methods=WORD_ORDER,
     )
     costs += measure_costs(encoder, hits=config.slow_hits, image_methods=slow, word_methods=())
-    costs.sort(key=lambda c: (c.kind != "image", [*IMAGE_ORDER, *WORD_ORDER].index(c.name)))
+    costs.sort(key=lambda c: (c.kind != "image", [*HEATMAP_ORDER, *WORD_ORDER].index(c.name)))
     section = Section("methods", f"3. Per-hit cost of each method (top {config.hits})")
     section.lines += [
         f"`tests.benchmarks.method_quality.measure_costs`: {config.hits} hits (320x240 images) "
@@ -673,7 +673,7 @@ def bench_methods(config: BenchConfig, models: _Models) -> Section:
     ]
     section.data = {
         "costs": [asdict(c) for c in costs],
-        "image_methods": list(IMAGE_ORDER),
+        "image_methods": list(HEATMAP_ORDER),
         "word_methods": list(WORD_ORDER),
     }
     return section
@@ -850,7 +850,7 @@ def bench_codecs(config: BenchConfig, models: _Models, workdir: Path) -> Section
         reference = np.einsum("nhwp,mp->nmhw", contributions, queries).reshape(
             len(images) * len(texts), -1
         )
-        gradient = image_method("grad-eclip")
+        gradient = heatmap_method("grad-eclip")
         pairs = min(len(images), len(texts))
         grad_ref = gradient.heatmaps(
             encoder,
@@ -1418,7 +1418,7 @@ def _search_stages(
     watch.wrap(client, "query_points", in_phase("Qdrant query (`query_points`)"))
     watch.wrap(client, "retrieve", in_phase("fetch the hits' features (`retrieve`)"))
     watch.wrap(PayloadFeatureCodec, "decode", in_phase("decode the features (codec)"))
-    watch.wrap(explainer.image_method, "heatmaps", in_phase("heatmaps (`decomposition`)"))
+    watch.wrap(explainer.heatmap_method, "heatmaps", in_phase("heatmaps (`decomposition`)"))
     watch.wrap(explainer.word_method, "attribute", in_phase("word scores besides the forward"))
     totals = {"search": 0.0, "explain": 0.0}
     try:

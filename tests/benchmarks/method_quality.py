@@ -5,7 +5,7 @@ known: every object has a pixel mask and a caption phrase ("a red circle"). For 
 held-out scene and each object whose colour-shape pair is unique in it, the query is the
 object's phrase and the image is the scene:
 
-* image methods: pointing game and energy pointing game against the object's mask, and
+* heatmap methods: pointing game and energy pointing game against the object's mask, and
   deletion / insertion AUC (RISE) of the query's cosine similarity (see
   :mod:`qdrant_xai.eval.faithfulness`), next to a random map and a centre prior;
 * word methods: how often the top word of a scene's caption, scored against its image, is
@@ -37,19 +37,27 @@ from qdrant_xai.demo.world import COLORS, SHAPES, ShapeScene, generate_scenes
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.words import split_words
 from qdrant_xai.eval import faithfulness as metrics
-from qdrant_xai.explain.base import ImageEvidence, image_method, word_method
+from qdrant_xai.explain.base import ImageEvidence, heatmap_method, word_method
 
 __all__ = [
-    "ImageMethodQuality",
+    "HeatmapMethodQuality",
     "MethodCost",
     "WordMethodQuality",
-    "evaluate_image_methods",
+    "evaluate_heatmap_methods",
     "evaluate_word_methods",
     "measure_costs",
     "shapes_queries",
 ]
 
-IMAGE_ORDER = ("decomposition", "patch", "debiased", "multiscale", "grad-eclip", "gae", "occlusion")
+HEATMAP_ORDER = (
+    "decomposition",
+    "patch",
+    "debiased",
+    "multiscale",
+    "grad-eclip",
+    "gae",
+    "occlusion",
+)
 WORD_ORDER = ("occlusion", "context", "ig", "tokens")
 BASELINES = ("random", "centre")
 QUALITY_SEED = 4242  # held out: the bundled model was trained on seeds 0.. of its own stream
@@ -65,7 +73,7 @@ class ShapeQuery:
 
 
 @dataclass(frozen=True)
-class ImageMethodQuality:
+class HeatmapMethodQuality:
     """Mean scores of one heatmap method (or baseline) over the queries."""
 
     name: str
@@ -123,21 +131,21 @@ def _evidence(encoder: ClipEncoder, images: Sequence[object]) -> ImageEvidence:
     )
 
 
-def evaluate_image_methods(
+def evaluate_heatmap_methods(
     encoder: ClipEncoder,
     queries: Sequence[ShapeQuery],
     *,
-    methods: Sequence[str] = IMAGE_ORDER,
+    methods: Sequence[str] = HEATMAP_ORDER,
     baselines: bool = True,
     steps: int = 16,
     seed: int = 0,
-) -> list[ImageMethodQuality]:
+) -> list[HeatmapMethodQuality]:
     """Pointing, energy pointing, deletion and insertion AUC of each heatmap method.
 
     Args:
         encoder: the model (the shapes CLIP for meaningful numbers).
         queries: from :func:`shapes_queries`.
-        methods: registered image method names.
+        methods: registered heatmap method names.
         baselines: add a random map and a centre prior.
         steps: deletion/insertion steps per curve.
         seed: of the random baseline.
@@ -148,7 +156,7 @@ def evaluate_image_methods(
     maps: dict[str, np.ndarray] = {}
     runs_from: dict[str, str] = {}
     for name in methods:
-        method = image_method(name)
+        method = heatmap_method(name)
         maps[name] = method.heatmaps(encoder, evidence, texts)
         runs_from[name] = _runs_from(method.requires)
     if baselines:
@@ -168,7 +176,7 @@ def evaluate_image_methods(
         deletion = metrics.deletion_auc(encoder, pixels, heatmaps, texts, steps=steps)
         insertion = metrics.insertion_auc(encoder, pixels, heatmaps, texts, steps=steps)
         rows.append(
-            ImageMethodQuality(
+            HeatmapMethodQuality(
                 name=name,
                 pointing=float(np.mean(pointing)),
                 energy=float(np.mean(energy)),
@@ -239,7 +247,7 @@ def measure_costs(
     encoder: ClipEncoder,
     *,
     hits: int = 10,
-    image_methods: Sequence[str] = IMAGE_ORDER,
+    image_methods: Sequence[str] = HEATMAP_ORDER,
     word_methods: Sequence[str] = WORD_ORDER,
     seed: int = 0,
 ) -> list[MethodCost]:
@@ -262,7 +270,7 @@ def measure_costs(
     assert targets is not None
     costs = []
     for name in image_methods:
-        method = image_method(name)
+        method = heatmap_method(name)
         method.heatmaps(encoder, _subset(evidence, 0, 1), query)  # warm-up
         batched = _timed(lambda m=method: m.heatmaps(encoder, evidence, query))  # type: ignore[misc]
         single = _timed(
@@ -305,7 +313,7 @@ def _subset(evidence: ImageEvidence, start: int, stop: int) -> ImageEvidence:
 
 
 def render_markdown(
-    image_rows: Sequence[ImageMethodQuality],
+    image_rows: Sequence[HeatmapMethodQuality],
     word_rows: Sequence[WordMethodQuality],
     costs: Sequence[MethodCost],
     *,
@@ -397,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes = ClipEncoder.from_pretrained("shapes")
     queries = shapes_queries(args.scenes)
     started = time.perf_counter()
-    image_rows = evaluate_image_methods(shapes, queries)
+    image_rows = evaluate_heatmap_methods(shapes, queries)
     scenes = list(generate_scenes(args.scenes, seed=QUALITY_SEED))
     word_rows = evaluate_word_methods(shapes, scenes)
     costs: list[MethodCost] = []

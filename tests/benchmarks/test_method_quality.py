@@ -7,11 +7,11 @@ import pytest
 from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.world import generate_scenes
 from tests.benchmarks.method_quality import (
-    IMAGE_ORDER,
+    HEATMAP_ORDER,
     WORD_ORDER,
-    ImageMethodQuality,
+    HeatmapMethodQuality,
     WordMethodQuality,
-    evaluate_image_methods,
+    evaluate_heatmap_methods,
     evaluate_word_methods,
     render_markdown,
     shapes_queries,
@@ -21,10 +21,10 @@ SEED = 777  # not the seed of the committed docs table, not the training stream
 
 
 @pytest.fixture(scope="module")
-def image_rows(shapes_encoder: ClipEncoder) -> dict[str, ImageMethodQuality]:
+def image_rows(shapes_encoder: ClipEncoder) -> dict[str, HeatmapMethodQuality]:
     queries = shapes_queries(30, seed=SEED)
     assert len(queries) >= 50
-    return {r.name: r for r in evaluate_image_methods(shapes_encoder, queries, steps=8)}
+    return {r.name: r for r in evaluate_heatmap_methods(shapes_encoder, queries, steps=8)}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,9 @@ def word_rows(shapes_encoder: ClipEncoder) -> dict[str, WordMethodQuality]:
     return {r.name: r for r in evaluate_word_methods(shapes_encoder, scenes)}
 
 
-@pytest.mark.parametrize("method", [m for m in IMAGE_ORDER if m != "patch"])
+@pytest.mark.parametrize("method", [m for m in HEATMAP_ORDER if m != "patch"])
 def test_image_method_beats_random_and_centre_prior(
-    image_rows: dict[str, ImageMethodQuality], method: str
+    image_rows: dict[str, HeatmapMethodQuality], method: str
 ) -> None:
     row, random, centre = image_rows[method], image_rows["random"], image_rows["centre"]
     assert row.pointing > max(random.pointing, centre.pointing) + 0.2, row
@@ -45,7 +45,7 @@ def test_image_method_beats_random_and_centre_prior(
 
 
 def test_raw_patch_similarity_is_the_unreliable_reference(
-    image_rows: dict[str, ImageMethodQuality],
+    image_rows: dict[str, HeatmapMethodQuality],
 ) -> None:
     """The documented finding: raw patch tokens point above chance but no better than a
     centre prior, and deleting their hottest patches hurts less than a centre prior's."""
@@ -56,7 +56,7 @@ def test_raw_patch_similarity_is_the_unreliable_reference(
 
 
 def test_default_beats_raw_patch_and_matches_gradient_methods(
-    image_rows: dict[str, ImageMethodQuality],
+    image_rows: dict[str, HeatmapMethodQuality],
 ) -> None:
     default = image_rows["decomposition"]
     assert default.pointing > image_rows["patch"].pointing + 0.3
@@ -83,10 +83,10 @@ def test_word_method_puts_a_content_word_first(
 
 
 def test_markdown_table_lists_every_method(
-    image_rows: dict[str, ImageMethodQuality], word_rows: dict[str, WordMethodQuality]
+    image_rows: dict[str, HeatmapMethodQuality], word_rows: dict[str, WordMethodQuality]
 ) -> None:
     text = render_markdown(
         list(image_rows.values()), list(word_rows.values()), [], setup={"machine": "test"}
     )
-    for name in [*IMAGE_ORDER, *WORD_ORDER, "random", "centre"]:
+    for name in [*HEATMAP_ORDER, *WORD_ORDER, "random", "centre"]:
         assert f"| {name} |" in text

@@ -99,7 +99,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "Model mismatch",
         "`test_model_mismatch.py`: features, fingerprints or vectors from another model "
         "(other weights, other dimension, other tools' collections) through the Python API, "
-        "the CLI, LangChain and MCP; a counting image method proves no heatmap is drawn.",
+        "the CLI, LangChain and MCP; a counting heatmap method proves no heatmap is drawn.",
     ),
 }
 

@@ -1,6 +1,6 @@
 """Many concurrent explanations on one client and one encoder equal the sequential ones.
 
-Several image methods register forward hooks on the shared (eager) CLIP model to read its
+Several heatmap methods register forward hooks on the shared (eager) CLIP model to read its
 attention maps and values, or run the model with gradients; :class:`ClipEncoder` serialises
 those forwards with its ``forward_lock``. The tests run a mix of text→image, image→text
 and image→image explanations with every kind of method from 8 threads at once and compare
@@ -38,7 +38,7 @@ COLLECTION = "concurrent"
 TEXT_QUERIES = ("a red circle", "a blue square and a green cross", "a yellow triangle")
 IMAGE_QUERIES = ("scene_0001.png", "scene_0004.png")
 
-# (image method, word method, grounding): every family of method, hooks and gradients
+# (heatmap method, word method, grounding): every family of method, hooks and gradients
 COMBOS: tuple[tuple[Any, Any, bool], ...] = (
     ("decomposition", "occlusion", True),
     ("grad-eclip", "tokens", False),
@@ -95,7 +95,7 @@ def _calls(client: QdrantClient, encoder: ClipEncoder, scenes: Path) -> list[Cal
         hit_sets.append((image, searcher.search_texts(image, limit=4)))
         hit_sets.append((image, searcher.search_images(image, limit=3)))
     return [
-        (query, hits, {"image_method": image, "word_method": words, "grounding": grounding})
+        (query, hits, {"heatmap_method": image, "word_method": words, "grounding": grounding})
         for query, hits in hit_sets
         for image, words, grounding in COMBOS
     ]
@@ -232,7 +232,7 @@ def test_without_the_forward_lock_concurrent_explanations_go_wrong(
     """
     explainer = Explainer(tiny_encoder, indexed, collection_name=COLLECTION, image_roots=[scenes])
     # the hook-based and gradient methods only: they are what the lock protects
-    calls = [c for c in _calls(indexed, tiny_encoder, scenes) if c[2]["image_method"] != "patch"]
+    calls = [c for c in _calls(indexed, tiny_encoder, scenes) if c[2]["heatmap_method"] != "patch"]
     expected = [_arrays(explainer.explain(q, hits, **options)) for q, hits, options in calls]
     with _lock_disabled(tiny_encoder):
         ran, bad, _, _ = _mismatches(explainer, calls, expected, rounds=1, seed=3)
@@ -282,7 +282,7 @@ def test_langchain_ainvoke_gathered_equals_sequential_invoke(
             encoder=tiny_encoder,
             collection_name=COLLECTION,
             image_roots=[scenes],
-            image_method=method,
+            heatmap_method=method,
             word_method=words,
             k=3,
         )

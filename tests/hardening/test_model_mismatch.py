@@ -4,7 +4,7 @@ Three tiny CLIPs: ``A`` (the session's ``tiny_encoder``), ``B`` (same architectu
 dimension, other weights) and ``W`` (a 24-d joint space). Collections written by one are
 explained with another through the Python API, the CLI and the LangChain retriever; each
 attempt must raise :class:`ModelMismatchError` (or :class:`SchemaMismatchError` for a
-dimension) while the image method, a counting subclass of the decomposition, has not been
+dimension) while the heatmap method, a counting subclass of the decomposition, has not been
 called once.
 """
 
@@ -31,8 +31,8 @@ from qdrant_xai import (
 )
 from qdrant_xai.cli import main
 from qdrant_xai.demo.world import write_scene_folder
-from qdrant_xai.explain import IMAGE_METHODS
-from qdrant_xai.explain.base import ImageEvidence, register_image_method
+from qdrant_xai.explain import HEATMAP_METHODS
+from qdrant_xai.explain.base import ImageEvidence, register_heatmap_method
 from qdrant_xai.explain.heatmaps.decomposition import DecompositionHeatmap
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.testing import build_tiny_clip, write_tutorial_collection
@@ -60,9 +60,9 @@ class CountingDecomposition(DecompositionHeatmap):
 @pytest.fixture(scope="module", autouse=True)
 def counting_method() -> Iterator[None]:
     """Selectable by name (the CLI's --method) for this module only."""
-    register_image_method(CountingDecomposition)
+    register_heatmap_method(CountingDecomposition)
     yield
-    IMAGE_METHODS.pop(COUNTING, None)
+    HEATMAP_METHODS.pop(COUNTING, None)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def _hits(
     layout: str = "qdrant-xai",
 ) -> list[models.ScoredPoint]:
     searcher = Searcher(client, encoder, collection_name=collection, layout=layout)
-    hits = searcher.search(query, target=target, limit=3)  # type: ignore[arg-type]
+    hits = searcher.search(query, hit_kind=target, limit=3)  # type: ignore[arg-type]
     assert hits
     return hits
 
@@ -217,7 +217,7 @@ def test_python_api_catches_every_mismatch_before_drawing(
             collection_name=collection,
             layout=layout,
             image_roots=roots,
-            image_method=COUNTING,
+            heatmap_method=COUNTING,
         ).explain(query, hits, **kw)
 
     by_a_images = _hits(world, a, "by_a", TEXT, "image")
@@ -282,7 +282,7 @@ def test_python_api_catches_every_mismatch_before_drawing(
             hit_kind="image",
         ),
         "offline explainer, hit vectors of another dimension": lambda: Explainer(
-            a, None, image_roots=roots, layout="qdrant-tutorial", image_method=COUNTING
+            a, None, image_roots=roots, layout="qdrant-tutorial", heatmap_method=COUNTING
         ).explain(TEXT, _with_vectors(world, wide, "tutorial_by_w"), hit_kind="image"),
         "check_vectors: foreign vectors by another model": lambda: check_vectors(
             world,
@@ -324,7 +324,7 @@ def test_python_api_catches_every_mismatch_before_drawing(
         hit_kind="text",
     )
     Explainer(
-        wide, None, image_roots=roots, layout="qdrant-tutorial", image_method=COUNTING
+        wide, None, image_roots=roots, layout="qdrant-tutorial", heatmap_method=COUNTING
     ).explain(TEXT, _with_vectors(world, wide, "tutorial_by_w"), hit_kind="image")
     assert CountingDecomposition.drawn == 5
     assert not failures, "\n".join(failures)
@@ -449,7 +449,7 @@ def test_langchain_retriever_refuses_another_model_before_drawing(
             client=world,
             encoder=encoder,
             collection_name=collection,
-            image_method=COUNTING,
+            heatmap_method=COUNTING,
             image_roots=[scenes],
             **kw,
         )

@@ -137,7 +137,7 @@ def test_the_three_formats_read_the_same_images_and_captions(world: Path) -> Non
     )
     assert table.split is None and read_dataset(world, format="csv").format == "csv"
 
-    limited = read_dataset(world, limit=3)
+    limited = read_dataset(world, max_images=3)
     assert _pairs(limited) == _pairs(test)[:3]
 
 
@@ -312,7 +312,7 @@ def test_limit_reuse_and_points_of_other_images(
     memory: QdrantClient, shapes_encoder: ClipEncoder, world: Path
 ) -> None:
     def run(limit: int, reuse: bool = True) -> EvaluationReport:
-        dataset = read_dataset(world, split="all", limit=limit)
+        dataset = read_dataset(world, split="all", max_images=limit)
         return evaluate(
             memory, shapes_encoder, dataset, collection_name="reuse", explain=False, reuse=reuse
         )
@@ -370,7 +370,7 @@ def test_an_explainer_that_changes_anything_is_caught(
         return result
 
     monkeypatch.setattr(Explainer, "explain", explain)
-    dataset = read_dataset(world, split="all", limit=6)
+    dataset = read_dataset(world, split="all", max_images=6)
     try:
         report = evaluate(
             memory,
@@ -402,7 +402,7 @@ def test_cli_eval_prints_the_table_and_writes_json(
 ) -> None:
     out = tmp_path / "eval" / "result.json"
     common = ["--path", str(tmp_path / "q"), "--model", "shapes", "--no-progress"]
-    argv = ["eval", str(world), "--limit", "5", "--explain-top", "2", "--json", str(out)]
+    argv = ["eval", str(world), "--max-images", "5", "--explain-top", "2", "--json", str(out)]
     assert main([*argv, *common]) == 0
     printed = capsys.readouterr().out
     assert "Cross-modal retrieval" in printed and "Search (baseline)" in printed
@@ -423,5 +423,5 @@ def test_cli_eval_prints_the_table_and_writes_json(
 
     assert main(["eval", str(world), "--split", "holdout", *common]) == 1
     assert "unknown split 'holdout'" in capsys.readouterr().err
-    assert main(["eval", str(world), "--limit", "0", *common]) == 1
-    assert "--limit must be at least 1" in capsys.readouterr().err
+    assert main(["eval", str(world), "--max-images", "0", *common]) == 1
+    assert "--max-images must be at least 1" in capsys.readouterr().err

@@ -169,7 +169,7 @@ def test_backfill_writes_features_once_and_leaves_vectors_alone(
         sources=ImageSourcePolicy.from_roots([folder]),
         batch_size=3,
     )
-    first = backfiller.run(progress=False, limit=4)  # an interrupted run...
+    first = backfiller.run(progress=False, max_points=4)  # an interrupted run...
     assert (first.updated, first.unchanged, first.failed) == (4, 0, [])
     second = backfiller.run(progress=False)  # ...resumes
     assert (second.updated, second.unchanged, second.failed) == (4, 4, [])

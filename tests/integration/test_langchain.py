@@ -141,7 +141,7 @@ def test_invoke_keeps_qdrant_order_and_scores_and_explains_every_hit(
         assert why["peak"] == list(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape))
         assert [w for w, _, _ in why["words"]] == ["a", "red", "circle"]
         assert why["top_words"][0][1] == max(s for _, s, _ in why["words"])
-        assert why["heatmap_method"] == "decomposition" and why["words_method"] == "occlusion"
+        assert why["heatmap_method"] == "decomposition" and why["word_method"] == "occlusion"
         assert why["words_side"] == "query" and why["heatmap_side"] == "hit"
         assert "overlay" not in why and "image" not in meta
 
@@ -533,8 +533,8 @@ def test_configuration_errors_are_clear(
         QdrantXaiRetriever(encoder=shapes_encoder, collection_name=collection_name)
     with pytest.raises(ValidationError, match="pass image_roots"):
         _retriever(indexed, shapes_encoder, collection_name, include_image=True)
-    with pytest.raises(ValidationError, match="unknown image method 'nope'"):
-        _retriever(indexed, shapes_encoder, collection_name, image_method="nope")
+    with pytest.raises(ValidationError, match="unknown heatmap method 'nope'"):
+        _retriever(indexed, shapes_encoder, collection_name, heatmap_method="nope")
     with pytest.raises(ValidationError, match="Extra inputs"):
         _retriever(indexed, shapes_encoder, collection_name, top_k=3)
     with pytest.raises(CollectionError, match="does not exist"):

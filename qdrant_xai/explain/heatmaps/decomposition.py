@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from qdrant_xai.explain.base import (
+    HeatmapMethod,
     ImageEvidence,
-    ImageMethod,
-    register_image_method,
+    register_heatmap_method,
 )
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ def decomposition_heatmaps(contributions: np.ndarray, queries: np.ndarray) -> np
     return np.einsum("nhwp,np->nhw", contributions, queries)
 
 
-@register_image_method
-class DecompositionHeatmap(ImageMethod):
+@register_heatmap_method
+class DecompositionHeatmap(HeatmapMethod):
     """``h_i = C_i · t`` from stored patch contributions (the default; see module doc)."""
 
     name = "decomposition"

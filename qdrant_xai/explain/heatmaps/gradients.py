@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from qdrant_xai.encoding.last_layer import as_tensor, replay_last_layer
-from qdrant_xai.explain.base import ImageEvidence, ImageMethod, register_image_method
+from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, register_heatmap_method
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -125,7 +125,7 @@ def gae_rollout(attentions: list[Tensor], gradients: list[Tensor]) -> Tensor:
     return relevance[:, 0, 1:]
 
 
-class _BatchedGradientMethod(ImageMethod):
+class _BatchedGradientMethod(HeatmapMethod):
     """Chunking, query broadcasting and last-layer input gathering shared by both methods."""
 
     max_batch: int
@@ -167,7 +167,7 @@ class _BatchedGradientMethod(ImageMethod):
         return np.zeros((0, *encoder.grid), dtype=np.float32)
 
 
-@register_image_method
+@register_heatmap_method
 class GradEclip(_BatchedGradientMethod):
     """Grad-ECLIP: gradient channel weights × normalised q·k spatial weights × values.
 
@@ -209,7 +209,7 @@ class GradEclip(_BatchedGradientMethod):
         return f"GradEclip(max_batch={self.max_batch})"
 
 
-@register_image_method
+@register_heatmap_method
 class Gae(_BatchedGradientMethod):
     """GAE: gradient-weighted attention rollout (Chefer et al., ICCV 2021).
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from qdrant_xai.errors import FeaturesMissingError
-from qdrant_xai.explain.base import ImageEvidence, ImageMethod, register_image_method
+from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, register_heatmap_method
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -102,8 +102,8 @@ def rise_masks(
     ).astype(np.float32)
 
 
-@register_image_method
-class ImageOcclusion(ImageMethod):
+@register_heatmap_method
+class ImageOcclusion(HeatmapMethod):
     """Sliding-window occlusion (Zeiler & Fergus 2014) or RISE (Petsiuk et al. 2018).
 
     Reads the image and runs the model on perturbed copies of it: slow, but it measures

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from qdrant_xai.encoding.last_layer import as_tensor, replay_last_layer, surgery_patch_tokens
 from qdrant_xai.errors import FeaturesMissingError
-from qdrant_xai.explain.base import ImageEvidence, ImageMethod, register_image_method
+from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, register_heatmap_method
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -153,8 +153,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-@register_image_method
-class PatchSimilarity(ImageMethod):
+@register_heatmap_method
+class PatchSimilarity(HeatmapMethod):
     """``h_i = cos(p_i, t)`` with the raw projected patch tokens (the framework's basis).
 
     Runs from stored patch tokens, else from stored last-layer inputs (one replay of the
@@ -220,8 +220,8 @@ def surgery_tokens_of(
     return np.concatenate(chunks).reshape(len(hidden), gh, gw, -1)
 
 
-@register_image_method
-class DebiasedPatch(ImageMethod):
+@register_heatmap_method
+class DebiasedPatch(HeatmapMethod):
     """CLIP Surgery: value-value patch tokens, minus their response to reference texts.
 
     ``h_i = cos(p̃_i, t) − mean_k cos(p̃_i, t_k)`` (module doc). Reference embeddings are
@@ -300,8 +300,8 @@ def multiscale_propagation(cosines: np.ndarray, *, scales: int = 3) -> np.ndarra
     return (total / scales).squeeze(1).numpy().astype(np.float32)
 
 
-@register_image_method
-class MultiScale(ImageMethod):
+@register_heatmap_method
+class MultiScale(HeatmapMethod):
     """Multi-scale similarity propagation (the framework's visual attribution; module doc).
 
     A patch scores high when it matches the query *and* its neighbourhood, at growing

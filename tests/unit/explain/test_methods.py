@@ -15,18 +15,26 @@ from qdrant_xai.cli import main
 from qdrant_xai.demo.world import COLORS, SHAPES, write_scene_folder
 from qdrant_xai.encoding.words import split_words, text_without
 from qdrant_xai.explain import (
-    IMAGE_METHODS,
+    HEATMAP_METHODS,
     WORD_METHODS,
     Explainer,
     RationaleScorer,
     UnknownMethodError,
     ground,
-    image_method,
+    heatmap_method,
     word_method,
 )
 from qdrant_xai.render import render_report
 
-IMAGE_NAMES = {"decomposition", "patch", "debiased", "multiscale", "grad-eclip", "gae", "occlusion"}
+HEATMAP_NAMES = {
+    "decomposition",
+    "patch",
+    "debiased",
+    "multiscale",
+    "grad-eclip",
+    "gae",
+    "occlusion",
+}
 WORD_NAMES = {"occlusion", "context", "ig", "tokens"}
 
 
@@ -47,19 +55,19 @@ def _index(
 
 
 def test_every_method_is_registered_by_name() -> None:
-    assert set(IMAGE_METHODS) == IMAGE_NAMES
+    assert set(HEATMAP_METHODS) == HEATMAP_NAMES
     assert set(WORD_METHODS) == WORD_NAMES
-    for name in IMAGE_NAMES:
-        assert image_method(name).name == name
+    for name in HEATMAP_NAMES:
+        assert heatmap_method(name).name == name
     for name in WORD_NAMES:
         assert word_method(name).name == name
     with pytest.raises(UnknownMethodError, match=r"choose one of .*grad-eclip"):
-        image_method("gradcam")
+        heatmap_method("gradcam")
     with pytest.raises(UnknownMethodError, match=r"choose one of .*context"):
         word_method("shap")
 
 
-@pytest.mark.parametrize("method", sorted(IMAGE_NAMES))
+@pytest.mark.parametrize("method", sorted(HEATMAP_NAMES))
 def test_each_image_method_explains_both_directions_without_touching_hits(
     method: str, tiny_encoder: ClipEncoder, scene_dir: Path
 ) -> None:
@@ -67,7 +75,7 @@ def test_each_image_method_explains_both_directions_without_touching_hits(
     _index(client, tiny_encoder, "m", scene_dir)
     searcher = Searcher(client, tiny_encoder, collection_name="m")
     explainer = Explainer(
-        tiny_encoder, client, collection_name="m", image_roots=[scene_dir], image_method=method
+        tiny_encoder, client, collection_name="m", image_roots=[scene_dir], heatmap_method=method
     )
     image_query = scene_dir / "scene_0001.png"
     for query, hits, side in [
@@ -97,11 +105,11 @@ def test_each_word_method_explains_both_directions(
     explainer = Explainer(tiny_encoder, client, collection_name="w", word_method=method)
     query = "a red circle and a blue square"
     for e in explainer.explain(query, searcher.search_images(query, limit=3)):
-        assert e.words_method == method and e.words_side == "query"
+        assert e.word_method == method and e.words_side == "query"
         assert [w.word for w in e.words] == query.split()
     image_query = scene_dir / "scene_0002.png"
     for e in explainer.explain(image_query, searcher.search_texts(image_query, limit=3)):
-        assert e.words_method == method and e.words_side == "hit"
+        assert e.word_method == method and e.words_side == "hit"
         assert e.text is not None
         assert [w.word for w in e.words] == [w.text for w in split_words(e.text)]
         assert all(np.isfinite(w.score) for w in e.words)
@@ -139,9 +147,9 @@ def test_full_profile_runs_gradient_methods_without_reading_images(
     hits = Searcher(full, tiny_encoder, collection_name="f").search_images("a blue cross", limit=4)
     for method in ("grad-eclip", "gae", "patch"):
         # no image_roots: nothing may be read, the stored last-layer input must suffice
-        from_store = Explainer(tiny_encoder, full, collection_name="f", image_method=method)
+        from_store = Explainer(tiny_encoder, full, collection_name="f", heatmap_method=method)
         from_pixels = Explainer(
-            tiny_encoder, standard, collection_name="s", image_method=method,
+            tiny_encoder, standard, collection_name="s", heatmap_method=method,
             image_roots=[scene_dir],
         )  # fmt: skip
         stored_maps = [e.heatmap for e in from_store.explain("a blue cross", hits)]
@@ -151,7 +159,7 @@ def test_full_profile_runs_gradient_methods_without_reading_images(
             np.testing.assert_allclose(a, b, atol=5e-3 * max(1.0, float(np.abs(b).max())))
         # the standard profile without image roots says what to do
         with pytest.raises(FeaturesMissingError, match="profile full"):
-            Explainer(tiny_encoder, standard, collection_name="s", image_method=method).explain(
+            Explainer(tiny_encoder, standard, collection_name="s", heatmap_method=method).explain(
                 "a blue cross", hits
             )
 
@@ -274,7 +282,7 @@ def test_cli_selects_methods_and_prints_grounding_and_rationales(
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 2
     for record in records:
-        assert record["heatmap_method"] == "grad-eclip" and record["words_method"] == "context"
+        assert record["heatmap_method"] == "grad-eclip" and record["word_method"] == "context"
         assert [w[0] for w in record["grounding"]["words"]] == ["red", "circle"]
         assert len(record["rationales"]) == 3
     page = html.read_text(encoding="utf-8")
@@ -324,8 +332,8 @@ def test_every_method_accepts_read_only_arrays_and_one_shared_query(
     query = tiny_encoder.embed_texts(["a red circle"])[0]
     query.setflags(write=False)
     tiled = np.repeat(query[None], 3, 0)
-    for name in sorted(IMAGE_NAMES):
-        method = image_method(name)
+    for name in sorted(HEATMAP_NAMES):
+        method = heatmap_method(name)
         shared = method.heatmaps(tiny_encoder, evidence, query)
         np.testing.assert_allclose(
             shared, method.heatmaps(tiny_encoder, evidence, tiled), atol=1e-5

@@ -19,7 +19,7 @@ import qdrant_xai.explain.heatmaps.gradients  # noqa: F401  (registers the metho
 from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.world import generate_scenes
 from qdrant_xai.encoding.last_layer import replay_last_layer
-from qdrant_xai.explain.base import ImageEvidence, ImageMethod, image_method
+from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, heatmap_method
 from qdrant_xai.explain.heatmaps.gradients import Gae, GradEclip, gae_rollout, grad_eclip_maps
 from qdrant_xai.images.load import LoadedImage, load_image
 
@@ -43,13 +43,13 @@ def stored(tiny_encoder: ClipEncoder, images: list[LoadedImage]) -> np.ndarray:
     return np.stack([f.last_layer_inputs for f in features])  # type: ignore[misc]
 
 
-def _methods() -> list[ImageMethod]:
+def _methods() -> list[HeatmapMethod]:
     return [GradEclip(), Gae(), Gae(layers="all")]
 
 
 @pytest.mark.parametrize("method", _methods(), ids=repr)
 def test_heatmaps_shape_dtype_and_sign(
-    method: ImageMethod, tiny_encoder: ClipEncoder, images: list[LoadedImage], queries: np.ndarray
+    method: HeatmapMethod, tiny_encoder: ClipEncoder, images: list[LoadedImage], queries: np.ndarray
 ) -> None:
     maps = method.heatmaps(tiny_encoder, ImageEvidence(images=images), queries)
     assert maps.shape == (3, *tiny_encoder.grid)
@@ -61,7 +61,7 @@ def test_heatmaps_shape_dtype_and_sign(
 
 @pytest.mark.parametrize("method", [GradEclip(), Gae()], ids=repr)
 def test_stored_inputs_equal_image_path(
-    method: ImageMethod,
+    method: HeatmapMethod,
     tiny_encoder: ClipEncoder,
     images: list[LoadedImage],
     stored: np.ndarray,
@@ -94,7 +94,7 @@ def test_batched_equals_one_at_a_time(
 
 @pytest.mark.parametrize("method", _methods(), ids=repr)
 def test_one_query_is_broadcast(
-    method: ImageMethod, tiny_encoder: ClipEncoder, images: list[LoadedImage], queries: np.ndarray
+    method: HeatmapMethod, tiny_encoder: ClipEncoder, images: list[LoadedImage], queries: np.ndarray
 ) -> None:
     evidence = ImageEvidence(images=images)
     shared = method.heatmaps(tiny_encoder, evidence, queries[0])
@@ -118,10 +118,10 @@ def test_runs_inside_inference_mode(
 
 def test_requires_and_registry(stored: np.ndarray) -> None:
     only_stored = ImageEvidence(last_layer_inputs=stored)
-    assert isinstance(image_method("grad-eclip"), GradEclip)
-    assert image_method("grad-eclip").can_run(only_stored)
-    assert not image_method("grad-eclip").needs_pixels
-    last, every = image_method("gae"), image_method("gae", layers="all")
+    assert isinstance(heatmap_method("grad-eclip"), GradEclip)
+    assert heatmap_method("grad-eclip").can_run(only_stored)
+    assert not heatmap_method("grad-eclip").needs_pixels
+    last, every = heatmap_method("gae"), heatmap_method("gae", layers="all")
     assert isinstance(every, Gae) and every.layers == "all"
     assert last.can_run(only_stored) and not last.needs_pixels
     assert not every.can_run(only_stored) and every.needs_pixels
@@ -257,7 +257,7 @@ def shapes_hits(shapes_encoder: ClipEncoder) -> dict[str, Any]:
 
 @pytest.mark.parametrize("method", _methods(), ids=repr)
 def test_pointing_game_beats_random(
-    method: ImageMethod, shapes_encoder: ClipEncoder, shapes_hits: dict[str, Any]
+    method: HeatmapMethod, shapes_encoder: ClipEncoder, shapes_hits: dict[str, Any]
 ) -> None:
     if method.needs_pixels:
         evidence = ImageEvidence(images=shapes_hits["images"])
