@@ -13,7 +13,10 @@ message says what went wrong and what to do next::
     │   └── StorageLockedError    an embedded storage folder is in use by another process
     ├── FeatureCodecError         stored features are corrupt, tampered with or unknown
     ├── FeaturesMissingError      a hit has no stored features and none can be recomputed
-    └── ModelMismatchError        features or vectors come from another model
+    ├── ModelMismatchError        features or vectors come from another model
+    ├── PointIdError              a value that is not a Qdrant point id (also a ValueError)
+    ├── UnknownMethodError        a method name that is not registered (also a ValueError)
+    └── DatasetError              a retrieval dataset is malformed or incomplete
 
 Library errors (Pillow, transformers, qdrant-client) are wrapped with ``raise ... from exc``
 so the original traceback stays available.
@@ -21,20 +24,24 @@ so the original traceback stays available.
 
 from __future__ import annotations
 
+import os
 import reprlib
 
 __all__ = [
     "CollectionError",
+    "DatasetError",
     "FeatureCodecError",
     "FeaturesMissingError",
     "ImageLoadError",
     "ModelLoadError",
     "ModelMismatchError",
+    "PointIdError",
     "QdrantUnavailableError",
     "QdrantXaiError",
     "SchemaMismatchError",
     "SourceNotAllowedError",
     "StorageLockedError",
+    "UnknownMethodError",
     "brief_repr",
 ]
 
@@ -101,6 +108,27 @@ class StorageLockedError(QdrantUnavailableError):
 
     Embedded mode allows one client per folder; use a Qdrant server for concurrent access.
     """
+
+
+class UnknownMethodError(QdrantXaiError, ValueError):
+    """A method name that is not registered; the message lists the known ones."""
+
+
+class DatasetError(QdrantXaiError):
+    """A retrieval dataset is malformed, incomplete, or not where it was looked for.
+
+    Attributes:
+        path: the file or folder at fault.
+        line: 1-based line of ``path`` at fault, when there is one.
+        problem: what is wrong and what to do, without the location.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str, *, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
 
 
 _repr = reprlib.Repr()  # keyword arguments need Python 3.12

@@ -52,7 +52,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder
-from qdrant_xai.errors import ImageLoadError, QdrantXaiError
+from qdrant_xai.errors import DatasetError, ImageLoadError, QdrantXaiError
 from qdrant_xai.images.load import LoadedImage, load_image
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec
@@ -112,23 +112,6 @@ _IMAGE_FOLDERS = (
 _SPLIT_FILE = re.compile(r"(train|dev|val|test)Images\.txt$", re.IGNORECASE)
 _TOKEN_LINE = re.compile(r"^[^\t#]+#\d+\t")
 _SPLIT_ALIASES = {"dev": "val", "val": "dev"}
-
-
-class DatasetError(QdrantXaiError):
-    """A retrieval dataset is malformed, incomplete, or not where it was looked for.
-
-    Attributes:
-        path: the file or folder at fault.
-        line: 1-based line of ``path`` at fault, when there is one.
-        problem: what is wrong and what to do, without the location.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str, *, line: int | None = None):
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {problem}")
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
 
 
 # -- datasets ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ _EXPORTS = {
     "Rationale": "qdrant_xai.explain.rationales",
     "RationaleScorer": "qdrant_xai.explain.rationales",
     "TokenContributions": "qdrant_xai.explain.words.token_contributions",
-    "UnknownMethodError": "qdrant_xai.explain.base",
+    "UnknownMethodError": "qdrant_xai.errors",
     "WordAttribution": "qdrant_xai.explain.results",
     "WordMethod": "qdrant_xai.explain.base",
     "WordOcclusion": "qdrant_xai.explain.words.occlusion",
@@ -54,12 +54,12 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from qdrant_xai.errors import UnknownMethodError
     from qdrant_xai.explain.base import (
         HEATMAP_METHODS,
         WORD_METHODS,
         HeatmapMethod,
         ImageEvidence,
-        UnknownMethodError,
         WordMethod,
         heatmap_method,
         word_method,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 
 from qdrant_xai.encoding.words import Word
-from qdrant_xai.errors import QdrantXaiError
+from qdrant_xai.errors import UnknownMethodError
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -80,10 +80,6 @@ class ImageEvidence:
             if value is not None:
                 return len(value)
         return 0
-
-
-class UnknownMethodError(QdrantXaiError, ValueError):
-    """A method name that is not registered; the message lists the known ones."""
 
 
 class HeatmapMethod(ABC):
