@@ -8,7 +8,9 @@ message says what went wrong and what to do next::
     ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
     ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
     ├── CollectionError           a collection is missing or cannot hold qdrant-xai points
-    │   └── SchemaMismatchError   an existing collection's vectors differ from what is needed
+    │   ├── SchemaMismatchError   an existing collection's vectors differ from what is needed
+    │   │   └── DimensionMismatchError  (also a ModelMismatchError) vectors of another size
+    │   └── PointNotFoundError    a point id that is not in the collection
     ├── QdrantUnavailableError    Qdrant did not answer (after retries), or its storage is locked
     │   └── StorageLockedError    an embedded storage folder is in use by another process
     ├── FeatureCodecError         stored features are corrupt, tampered with or unknown
@@ -26,16 +28,19 @@ from __future__ import annotations
 
 import os
 import reprlib
+from collections.abc import Sequence
 
 __all__ = [
     "CollectionError",
     "DatasetError",
+    "DimensionMismatchError",
     "FeatureCodecError",
     "FeaturesMissingError",
     "ImageLoadError",
     "ModelLoadError",
     "ModelMismatchError",
     "PointIdError",
+    "PointNotFoundError",
     "QdrantUnavailableError",
     "QdrantXaiError",
     "SchemaMismatchError",
@@ -94,6 +99,29 @@ class FeaturesMissingError(QdrantXaiError):
 
 class ModelMismatchError(QdrantXaiError):
     """Features or vectors were produced by a different model than the one explaining them."""
+
+
+class DimensionMismatchError(SchemaMismatchError, ModelMismatchError):
+    """A vector's dimension is not the model's: the collection was built with another model.
+
+    Both a schema mismatch (the collection's vectors cannot take this model's queries) and a
+    model mismatch (its points cannot be explained with this model); catch either.
+    """
+
+
+class PointNotFoundError(CollectionError, KeyError):
+    """A point id that is not in the collection.
+
+    Attributes:
+        ids: the missing ids, as given.
+    """
+
+    def __init__(self, message: str, ids: Sequence[object]) -> None:
+        super().__init__(message)
+        self.ids = ids
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 class QdrantUnavailableError(QdrantXaiError):

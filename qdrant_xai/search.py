@@ -1,21 +1,36 @@
-"""Searching a qdrant-xai collection by text or by image.
+"""Searching a collection by text or by image, and scoring given points as a search would.
 
 Each search is one ``query_points(..., using=...)`` call; the stored feature maps are left
 out of the response (they are fetched later, only for the hits that are explained).
+:class:`Searcher` talks to a ``QdrantClient``, :class:`AsyncSearcher` to an
+``AsyncQdrantClient`` (the query is encoded in a worker thread); both build the same
+requests.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
+from qdrant_xai.errors import CollectionError, PointNotFoundError
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.layouts import CollectionLayout, layout_named
-from qdrant_xai.storage.schema import PayloadKeys, check_query_dimension, require_collection
+from qdrant_xai.storage.schema import (
+    PayloadKeys,
+    arequire_collection,
+    check_query_dimension,
+    parse_point_id,
+    require_collection,
+)
 
-__all__ = ["Searcher", "light_payload"]
+__all__ = ["AsyncSearcher", "Searcher", "light_payload"]
+
+HitKind = Literal["image", "text"]
+PointId = int | str  # as parse_point_id returns them
 
 
 def light_payload() -> models.PayloadSelectorExclude:
@@ -23,8 +38,119 @@ def light_payload() -> models.PayloadSelectorExclude:
     return models.PayloadSelectorExclude(exclude=list(PayloadKeys.HEAVY))
 
 
-class Searcher:
-    """Text→image, image→text and image→image search over a qdrant-xai collection.
+class _Requests:
+    """What both searchers share: the collection, its layout, the encoder, and the
+    arguments of every request they send."""
+
+    def __init__(
+        self,
+        encoder: ClipEncoder,
+        collection_name: str,
+        layout: str | CollectionLayout,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self.encoder = encoder
+        self.collection_name = collection_name
+        self.layout = layout_named(layout)
+        self.retry = retry or RetryPolicy()
+        self._resolved: CollectionLayout | None = None
+
+    def _vector(self, query: str | ImageInput) -> list[float]:
+        if isinstance(query, str):
+            return self.encoder.embed_texts([query])[0].tolist()
+        return self.encoder.embed_images([query])[0].tolist()
+
+    def _using(self, info: models.CollectionInfo, hit_kind: HitKind) -> str | None:
+        """The vector hits of ``hit_kind`` are searched with, checked against the model."""
+        assert self._resolved is not None
+        using = self._resolved.using(hit_kind)
+        check_query_dimension(
+            info, self.collection_name, using, dim=self.encoder.dim, model=self.encoder.model_id
+        )
+        return using
+
+    def _search_args(
+        self,
+        vector: list[float],
+        using: str | None,
+        *,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+        search_params: models.SearchParams | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "what": f"search in collection {self.collection_name!r}",
+            "query": vector,
+            "using": using,
+            "limit": limit,
+            "query_filter": query_filter,
+            "score_threshold": score_threshold,
+            "search_params": search_params,
+            "with_payload": light_payload(),
+        }
+
+    def _points_args(self, ids: list[PointId]) -> dict[str, Any]:
+        return {
+            "what": f"reading {len(ids)} points of {self.collection_name!r}",
+            "ids": ids,
+            "with_payload": light_payload(),
+        }
+
+    def _kinds(
+        self,
+        ids: list[PointId],
+        records: Sequence[models.Record],
+        hit_kind: HitKind | None,
+    ) -> dict[str, HitKind]:
+        """The kind to score each point as, by id; missing ids raise."""
+        assert self._resolved is not None
+        by_id = {str(r.id): r for r in records}
+        missing = [i for i in ids if str(i) not in by_id]
+        if missing:
+            raise PointNotFoundError(
+                f"no point {', '.join(map(str, missing))} in collection "
+                f"{self.collection_name!r}; use the id of a search result",
+                missing,
+            )
+        return {
+            key: hit_kind or self._resolved.kind_of(record.payload or {})
+            for key, record in by_id.items()
+        }
+
+    def _ordered(
+        self,
+        ids: list[PointId],
+        kinds: dict[str, HitKind],
+        found: Sequence[models.ScoredPoint],
+    ) -> list[models.ScoredPoint]:
+        by_id = {str(p.id): p for p in found}
+        for i in ids:
+            if str(i) not in by_id:
+                assert self._resolved is not None
+                using = self._resolved.using(kinds[str(i)])
+                raise CollectionError(
+                    f"point {i} has no {using or '(unnamed)'!r} vector in collection "
+                    f"{self.collection_name!r} to score it as {kinds[str(i)]!r}; is the layout "
+                    f"({self.layout.name}) right?"
+                )
+        return [by_id[str(i)] for i in ids]
+
+    def _score_args(
+        self, vector: list[float], using: str | None, ids: list[PointId]
+    ) -> dict[str, Any]:
+        return {
+            "what": f"scoring {len(ids)} points in {self.collection_name!r}",
+            "query": vector,
+            "using": using,
+            "limit": len(ids),
+            "query_filter": models.Filter(must=[models.HasIdCondition(has_id=list(ids))]),
+            "with_payload": light_payload(),
+        }
+
+
+class Searcher(_Requests):
+    """Text→image, image→text and image→image search over a collection.
 
     Setup::
 
@@ -35,6 +161,7 @@ class Searcher:
 
         hits = searcher.search_images("a red car", limit=5)      # text → image
         hits = searcher.search_texts(Path("car.jpg"), limit=5)   # image → text
+        hits = searcher.score_points("a red car", [point_id])    # as a search would score it
 
     Results are plain ``ScoredPoint``s, as ``client.query_points`` returns them.
 
@@ -56,12 +183,8 @@ class Searcher:
         layout: str | CollectionLayout = "qdrant-xai",
         retry: RetryPolicy | None = None,
     ) -> None:
+        super().__init__(encoder, collection_name, layout, retry)
         self.client = client
-        self.encoder = encoder
-        self.collection_name = collection_name
-        self.layout = layout_named(layout)
-        self.retry = retry or RetryPolicy()
-        self._resolved: CollectionLayout | None = None
 
     def search_images(
         self,
@@ -72,7 +195,13 @@ class Searcher:
         score_threshold: float | None = None,
     ) -> list[models.ScoredPoint]:
         """Image hits for a text query, or for an image query (image→image)."""
-        return self._query(query, "image", limit, query_filter, score_threshold)
+        return self.search(
+            query,
+            hit_kind="image",
+            limit=limit,
+            query_filter=query_filter,
+            score_threshold=score_threshold,
+        )
 
     def search_texts(
         self,
@@ -83,28 +212,83 @@ class Searcher:
         score_threshold: float | None = None,
     ) -> list[models.ScoredPoint]:
         """Text hits for an image query (image→text), or for a text query."""
-        return self._query(query, "text", limit, query_filter, score_threshold)
+        return self.search(
+            query,
+            hit_kind="text",
+            limit=limit,
+            query_filter=query_filter,
+            score_threshold=score_threshold,
+        )
 
     def search(
         self,
         query: str | ImageInput,
         *,
-        hit_kind: Literal["image", "text"] = "image",
+        hit_kind: HitKind = "image",
         limit: int = 10,
         query_filter: models.Filter | None = None,
         score_threshold: float | None = None,
+        search_params: models.SearchParams | None = None,
     ) -> list[models.ScoredPoint]:
-        """Hits of kind ``hit_kind`` for a text or image query."""
-        return self._query(query, hit_kind, limit, query_filter, score_threshold)
+        """Hits of kind ``hit_kind`` for a text or image query, best first."""
+        using = self._using(self._info(), hit_kind)
+        response = self.retry.call(
+            self.client.query_points,
+            self.collection_name,
+            client=self.client,
+            **self._search_args(
+                self._vector(query),
+                using,
+                limit=limit,
+                query_filter=query_filter,
+                score_threshold=score_threshold,
+                search_params=search_params,
+            ),
+        )
+        return response.points
 
-    def _query(
+    def score_points(
         self,
         query: str | ImageInput,
-        hit_kind: Literal["image", "text"],
-        limit: int,
-        query_filter: models.Filter | None,
-        score_threshold: float | None,
+        ids: Sequence[str | int],
+        *,
+        hit_kind: HitKind | None = None,
     ) -> list[models.ScoredPoint]:
+        """The points ``ids`` scored against ``query`` exactly as a search would score
+        them (Qdrant computes the scores), in the given order: any point can be explained,
+        not only those a search returned.
+
+        Args:
+            hit_kind: score every point as an image or a text; default: each point's own
+                kind (as qdrant-xai recorded it, or what its payload holds).
+
+        Raises:
+            PointIdError: an id that is not a Qdrant point id.
+            PointNotFoundError: an id that is not in the collection.
+        """
+        point_ids = [parse_point_id(i) for i in ids]
+        info = self._info()
+        records = self.retry.call(
+            self.client.retrieve,
+            self.collection_name,
+            client=self.client,
+            **self._points_args(point_ids),
+        )
+        kinds = self._kinds(point_ids, records, hit_kind)
+        vector = self._vector(query)
+        found: list[models.ScoredPoint] = []
+        for kind in sorted(set(kinds.values())):
+            group = [i for i in point_ids if kinds[str(i)] == kind]
+            response = self.retry.call(
+                self.client.query_points,
+                self.collection_name,
+                client=self.client,
+                **self._score_args(vector, self._using(info, kind), group),
+            )
+            found += response.points
+        return self._ordered(point_ids, kinds, found)
+
+    def _info(self) -> models.CollectionInfo:
         info = require_collection(self.client, self.collection_name, retry=self.retry)
         if self._resolved is None:
             self._resolved = (
@@ -112,24 +296,132 @@ class Searcher:
                 if self.layout.name == "qdrant-xai"
                 else self.layout.resolve(self.client, self.collection_name, retry=self.retry)
             )
-        using = self._resolved.using(hit_kind)
-        check_query_dimension(
-            info, self.collection_name, using, dim=self.encoder.dim, model=self.encoder.model_id
-        )
-        if isinstance(query, str):
-            vector = self.encoder.embed_texts([query])[0]
-        else:
-            vector = self.encoder.embed_images([query])[0]
-        response = self.retry.call(
-            self.client.query_points,
-            self.collection_name,
-            what=f"search in collection {self.collection_name!r}",
-            client=self.client,
-            query=vector.tolist(),
-            using=using,
+        return info
+
+
+class AsyncSearcher(_Requests):
+    """:class:`Searcher` for an ``AsyncQdrantClient``: the same methods, awaited; the query
+    is encoded in a worker thread so the event loop keeps running.
+
+    Setup::
+
+        from qdrant_client import AsyncQdrantClient
+        from qdrant_xai.search import AsyncSearcher
+        searcher = AsyncSearcher(AsyncQdrantClient(url=...), encoder, collection_name="photos")
+
+    Use::
+
+        hits = await searcher.search_images("a red car", limit=5)
+    """
+
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        encoder: ClipEncoder,
+        *,
+        collection_name: str,
+        layout: str | CollectionLayout = "qdrant-xai",
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(encoder, collection_name, layout, retry)
+        self.client = client
+
+    async def search_images(
+        self,
+        query: str | ImageInput,
+        *,
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Image hits for a text query, or for an image query (image→image)."""
+        return await self.search(
+            query,
+            hit_kind="image",
             limit=limit,
             query_filter=query_filter,
             score_threshold=score_threshold,
-            with_payload=light_payload(),
+        )
+
+    async def search_texts(
+        self,
+        query: str | ImageInput,
+        *,
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Text hits for an image query (image→text), or for a text query."""
+        return await self.search(
+            query,
+            hit_kind="text",
+            limit=limit,
+            query_filter=query_filter,
+            score_threshold=score_threshold,
+        )
+
+    async def search(
+        self,
+        query: str | ImageInput,
+        *,
+        hit_kind: HitKind = "image",
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+        search_params: models.SearchParams | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Hits of kind ``hit_kind`` for a text or image query, best first."""
+        info, vector = await asyncio.gather(self._info(), asyncio.to_thread(self._vector, query))
+        response = await self.retry.acall(
+            self.client.query_points,
+            self.collection_name,
+            client=self.client,
+            **self._search_args(
+                vector,
+                self._using(info, hit_kind),
+                limit=limit,
+                query_filter=query_filter,
+                score_threshold=score_threshold,
+                search_params=search_params,
+            ),
         )
         return response.points
+
+    async def score_points(
+        self,
+        query: str | ImageInput,
+        ids: Sequence[str | int],
+        *,
+        hit_kind: HitKind | None = None,
+    ) -> list[models.ScoredPoint]:
+        """Async :meth:`Searcher.score_points`."""
+        point_ids = [parse_point_id(i) for i in ids]
+        info, vector = await asyncio.gather(self._info(), asyncio.to_thread(self._vector, query))
+        records = await self.retry.acall(
+            self.client.retrieve,
+            self.collection_name,
+            client=self.client,
+            **self._points_args(point_ids),
+        )
+        kinds = self._kinds(point_ids, records, hit_kind)
+        found: list[models.ScoredPoint] = []
+        for kind in sorted(set(kinds.values())):
+            group = [i for i in point_ids if kinds[str(i)] == kind]
+            response = await self.retry.acall(
+                self.client.query_points,
+                self.collection_name,
+                client=self.client,
+                **self._score_args(vector, self._using(info, kind), group),
+            )
+            found += response.points
+        return self._ordered(point_ids, kinds, found)
+
+    async def _info(self) -> models.CollectionInfo:
+        info = await arequire_collection(self.client, self.collection_name, retry=self.retry)
+        if self._resolved is None:
+            self._resolved = (
+                self.layout
+                if self.layout.name == "qdrant-xai"
+                else await self.layout.aresolve(self.client, self.collection_name, retry=self.retry)
+            )
+        return info

@@ -1,7 +1,15 @@
-"""Model fingerprints: which CLIP produced a vector or a feature map.
+"""Which CLIP produced a vector or a feature map: fingerprints, and the one "same model?" check.
 
 Every point qdrant-xai writes carries the fingerprint of the model that encoded it, and every
-explanation checks it, so features of two models are never mixed into one heatmap.
+explanation checks it, so features of two models are never mixed into one heatmap. Points
+that carry no fingerprint (other tools' collections) are checked by what they store:
+
+* :func:`check_dimension`: a vector of another size cannot come from this model;
+* :func:`check_agreement`: a stored vector must agree with this model's re-encoding of the
+  point (cosine >= :data:`MIN_AGREEMENT`).
+
+The explainer, the searcher, :func:`~qdrant_xai.check_vectors` and the backfill all ask
+through these two functions, so they refuse the same points with the same words.
 """
 
 from __future__ import annotations
@@ -10,9 +18,17 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from qdrant_xai.errors import ModelMismatchError, brief_repr
+import numpy as np
 
-__all__ = ["MIN_AGREEMENT", "ModelFingerprint"]
+from qdrant_xai.errors import DimensionMismatchError, ModelMismatchError, brief_repr
+
+__all__ = [
+    "MIN_AGREEMENT",
+    "ModelFingerprint",
+    "check_agreement",
+    "check_dimension",
+    "vector_agreement",
+]
 
 #: re-encoded vectors must agree this well with the stored ones (cosine); fp16/bf16
 #: storage and another CPU/GPU kernel stay far above it, another model far below
@@ -70,3 +86,39 @@ class ModelFingerprint:
         for data in arrays:
             digest.update(data)
         return digest.hexdigest()[:16]
+
+
+def check_dimension(size: object, dim: int, *, what: str, model: str) -> None:
+    """Raise :class:`~qdrant_xai.errors.DimensionMismatchError` when a vector of ``size``
+    cannot come from a model of dimension ``dim`` (``what`` names the vector)."""
+    if isinstance(size, int) and size != dim:
+        raise DimensionMismatchError(
+            f"{what} has dimension {size}, {model} gives {dim}: the collection was built with "
+            "another model; use that model (--model), or re-index the collection with this one"
+        )
+
+
+def vector_agreement(stored: Any, fresh: np.ndarray) -> float:
+    """Cosine between a stored vector (any norm) and this model's normalised re-encoding."""
+    array = np.asarray(stored, dtype=np.float32)
+    return float(array @ fresh) / max(float(np.linalg.norm(array)), 1e-12)
+
+
+def check_agreement(stored: Any, fresh: np.ndarray, *, what: str, model: str) -> float:
+    """The agreement of ``stored`` with its re-encoding ``fresh``, or
+    :class:`~qdrant_xai.errors.ModelMismatchError` when it is below :data:`MIN_AGREEMENT`.
+
+    Args:
+        stored: the vector Qdrant holds for the point (any norm).
+        fresh: [P] this model's normalised embedding of the point's image or text.
+        what: names the point, e.g. ``"point 42: its stored image vector"``.
+        model: the model's id, for the message.
+    """
+    agreement = vector_agreement(stored, fresh)
+    if agreement < MIN_AGREEMENT:
+        raise ModelMismatchError(
+            f"{what} does not come from {model} (cosine {agreement:.3f} with the re-encoded "
+            f"point, needs {MIN_AGREEMENT}): written by another model; use the model the "
+            "collection was built with (check_vectors / qdrant-xai backfill check a sample)"
+        )
+    return agreement

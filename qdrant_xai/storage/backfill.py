@@ -23,21 +23,24 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder
-from qdrant_xai.encoding.fingerprint import MIN_AGREEMENT
+from qdrant_xai.encoding.fingerprint import MIN_AGREEMENT, check_agreement, vector_agreement
 from qdrant_xai.errors import ImageLoadError, ModelMismatchError, QdrantXaiError
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
-from qdrant_xai.storage.indexer import PROFILES, Profile
 from qdrant_xai.storage.layouts import CollectionLayout, layout_named
 from qdrant_xai.storage.payloads import (
+    PROFILES,
+    Profile,
     check_stored_words,
     image_features_payload,
+    is_current,
     stored_crop_box,
     text_features_payload,
 )
-from qdrant_xai.storage.schema import PayloadKeys, require_collection
+from qdrant_xai.storage.schema import PayloadKeys, check_query_dimension, require_collection
 
 __all__ = ["BackfillSummary", "Backfiller", "VectorCheck", "check_vectors"]
 
@@ -103,7 +106,7 @@ def check_vectors(
         except QdrantXaiError as exc:
             skipped.append((str(record.id), str(exc)))
             continue
-        agreement.append(float(stored @ fresh))
+        agreement.append(vector_agreement(stored, fresh))
     if not agreement:
         reasons = "; ".join(f"{pid}: {why}" for pid, why in skipped[:3]) or "no points"
         raise QdrantXaiError(
@@ -132,14 +135,8 @@ def _check_dimensions(
     retry: RetryPolicy,
 ) -> None:
     info = require_collection(client, collection_name, retry=retry)
-    vectors: Any = info.config.params.vectors
-    for name in {layout.image_vector, layout.text_vector}:
-        params = vectors.get(name) if isinstance(vectors, dict) else vectors
-        if params is not None and params.size != encoder.dim:
-            raise ModelMismatchError(
-                f"vector {name or '(unnamed)'!r} of {collection_name!r} has dimension "
-                f"{params.size}, {encoder.model_id} gives {encoder.dim}: not this model"
-            )
+    for name in sorted({layout.image_vector, layout.text_vector}):
+        check_query_dimension(info, collection_name, name, dim=encoder.dim, model=encoder.model_id)
 
 
 def _stored_and_fresh(
@@ -155,7 +152,6 @@ def _stored_and_fresh(
     if vector is None:
         raise QdrantXaiError(f"no stored {kind} vector")
     stored = np.asarray(vector, dtype=np.float32)
-    stored /= max(float(np.linalg.norm(stored)), 1e-12)
     if source is not None:
         return stored, encoder.embed_images([policy.open(source)])[0]
     text = layout.text(payload)
@@ -266,7 +262,7 @@ class Backfiller:
         layout = self.layout.resolve(self.client, self.collection_name, retry=self.retry)
         _check_dimensions(self.client, self.collection_name, layout, self.encoder, self.retry)
         summary = BackfillSummary()
-        bar = _progress(self._count(), progress)
+        bar = progress_bar(total=self._count(), unit="pt", desc="backfilling", enabled=progress)
         seen = 0
         for page in self._pages(layout):
             if max_points is not None:
@@ -313,15 +309,6 @@ class Backfiller:
             if offset is None:
                 return
 
-    def _is_current(self, payload: dict[str, Any], is_image: bool) -> bool:
-        if payload.get(PayloadKeys.FINGERPRINT) != self.encoder.fingerprint.key:
-            return False
-        return (
-            not is_image
-            or self.profile == "standard"
-            or (payload.get(PayloadKeys.PROFILE) == self.profile)
-        )
-
     def _intact(self, payload: dict[str, Any], is_image: bool, text: str | None) -> bool:
         """Whether a current point's stored features decode for this model and agree with
         its geometry and words, as the explainer demands (``repair``)."""
@@ -363,7 +350,10 @@ class Backfiller:
             payload = record.payload or {}
             source = layout.image_source(payload)
             text = layout.text(payload) if source is None else None
-            if self._is_current(payload, source is not None):
+            current = is_current(
+                payload, self.encoder.fingerprint.key, self.profile, image=source is not None
+            )
+            if current:
                 if not self.repair or self._intact(payload, source is not None, text):
                     summary.unchanged += 1
                     continue
@@ -410,16 +400,12 @@ class Backfiller:
         if vector is None:
             summary.failed.append((str(record.id), f"no stored {kind} vector to verify"))
             return False
-        stored = np.asarray(vector, dtype=np.float32)
-        agreement = float(stored @ fresh) / max(float(np.linalg.norm(stored)), 1e-12)
-        if agreement < MIN_AGREEMENT:
-            summary.failed.append(
-                (
-                    str(record.id),
-                    f"stored vector disagrees with {self.encoder.model_id} (cosine "
-                    f"{agreement:.3f}): written by another model; not backfilled",
-                )
+        try:
+            check_agreement(
+                vector, fresh, what=f"its stored {kind} vector", model=self.encoder.model_id
             )
+        except ModelMismatchError as exc:
+            summary.failed.append((str(record.id), f"{exc}; not backfilled"))
             return False
         return True
 
@@ -466,9 +452,3 @@ def _set_payload(point_id: Any, payload: dict[str, Any]) -> models.SetPayloadOpe
     return models.SetPayloadOperation(
         set_payload=models.SetPayload(payload=payload, points=[point_id])
     )
-
-
-def _progress(total: int | None, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="pt", desc="backfilling", disable=not enabled)

@@ -13,16 +13,22 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.errors import ImageLoadError, QdrantXaiError
 from qdrant_xai.images.load import ImageLimits, LoadedImage, iter_image_files, load_image
+from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
-from qdrant_xai.storage.payloads import image_features_payload, text_features_payload
+from qdrant_xai.storage.payloads import (
+    PROFILES,
+    Profile,
+    image_features_payload,
+    is_current,
+    text_features_payload,
+)
 from qdrant_xai.storage.schema import (
     IMAGE_VECTOR,
     TEXT_VECTOR,
@@ -32,10 +38,7 @@ from qdrant_xai.storage.schema import (
     text_point_id,
 )
 
-__all__ = ["PROFILES", "ImageRecord", "IndexSummary", "Indexer", "Profile", "read_captions_csv"]
-
-Profile = Literal["standard", "full"]
-PROFILES: tuple[Profile, ...] = ("standard", "full")
+__all__ = ["ImageRecord", "IndexSummary", "Indexer", "read_captions_csv"]
 
 _POINT_OVERHEAD = 2048  # bytes of JSON around the vector and features of one point
 
@@ -201,7 +204,7 @@ class Indexer:
         """Indexes a stream of images with their captions, batch by batch."""
         ensure_collection(self.client, self.collection_name, dim=self.encoder.dim, retry=self.retry)
         summary = IndexSummary()
-        bar = _progress(total, progress)
+        bar = progress_bar(total=total, unit="img", desc="indexing", enabled=progress)
         batch: list[ImageRecord] = []
         for record in records:
             batch.append(record)
@@ -362,14 +365,16 @@ class Indexer:
             with_vectors=False,
         )
         key = self.encoder.fingerprint.key
-        return {str(p.id) for p in found if self._is_current(p.payload or {}, key)}
-
-    def _is_current(self, payload: dict[str, Any], key: str) -> bool:
-        if payload.get(PayloadKeys.FINGERPRINT) != key:
-            return False
-        if payload.get(PayloadKeys.KIND) != "image" or self.profile == "standard":
-            return True
-        return payload.get(PayloadKeys.PROFILE) == self.profile
+        return {
+            str(p.id)
+            for p in found
+            if is_current(
+                p.payload or {},
+                key,
+                self.profile,
+                image=(p.payload or {}).get(PayloadKeys.KIND) == "image",
+            )
+        }
 
     def _upsert(self, points: list[models.PointStruct]) -> None:
         chunk: list[models.PointStruct] = []
@@ -455,9 +460,3 @@ def _estimate_bytes(point: models.PointStruct) -> int:
     vectors = point.vector if isinstance(point.vector, dict) else {}
     floats = sum(len(v) for v in vectors.values() if isinstance(v, list))
     return _POINT_OVERHEAD + heavy + 24 * floats + len(str(payload.get(PayloadKeys.TEXT, "")))
-
-
-def _progress(total: int | None, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from qdrant_client import QdrantClient
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from qdrant_xai.errors import CollectionError
 from qdrant_xai.retry import RetryPolicy
@@ -92,6 +92,21 @@ class CollectionLayout:
                 return value
         return None
 
+    def kind_of(
+        self, payload: Mapping[str, Any], *, default: Literal["image", "text"] = "image"
+    ) -> Literal["image", "text"]:
+        """What a point is: the kind qdrant-xai recorded (``xai_kind``), else what its payload
+        holds (an image source or a text), else ``default`` (it holds both or neither)."""
+        recorded = payload.get(PayloadKeys.KIND)
+        if recorded == "image" or recorded == "text":
+            return recorded
+        source, text = self.image_source(payload), self.text(payload)
+        if source is not None and text is None:
+            return "image"
+        if text is not None and source is None:
+            return "text"
+        return default
+
     def payload_keys(self) -> list[str]:
         """Top-level payload keys to fetch for these paths."""
         return list(dict.fromkeys(k.split(".", 1)[0] for k in (*self.image_keys, *self.text_keys)))
@@ -114,6 +129,19 @@ class CollectionLayout:
             what=f"reading collection {collection_name!r}",
             client=client,
         )
+        return self.resolved_with(info, collection_name)
+
+    async def aresolve(
+        self, client: AsyncQdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+    ) -> CollectionLayout:
+        """Async :meth:`resolve`, for an ``AsyncQdrantClient``."""
+        info = await (retry or RetryPolicy()).acall(
+            client.get_collection, collection_name, what=f"reading collection {collection_name!r}"
+        )
+        return self.resolved_with(info, collection_name)
+
+    def resolved_with(self, info: models.CollectionInfo, collection_name: str) -> CollectionLayout:
+        """This layout resolved against a collection's info (see :meth:`resolve`)."""
         vectors: Any = info.config.params.vectors
         names = sorted(vectors) if isinstance(vectors, dict) else [UNNAMED]
         return replace(

@@ -1,5 +1,6 @@
 """The feature part of a point's payload, shared by the indexer and the backfill, and the
-checks a stored point must pass to be read back (explainer, ``backfill --repair``).
+checks a stored point must pass: whether it is current for a model (indexer and backfill
+skip it), and whether it reads back (explainer, ``backfill --repair``).
 
 Both write the same keys for the same features, so a point indexed by qdrant-xai and a
 point of another tool's collection backfilled by it are read back the same way.
@@ -7,7 +8,7 @@ point of another tool's collection backfilled by it are read back the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.encoding.words import split_words
@@ -15,6 +16,21 @@ from qdrant_xai.errors import FeatureCodecError, brief_repr
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.storage.codec import PayloadFeatureCodec
 from qdrant_xai.storage.schema import PayloadKeys
+
+__all__ = [
+    "PROFILES",
+    "Profile",
+    "check_stored_words",
+    "image_features_payload",
+    "is_current",
+    "stored_crop_box",
+    "text_features_payload",
+]
+
+#: what an image point stores: ``standard`` (patch contributions) or ``full`` (also the
+#: input of the last vision layer, so gradient methods need no image read)
+Profile = Literal["standard", "full"]
+PROFILES: tuple[Profile, ...] = ("standard", "full")
 
 
 def image_features_payload(
@@ -60,7 +76,15 @@ def text_features_payload(
     return payload
 
 
-# -- reading back: what the explainer (and backfill --repair) demand of a stored point --
+# -- reading back: what the indexer, the backfill and the explainer demand of a point ----
+
+
+def is_current(payload: dict[str, Any], fingerprint: str, profile: Profile, *, image: bool) -> bool:
+    """Whether a stored point already holds the features of the model with ``fingerprint``,
+    at least at ``profile`` for an image point: then indexing and backfill leave it alone."""
+    if payload.get(PayloadKeys.FINGERPRINT) != fingerprint:
+        return False
+    return not image or profile == "standard" or payload.get(PayloadKeys.PROFILE) == profile
 
 
 def stored_crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] | None:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qdrant_xai.encoding.checkpoints import is_loadable_name
+from qdrant_xai.encoding.fingerprint import check_dimension
 from qdrant_xai.errors import CollectionError, PointIdError, SchemaMismatchError, brief_repr
 from qdrant_xai.retry import RetryPolicy
 
@@ -32,6 +33,7 @@ __all__ = [
     "IMAGE_VECTOR",
     "TEXT_VECTOR",
     "PayloadKeys",
+    "arequire_collection",
     "check_query_dimension",
     "ensure_collection",
     "image_point_id",
@@ -39,6 +41,7 @@ __all__ = [
     "recorded_model",
     "require_collection",
     "text_point_id",
+    "vector_size",
 ]
 
 IMAGE_VECTOR = "image"
@@ -117,13 +120,31 @@ def require_collection(
     what = f"reading collection {collection_name!r}"
     try:
         if not retry.call(client.collection_exists, collection_name, what=what, client=client):
-            raise CollectionError(
-                f"collection {collection_name!r} does not exist; index images into it first "
-                "(qdrant-xai index DIR --collection NAME) or pass the right --collection"
-            )
+            raise _missing(collection_name)
         return retry.call(client.get_collection, collection_name, what=what, client=client)
     except UnexpectedResponse as exc:
         raise CollectionError(f"cannot read collection {collection_name!r}: {exc}") from exc
+
+
+async def arequire_collection(
+    client: AsyncQdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
+) -> models.CollectionInfo:
+    """Async :func:`require_collection`, for an ``AsyncQdrantClient``."""
+    retry = retry or RetryPolicy()
+    what = f"reading collection {collection_name!r}"
+    try:
+        if not await retry.acall(client.collection_exists, collection_name, what=what):
+            raise _missing(collection_name)
+        return await retry.acall(client.get_collection, collection_name, what=what)
+    except UnexpectedResponse as exc:
+        raise CollectionError(f"cannot read collection {collection_name!r}: {exc}") from exc
+
+
+def _missing(collection_name: str) -> CollectionError:
+    return CollectionError(
+        f"collection {collection_name!r} does not exist; index images into it first "
+        "(qdrant-xai index DIR --collection NAME) or pass the right collection name"
+    )
 
 
 def ensure_collection(
@@ -209,6 +230,15 @@ def check_schema(info: models.CollectionInfo, collection_name: str, *, dim: int)
         )
 
 
+def vector_size(info: models.CollectionInfo, vector_name: str | None) -> int | None:
+    """The size of the collection's vector ``vector_name`` (``None`` or ``""``: the unnamed
+    one), or None when it has no such vector."""
+    vectors: Any = info.config.params.vectors
+    params = vectors.get(vector_name or "") if isinstance(vectors, dict) else vectors
+    size = getattr(params, "size", None)
+    return size if isinstance(size, int) else None
+
+
 def check_query_dimension(
     info: models.CollectionInfo,
     collection_name: str,
@@ -217,18 +247,16 @@ def check_query_dimension(
     dim: int,
     model: str,
 ) -> None:
-    """Raise :class:`SchemaMismatchError` when the vector a query searches (``None``: the
-    unnamed one) has another dimension than the model's: the collection was built with
-    another model, and Qdrant would refuse the query (or embedded mode crash on it)."""
-    vectors: Any = info.config.params.vectors
-    params = vectors.get(vector_name or "") if isinstance(vectors, dict) else vectors
-    size = getattr(params, "size", None)
-    if isinstance(size, int) and size != dim:
-        raise SchemaMismatchError(
-            f"vector {vector_name or '(unnamed)'!r} of collection {collection_name!r} has "
-            f"dimension {size}, {model} gives {dim}: the collection was built with another "
-            "model; use that model (--model) or re-index the collection with this one"
-        )
+    """Raise :class:`~qdrant_xai.errors.DimensionMismatchError` when the vector a query
+    searches (``None``: the unnamed one) has another dimension than the model's: the
+    collection was built with another model, and Qdrant would refuse the query (or embedded
+    mode crash on it)."""
+    check_dimension(
+        vector_size(info, vector_name),
+        dim,
+        what=f"vector {vector_name or '(unnamed)'!r} of collection {collection_name!r}",
+        model=model,
+    )
 
 
 def recorded_model(
