@@ -12,7 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["BUNDLED_MODELS", "DEFAULT_MODEL", "checkpoint_path", "is_loadable_name"]
+__all__ = [
+    "BUNDLED_MODELS",
+    "DEFAULT_MODEL",
+    "checkpoint_path",
+    "is_loadable_name",
+    "quiet_transformers",
+]
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -37,3 +43,13 @@ def is_loadable_name(name: object) -> bool:
     return (
         name in BUNDLED_MODELS or os.path.isdir(name) or ("/" in name and not os.path.isabs(name))
     )
+
+
+def quiet_transformers() -> None:
+    """Silences transformers' own log lines and progress bars (weights loading, shards): the
+    command line and the MCP server print their own messages, and an MCP server's stdout
+    belongs to the protocol."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
