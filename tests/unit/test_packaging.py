@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_library_only(tmp_path: Path) -> None:
+    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation"]
-        + ["-q", "-w", str(tmp_path)],
+        [*build, "-q", "-w", str(tmp_path)],
         check=True,
         capture_output=True,
         timeout=600,
