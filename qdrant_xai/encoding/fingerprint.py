@@ -62,15 +62,6 @@ class ModelFingerprint:
         (h, w), (gh, gw) = self.image_size, self.grid
         return f"{self.weights_hash}:{h}x{w}:{gh}x{gw}:{self.dim}"
 
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "model_id": self.model_id,
-            "image_size": list(self.image_size),
-            "grid": list(self.grid),
-            "dim": self.dim,
-        }
-
     def check(self, stored_key: object, *, what: str) -> None:
         """Raise :class:`ModelMismatchError` unless ``stored_key`` is this model's key."""
         if stored_key != self.key:
