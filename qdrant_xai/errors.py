@@ -6,6 +6,7 @@ message says what went wrong and what to do next::
     QdrantXaiError
     ├── ModelLoadError            a CLIP checkpoint could not be loaded
     ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
+    │   └── InlineImageError      a base64 / data-URI image that cannot be decoded (says why)
     ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
     ├── CollectionError           a collection is missing or cannot hold qdrant-xai points
     │   ├── SchemaMismatchError   an existing collection's vectors differ from what is needed
@@ -29,6 +30,7 @@ from __future__ import annotations
 import os
 import reprlib
 from collections.abc import Sequence
+from typing import Literal
 
 __all__ = [
     "CollectionError",
@@ -37,6 +39,8 @@ __all__ = [
     "FeatureCodecError",
     "FeaturesMissingError",
     "ImageLoadError",
+    "InlineImageError",
+    "InlineProblem",
     "ModelLoadError",
     "ModelMismatchError",
     "PointIdError",
@@ -71,6 +75,27 @@ class ImageLoadError(QdrantXaiError):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+
+
+InlineProblem = Literal["data_uri", "media_type", "not_base64", "too_large", "empty"]
+"""What is wrong with an image given inline (see :class:`InlineImageError`)."""
+
+
+class InlineImageError(ImageLoadError):
+    """An image given inline, as raw base64 or a ``data:`` URI, that cannot be decoded.
+
+    Attributes:
+        problem: what is wrong, for callers that word it their own way: ``"data_uri"``
+            a malformed data URI or one that is not base64, ``"media_type"`` a data URI of
+            a type other than ``image/*``, ``"not_base64"`` not valid base64,
+            ``"too_large"`` over the byte limit (judged from the length, before decoding),
+            ``"empty"`` no bytes at all. An inline image that decodes but is not an image
+            raises a plain :class:`~qdrant_xai.ImageLoadError`.
+    """
+
+    def __init__(self, source: str, reason: str, problem: InlineProblem) -> None:
+        super().__init__(source, reason)
+        self.problem: InlineProblem = problem
 
 
 class SourceNotAllowedError(QdrantXaiError):

@@ -108,8 +108,16 @@ def _original(explanation: Explanation) -> Image.Image:
     return load_image(source).image
 
 
-def png_data_uri(image: Image.Image) -> str:
-    """``data:image/png;base64,...`` for embedding an image in HTML or chat messages."""
+def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
+    """``data:image/png;base64,...`` for embedding an image in HTML or chat messages.
+
+    Args:
+        image: the image; it is not changed.
+        max_side: shrink the image (aspect kept, Lanczos) so that no side is longer.
+    """
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

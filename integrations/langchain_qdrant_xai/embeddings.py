@@ -9,8 +9,8 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_qdrant_xai._images import load_query_image
 from qdrant_xai import DEFAULT_MODEL, ClipEncoder, ImageLimits
+from qdrant_xai.images.query import load_query_image
 
 __all__ = ["ClipEmbeddings"]
 

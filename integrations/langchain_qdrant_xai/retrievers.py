@@ -20,7 +20,6 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from langchain_qdrant_xai._images import image_data_uri, load_query_image
 from qdrant_xai import (
     ClipEncoder,
     CollectionError,
@@ -32,6 +31,8 @@ from qdrant_xai import (
     QdrantXaiError,
 )
 from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.images.query import load_query_image
+from qdrant_xai.render import png_data_uri
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import light_payload
 from qdrant_xai.storage.schema import (
@@ -583,7 +584,7 @@ class QdrantXaiRetriever(BaseRetriever):
             )
             image = self._hit_image(source, metadata) if needs_image else None
             if image is not None and self.include_image:
-                metadata["image"] = image_data_uri(image, self.image_max_side)
+                metadata["image"] = png_data_uri(image, self.image_max_side)
             if explanation is not None:
                 base = image if explanation.heatmap_side == "hit" else None
                 if explanation.heatmap_side == "query" and query_image is not None:
@@ -626,7 +627,7 @@ class QdrantXaiRetriever(BaseRetriever):
         if self.rationales:
             result["rationales"] = [r.to_dict() for r in explanation.rationales]
         if self.include_overlay and heatmap is not None and image is not None:
-            result["overlay"] = image_data_uri(explanation.overlay(image), self.image_max_side)
+            result["overlay"] = png_data_uri(explanation.overlay(image), self.image_max_side)
         return result
 
 

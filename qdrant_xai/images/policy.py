@@ -1,27 +1,19 @@
 """Reading images named in payloads, which are untrusted input.
 
 A payload's ``source`` was written by whoever could write to the collection, so the
-:class:`ImageSourcePolicy` decides what such a string may make this process read:
+:class:`ImageSourcePolicy` decides what such a string may make this process read, and
+:meth:`ImageSourcePolicy.open` reads it by its kind:
 
-* **local paths** (and ``file://`` URLs, which follow the same rules): only regular files that
-  resolve, symlinks followed, inside one of the configured roots. ``..``, absolute paths
-  elsewhere and symlinks pointing out of a root are refused; directories, FIFOs and devices
-  are refused without being read (a FIFO never blocks the caller). On POSIX the file is
-  opened one path component at a time below the root with ``O_NOFOLLOW``, so a symlink
-  swapped in after the check is refused rather than followed.
+* **local paths** (and ``file://`` URLs, which follow the same rules): only regular files
+  beneath the configured roots, read by :mod:`qdrant_xai.images.local` (``..`` and symlink
+  escapes, special files and symlinks swapped in after the check are refused).
 * **base64**: ``data:image/...;base64,...`` URIs, and raw base64 when the caller says so
-  (``open(source, kind="base64")``). The size is checked from the string length before
-  anything is decoded.
-* **http(s) URLs**: off by default. When enabled, only the schemes in ``url_schemes`` and the
-  hosts in ``allowed_hosts`` are fetched; every host is resolved and refused when any of its
-  addresses is loopback, private, link-local, multicast, reserved, unspecified or otherwise
-  not global (IPv4-mapped, 6to4 and NAT64 IPv6 forms are unwrapped first), unless
-  ``allow_private`` or ``allowed_networks`` say otherwise. The connection goes to the address
-  that was checked (the URL is rewritten to it, with the ``Host`` header and TLS server name
-  of the original host), so DNS cannot rebind between check and connect. Redirects are not
-  followed automatically: each hop is checked again, up to ``max_redirects``. Responses are
-  capped at ``max_bytes`` (``Content-Length`` first, then while streaming) and bounded by
-  connect, read and total timeouts. Environment proxies and ``.netrc`` are ignored.
+  (``open(source, kind="base64")``), decoded here. The size is checked from the string
+  length before anything is decoded; failures raise :class:`InlineImageError`, whose
+  ``problem`` says what is wrong.
+* **http(s) URLs**: off by default. When enabled, fetched by :mod:`qdrant_xai.images.remote`:
+  only allowed schemes and hosts, no internal addresses (checked per redirect hop, pinned
+  against DNS rebinding), capped in bytes and time.
 
 Every byte read this way is decoded by :func:`~qdrant_xai.images.load.load_image` under the
 policy's :class:`~qdrant_xai.images.load.ImageLimits` (decompression-bomb guard, odd shapes).
@@ -35,50 +27,66 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import errno
-import ipaddress
 import os
 import re
-import socket
-import ssl
-import stat
-import threading
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-import httpx
+from qdrant_xai.errors import InlineImageError, SourceNotAllowedError
+from qdrant_xai.images.labels import redacted, shown
+from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
+from qdrant_xai.images.local import file_url_path, local_path, read_local
+from qdrant_xai.images.remote import (
+    URL_SCHEMES,
+    IPNetwork,
+    Resolver,
+    allowed_host_entry,
+    fetch,
+    host_allowed,
+    network_entry,
+)
 
-from qdrant_xai.errors import ImageLoadError, SourceNotAllowedError
-from qdrant_xai.images.load import ImageLimits, LoadedImage, _read_at_most, load_image
-
-__all__ = ["ImageSourcePolicy", "Resolver", "SourceKind"]
+__all__ = [
+    "DataUri",
+    "ImageSourcePolicy",
+    "Resolver",
+    "SourceKind",
+]
 
 SourceKind = Literal["auto", "path", "url", "base64"]
 """How :meth:`ImageSourcePolicy.open` reads a source string (see there)."""
 
-Resolver = Callable[[str, int], Sequence[str]]
-"""``(host, port) -> IP address strings``; the default uses :func:`socket.getaddrinfo`."""
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 _KINDS = ("auto", "path", "url", "base64")
-_URL_SCHEMES = frozenset({"http", "https"})
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # A scheme needs two characters or more, so a Windows drive ("C:\\x.png") stays a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?$")
 _BASE64_WHITESPACE = re.compile(r"[ \t\r\n]")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-_MESSAGE_SOURCE_CHARS = 200
+
+
+class DataUri(NamedTuple):
+    """The parts of a ``data:`` URI, as the policy reads them (RFC 2397, case-insensitive)."""
+
+    media: str  # the lower-case media type; "text/plain" when the URI names none
+    is_base64: bool  # ";base64" is among its parameters
+    payload: str | None  # the text after the first comma; None without a comma
+    label: str  # how messages name it: the media type and the length, never the payload
+
+    @classmethod
+    def parse(cls, source: str) -> DataUri:
+        """``source``, which starts with ``data:`` (any case), split into its parts."""
+        header, comma, payload = source.partition(",")
+        params = [p.strip().lower() for p in header[5:].split(";")]
+        media = params[0] or "text/plain"
+        label = f"data:{shown(media, 40)} URI ({len(source)} chars)"
+        return cls(media, "base64" in params[1:], payload if comma else None, label)
+
+    @property
+    def is_image(self) -> bool:
+        """An ``image/*`` media type and a payload."""
+        return self.payload is not None and self.media.startswith("image/")
 
 
 @dataclass(frozen=True, init=False)
@@ -176,7 +184,7 @@ class ImageSourcePolicy:
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
         schemes = tuple(dict.fromkeys(_strings(url_schemes, str.lower)))
-        unknown = [s for s in schemes if s not in _URL_SCHEMES]
+        unknown = [s for s in schemes if s not in URL_SCHEMES]
         if unknown:
             raise ValueError(
                 f"url_schemes {unknown} are not supported; use 'https' and/or 'http' "
@@ -200,11 +208,11 @@ class ImageSourcePolicy:
             "allow_urls": bool(allow_urls),
             "url_schemes": schemes,
             "allowed_hosts": tuple(
-                dict.fromkeys(_allowed_host(h) for h in _strings(allowed_hosts))
+                dict.fromkeys(allowed_host_entry(h) for h in _strings(allowed_hosts))
             ),
             "allow_private": bool(allow_private),
             "allowed_networks": tuple(
-                _network(n)
+                network_entry(n)
                 for n in (
                     [allowed_networks] if isinstance(allowed_networks, str) else allowed_networks
                 )
@@ -296,16 +304,7 @@ class ImageSourcePolicy:
 
         Only the list is consulted; addresses are checked when a URL is fetched.
         """
-        try:
-            name = _normal_host(host)
-        except ValueError:
-            return False
-        for allowed in self.allowed_hosts:
-            if allowed == "*" or allowed == name:
-                return True
-            if allowed.startswith("*.") and not _is_ip(name) and name.endswith(allowed[1:]):
-                return True
-        return False
+        return host_allowed(self.allowed_hosts, host)
 
     def resolve(self, source: str | os.PathLike[str]) -> Path:
         """The local path ``source`` (a path or ``file://`` URL) names, if the policy allows it.
@@ -315,15 +314,15 @@ class ImageSourcePolicy:
                 roots, or it exists and is not a regular file.
         """
         if isinstance(source, os.PathLike):
-            return self._local_path(os.fspath(source), _shown(os.fspath(source)))
+            return local_path(os.fspath(source), shown(os.fspath(source)), roots=self.roots)
         kind = _sniff(source)
         if kind == "file":
-            return self._file_url_path(source)
+            return file_url_path(source, roots=self.roots)
         if kind != "path":
             raise SourceNotAllowedError(
-                f"{_redacted(source)}: not a local path; read it with ImageSourcePolicy.open()"
+                f"{redacted(source)}: not a local path; read it with ImageSourcePolicy.open()"
             )
-        return self._local_path(source, _shown(source))
+        return local_path(source, shown(source), roots=self.roots)
 
     def open(self, source: str | os.PathLike[str], kind: SourceKind = "auto") -> LoadedImage:
         """Reads and decodes the image ``source`` names, under the policy.
@@ -353,8 +352,7 @@ class ImageSourcePolicy:
                 f"image source of type {type(source).__name__}; payload sources must be strings"
             )
         if kind == "path":
-            label = _shown(source)
-            return self._decode(self._read_local(self._local_path(source, label), label), label)
+            return self._open_path(source)
         if kind == "base64":
             if source.lstrip()[:5].lower() == "data:":
                 return self._open_data_uri(source.strip())
@@ -362,117 +360,54 @@ class ImageSourcePolicy:
         sniffed = _sniff(source)
         if kind == "url" and sniffed == "path":
             raise SourceNotAllowedError(
-                f"{_shown(source)}: not a URL (no scheme); pass kind='path' or 'auto' to read "
+                f"{shown(source)}: not a URL (no scheme); pass kind='path' or 'auto' to read "
                 "local files"
             )
         if sniffed == "path":
-            label = _shown(source)
-            return self._decode(self._read_local(self._local_path(source, label), label), label)
+            return self._open_path(source)
         if sniffed == "file":
-            path = self._file_url_path(source)
-            label = _redacted(source)
-            return self._decode(self._read_local(path, label), label)
+            return self._read(file_url_path(source, roots=self.roots), redacted(source))
         if sniffed == "data":
             return self._open_data_uri(source)
-        if sniffed in _URL_SCHEMES:
+        if sniffed in URL_SCHEMES:
             return self._open_url(source)
         raise SourceNotAllowedError(
-            f"{_redacted(source)}: the {sniffed}: scheme is not read; image sources are local "
+            f"{redacted(source)}: the {sniffed}: scheme is not read; image sources are local "
             "paths, file:// URLs, data:image/...;base64 URIs or http(s) URLs (if a local file "
             "name starts like this, write it as ./NAME or pass kind='path')"
         )
 
-    # -- local files -------------------------------------------------------------------
+    # -- reading by kind -----------------------------------------------------------------
 
-    def _local_path(self, source: str, label: str) -> Path:
-        if not source:
-            raise SourceNotAllowedError("empty image source; store a path or URL in the payload")
-        if "\x00" in source:
-            raise SourceNotAllowedError(f"{label}: contains a NUL byte; not a usable path")
-        if not self.roots:
+    def _open_path(self, source: str) -> LoadedImage:
+        label = shown(source)
+        return self._read(local_path(source, label, roots=self.roots), label)
+
+    def _read(self, path: Path, label: str) -> LoadedImage:
+        data = read_local(path, label, roots=self.roots, limit=self.byte_limit)
+        return self._decode(data, label)
+
+    def _open_url(self, source: str) -> LoadedImage:
+        label = redacted(source)
+        if not self.allow_urls:
             raise SourceNotAllowedError(
-                f"{label}: reading images named in payloads is off; allow the folder with "
-                "image_roots=[...] (CLI: --image-root DIR)"
+                f"{label}: URL image sources are not fetched by this policy; set "
+                "allow_urls=True and allowed_hosts=[...] to fetch them, or download the image "
+                "and store a local path under image_roots"
             )
-        try:
-            path = Path(source).resolve()
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise SourceNotAllowedError(f"{label}: cannot be resolved ({exc})") from exc
-        if not any(path.is_relative_to(root) for root in self.roots):
-            raise SourceNotAllowedError(
-                f"{label}: resolves to {path}, outside the allowed image roots "
-                f"{[str(r) for r in self.roots]}; add its folder to image_roots "
-                "(CLI: --image-root DIR) if it should be readable"
-            )
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            return path  # missing: reported as an ImageLoadError when opened
-        _require_regular(mode, label)
-        return path
-
-    def _file_url_path(self, source: str) -> Path:
-        label = _redacted(source)
-        if _CONTROL.search(source):
-            raise SourceNotAllowedError(f"{label}: contains control characters")
-        parts = urllib.parse.urlsplit(source)
-        if parts.username is not None or parts.password is not None:
-            raise SourceNotAllowedError(f"{label}: file:// URLs cannot carry credentials")
-        if parts.netloc.lower() not in ("", "localhost"):
-            raise SourceNotAllowedError(
-                f"{label}: file:// URLs must name a local file (file:///path); a host "
-                f"({_shown(parts.netloc)}) would reach another machine's share"
-            )
-        if not parts.path.startswith("/"):
-            raise SourceNotAllowedError(f"{label}: file URLs must be absolute (file:///path)")
-        if parts.query or parts.fragment:
-            raise SourceNotAllowedError(f"{label}: file:// URLs with ? or # are not read")
-        return self._local_path(urllib.request.url2pathname(parts.path), label)
-
-    def _read_local(self, path: Path, label: str) -> bytes:
-        root = next(r for r in self.roots if path.is_relative_to(r))
-        try:
-            fd = _open_beneath(root, path)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, getattr(errno, "EMLINK", -1)):
-                raise SourceNotAllowedError(
-                    f"{label}: a symlink appeared in the path while opening it; refused"
-                ) from exc
-            raise ImageLoadError(label, f"cannot read the file ({exc.strerror or exc})") from exc
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            _require_regular(info.st_mode, label)
-            limit = self.byte_limit
-            if info.st_size > limit:
-                raise ImageLoadError(
-                    label,
-                    f"file is {info.st_size} bytes, over the {limit}-byte limit; downscale it "
-                    "or raise max_bytes / ImageLimits.max_bytes",
-                )
-            try:
-                data = _read_at_most(handle, info.st_size, limit)
-            except OSError as exc:
-                raise ImageLoadError(label, f"cannot read the file ({exc})") from exc
-        if len(data) > limit:
-            raise ImageLoadError(label, f"file grew past the {limit}-byte limit while read")
-        return data
-
-    # -- base64 ------------------------------------------------------------------------
+        return self._decode(fetch(self, source, label), label)
 
     def _open_data_uri(self, source: str) -> LoadedImage:
-        header, comma, payload = source.partition(",")
-        params = [p.strip().lower() for p in header[5:].split(";")]
-        media = params[0] or "text/plain"
-        label = f"data:{_shown(media, 40)} URI ({len(source)} chars)"
-        if not comma or not media.startswith("image/"):
+        uri = DataUri.parse(source)
+        if not uri.is_image:
             raise SourceNotAllowedError(
-                f"{label}: only data:image/...;base64,... URIs are read as images"
+                f"{uri.label}: only data:image/...;base64,... URIs are read as images"
             )
-        if "base64" not in params[1:]:
+        if not uri.is_base64:
             raise SourceNotAllowedError(
-                f"{label}: only base64 data URIs are read (data:image/...;base64,...)"
+                f"{uri.label}: only base64 data URIs are read (data:image/...;base64,...)"
             )
-        return self._open_base64(payload, "data: URIs", label)
+        return self._open_base64(uri.payload or "", "data: URIs", uri.label)
 
     def _open_base64(self, text: str, what: str, label: str) -> LoadedImage:
         if not self.allow_base64:
@@ -483,10 +418,11 @@ class ImageSourcePolicy:
         # An upper bound of the decoded size, from the length alone, before any work.
         estimate = len(text.rstrip().rstrip("=")) * 3 // 4
         if estimate > limit:
-            raise ImageLoadError(
+            raise InlineImageError(
                 label,
                 f"decodes to about {estimate} bytes, over the {limit}-byte limit; downscale the "
                 "image or raise max_bytes / ImageLimits.max_bytes",
+                "too_large",
             )
         compact = _BASE64_WHITESPACE.sub("", text)
         urlsafe = "-" in compact or "_" in compact
@@ -494,440 +430,20 @@ class ImageSourcePolicy:
         try:
             data = base64.b64decode(compact, altchars=b"-_" if urlsafe else None, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ImageLoadError(label, f"invalid base64 ({exc})") from exc
+            raise InlineImageError(label, f"invalid base64 ({exc})", "not_base64") from exc
         if not data:
-            raise ImageLoadError(label, "empty image data")
+            raise InlineImageError(label, "empty image data", "empty")
         return self._decode(data, label)
-
-    # -- URLs --------------------------------------------------------------------------
-
-    def _open_url(self, source: str) -> LoadedImage:
-        label = _redacted(source)
-        if not self.allow_urls:
-            raise SourceNotAllowedError(
-                f"{label}: URL image sources are not fetched by this policy; set "
-                "allow_urls=True and allowed_hosts=[...] to fetch them, or download the image "
-                "and store a local path under image_roots"
-            )
-        data = self._fetch(source, label)
-        return self._decode(data, label)
-
-    def _check_url(self, url: str) -> _Target:
-        label = _redacted(url)
-        if _CONTROL.search(url) or "\\" in url:
-            raise SourceNotAllowedError(f"{label}: control characters or backslashes in a URL")
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise SourceNotAllowedError(f"{label}: not a valid URL ({exc})") from exc
-        scheme = parts.scheme.lower()
-        if scheme not in self.url_schemes:
-            hint = (
-                "add it to url_schemes"
-                if scheme in _URL_SCHEMES
-                else f"only {'/'.join(sorted(_URL_SCHEMES))} can be enabled (url_schemes)"
-            )
-            raise SourceNotAllowedError(
-                f"{label}: the {_shown(scheme, 20) or 'empty'} scheme is not allowed (allowed: "
-                f"{list(self.url_schemes)}); {hint}"
-            )
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-            raise SourceNotAllowedError(
-                f"{label}: URLs with credentials (user:password@) are not fetched; serve the "
-                "images without them"
-            )
-        if not parts.hostname:
-            raise SourceNotAllowedError(f"{label}: the URL names no host")
-        try:
-            host = _normal_host(parts.hostname)
-        except ValueError as exc:
-            raise SourceNotAllowedError(f"{label}: invalid host name ({exc})") from exc
-        if not self.allows_host(host):
-            raise SourceNotAllowedError(
-                f"{label}: host {host} is not in allowed_hosts "
-                f"{list(self.allowed_hosts)}; add it (or '*.{_parent(host)}' for its "
-                "subdomains) to allowed_hosts if it should be fetched"
-            )
-        port = port or (443 if scheme == "https" else 80)
-        default_port = port == (443 if scheme == "https" else 80)
-        shown_host = f"[{host}]" if ":" in host else host
-        host_header = shown_host if default_port else f"{shown_host}:{port}"
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        return _Target(scheme, host, port, host_header, target, label)
-
-    def _addresses(self, target: _Target, deadline: float) -> list[str]:
-        """The checked addresses of ``target.host``, in resolver order."""
-        if _is_ip(target.host):
-            found: Sequence[str] = [target.host]
-        else:
-            found = self._lookup(target, deadline)
-        addresses = list(dict.fromkeys(found))
-        if not addresses:
-            raise ImageLoadError(target.label, f"host {target.host} has no address")
-        for text in addresses:
-            try:
-                address = ipaddress.ip_address(text)
-            except ValueError as exc:
-                raise SourceNotAllowedError(
-                    f"{target.label}: host {target.host} resolved to {text!r}, not an address"
-                ) from exc
-            problem = self._address_problem(address)
-            if problem:
-                where = (
-                    f"{address} is"
-                    if text == target.host
-                    else f"host {target.host} resolves to {address},"
-                )
-                raise SourceNotAllowedError(
-                    f"{target.label}: {where} an internal address ({problem}); such addresses "
-                    "are not fetched, to keep payloads from reaching internal "
-                    f"services. If this server is trusted, add allowed_networks=['{address}/"
-                    f"{address.max_prefixlen}'] or set allow_private=True"
-                )
-        return addresses
-
-    def _lookup(self, target: _Target, deadline: float) -> Sequence[str]:
-        resolver = self.resolver or _system_resolver
-        result: list[str] = []
-        errors: list[Exception] = []
-
-        def run() -> None:
-            try:
-                result.extend(resolver(target.host, target.port))
-            except Exception as exc:  # reported to the caller below
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, name="qdrant-xai-dns", daemon=True)
-        thread.start()
-        thread.join(max(0.0, min(self.connect_timeout, deadline - time.monotonic())))
-        if thread.is_alive():
-            raise ImageLoadError(
-                target.label,
-                f"resolving {target.host} took longer than {self.connect_timeout:g} s; raise "
-                "connect_timeout (or timeout)",
-            )
-        if errors:
-            exc = errors[0]
-            if isinstance(exc, (SourceNotAllowedError, ImageLoadError)):
-                raise exc
-            raise ImageLoadError(target.label, f"cannot resolve {target.host} ({exc})") from exc
-        return result
-
-    def _address_problem(self, address: IPAddress) -> str | None:
-        if self.allow_private or any(
-            address.version == net.version and address in net for net in self.allowed_networks
-        ):
-            return None
-        if isinstance(address, ipaddress.IPv6Address):
-            embedded, form = _embedded_ipv4(address)
-            if embedded is not None:
-                inner = self._address_problem(embedded)
-                return f"{form} {inner}" if inner else None
-        for name, flag in (
-            ("unspecified", address.is_unspecified),
-            ("loopback", address.is_loopback),
-            ("link-local", address.is_link_local),
-            ("multicast", address.is_multicast),
-            ("private", address.is_private),
-            ("reserved", address.is_reserved),
-        ):
-            if flag:
-                return name
-        if not address.is_global:
-            return "not global"
-        return None
-
-    def _fetch(self, url: str, label: str) -> bytes:
-        deadline = time.monotonic() + self.timeout
-        verify: ssl.SSLContext | bool = True
-        if self.ca_bundle is not None:
-            try:
-                verify = ssl.create_default_context(cafile=str(self.ca_bundle))
-            except (OSError, ssl.SSLError) as exc:
-                raise ImageLoadError(
-                    label, f"cannot load ca_bundle {self.ca_bundle} ({exc}); fix the ca_bundle"
-                ) from exc
-        current = url
-        with httpx.Client(
-            verify=verify, trust_env=False, follow_redirects=False, max_redirects=0
-        ) as client:
-            previous: _Target | None = None
-            for _ in range(self.max_redirects + 1):
-                target = self._check_url(current)
-                if previous is not None and previous.scheme == "https" and target.scheme != "https":
-                    raise SourceNotAllowedError(
-                        f"{previous.label}: redirects to {target.label}, from https to "
-                        f"{target.scheme}; refused (store the final https URL)"
-                    )
-                previous = target
-                try:
-                    addresses = self._addresses(target, deadline)
-                    response = self._connect(client, target, addresses, deadline)
-                    try:
-                        if response.status_code in _REDIRECTS and "location" in response.headers:
-                            location = response.headers["location"]
-                            current = urllib.parse.urljoin(current, location)
-                            continue
-                        return self._body(response, target, deadline)
-                    finally:
-                        response.close()
-                except httpx.TimeoutException as exc:
-                    raise ImageLoadError(
-                        target.label,
-                        f"the server did not answer in time ({type(exc).__name__}; "
-                        f"connect_timeout={self.connect_timeout:g} s, read_timeout="
-                        f"{self.read_timeout:g} s, timeout={self.timeout:g} s); raise them if "
-                        "the server is slow",
-                    ) from exc
-                except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-                    raise ImageLoadError(
-                        target.label,
-                        f"fetch failed ({type(exc).__name__}: {_shown(str(exc))})"
-                        + _tls_hint(str(exc), target.host),
-                    ) from exc
-        raise ImageLoadError(
-            label,
-            f"more than {self.max_redirects} redirects; raise max_redirects or store the final URL",
-        )
-
-    def _connect(
-        self, client: httpx.Client, target: _Target, addresses: list[str], deadline: float
-    ) -> httpx.Response:
-        extensions: dict[str, object] = {}
-        if target.scheme == "https" and not _is_ip(target.host):
-            # TLS and certificate checks use the host name while connecting to the address.
-            extensions["sni_hostname"] = target.host
-        headers = {
-            "Host": target.host_header,
-            "Accept": "image/*",
-            "Accept-Encoding": "identity",
-            "User-Agent": "qdrant-xai",
-        }
-        last: httpx.TransportError | None = None
-        for address in addresses:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            timeout = httpx.Timeout(
-                connect=min(self.connect_timeout, remaining),
-                read=min(self.read_timeout, remaining),
-                write=min(self.read_timeout, remaining),
-                pool=min(self.connect_timeout, remaining),
-            )
-            literal = f"[{address}]" if ":" in address else address
-            request = client.build_request(
-                "GET",
-                f"{target.scheme}://{literal}:{target.port}{target.target}",
-                headers=headers,
-                extensions=extensions,
-                timeout=timeout,
-            )
-            try:
-                return client.send(request, stream=True)
-            except httpx.ConnectError as exc:
-                last = exc  # try the host's next address
-        if last is not None:
-            raise last
-        raise httpx.ConnectTimeout("no time left to connect")
-
-    def _body(self, response: httpx.Response, target: _Target, deadline: float) -> bytes:
-        label = target.label
-        if response.status_code in _REDIRECTS:
-            raise ImageLoadError(label, f"HTTP {response.status_code} redirect without Location")
-        if not 200 <= response.status_code < 300:
-            raise ImageLoadError(
-                label,
-                f"HTTP {response.status_code} {_shown(response.reason_phrase, 60)}; check the URL "
-                "or the server",
-            )
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise ImageLoadError(
-                label, f"the server sent a {_shown(encoding, 30)}-encoded body though asked not to"
-            )
-        media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media and not (media.startswith("image/") or media.endswith("octet-stream")):
-            raise ImageLoadError(label, f"the server sent {_shown(media, 60)}, not an image")
-        limit = self.byte_limit
-        length = response.headers.get("content-length")
-        if length is not None and length.strip().isdigit() and int(length) > limit:
-            raise ImageLoadError(
-                label,
-                f"Content-Length {int(length)} is over the {limit}-byte limit; raise max_bytes "
-                "if the image is trusted",
-            )
-        chunks: list[bytes] = []
-        total = 0
-        for chunk in response.iter_raw():
-            total += len(chunk)
-            if total > limit:
-                raise ImageLoadError(
-                    label,
-                    f"the response exceeds the {limit}-byte limit (cut off while reading); raise "
-                    "max_bytes if the image is trusted",
-                )
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise ImageLoadError(
-                    label,
-                    f"the download took longer than timeout={self.timeout:g} s; raise timeout "
-                    "if the server is slow",
-                )
-        return b"".join(chunks)
-
-    # -- decoding ----------------------------------------------------------------------
 
     def _decode(self, data: bytes, label: str) -> LoadedImage:
         limits = dataclasses.replace(self.limits, max_bytes=self.byte_limit)
         return load_image(data, limits=limits, name=label)
 
 
-class _Target(NamedTuple):
-    scheme: str
-    host: str  # normalised: lower-case IDNA name or compressed IP literal
-    port: int
-    host_header: str
-    target: str  # path and query
-    label: str  # the URL without credentials or query, for messages
-
-
-def _tls_hint(error: str, host: str) -> str:
-    text = error.lower()
-    if "hostname mismatch" in text or "doesn't match" in text:
-        return f"; the server's certificate does not cover {host}: fix the URL or the server"
-    if "certificate" in text:
-        return "; if the server uses an internal CA, set ca_bundle to its PEM file"
-    return ""
-
-
 def _sniff(source: str) -> str:
     """``"path"``, ``"file"``, ``"data"`` or the (lower-case) scheme of another URL."""
     match = _SCHEME.match(source)
     return match.group(1).lower() if match else "path"
-
-
-def _require_regular(mode: int, label: str) -> None:
-    if stat.S_ISREG(mode):
-        return
-    what = (
-        "a directory"
-        if stat.S_ISDIR(mode)
-        else "a FIFO"
-        if stat.S_ISFIFO(mode)
-        else "a device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "a socket"
-        if stat.S_ISSOCK(mode)
-        else "not a regular file"
-    )
-    raise SourceNotAllowedError(f"{label}: is {what}; only regular image files are read")
-
-
-def _open_beneath(root: Path, path: Path) -> int:
-    """Opens ``path`` (resolved, inside ``root``) read-only without following symlinks.
-
-    Where ``dir_fd`` is supported every component below ``root`` is opened with
-    ``O_NOFOLLOW``, so a symlink swapped in after the check makes the open fail (ELOOP)
-    instead of leaving the root. ``O_NONBLOCK`` keeps a FIFO from blocking the open.
-    """
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    file_flags = flags | nofollow | getattr(os, "O_NONBLOCK", 0)
-    parts = path.relative_to(root).parts
-    directory = getattr(os, "O_DIRECTORY", 0)
-    if not parts:
-        raise IsADirectoryError(21, "is an image root folder, not a file")
-    if not (nofollow and directory and os.open in os.supports_dir_fd):
-        return os.open(path, file_flags)
-    fd = os.open(root, flags | directory)
-    try:
-        for part in parts[:-1]:
-            try:
-                child = os.open(part, flags | directory | nofollow, dir_fd=fd)
-            except NotADirectoryError:
-                # O_DIRECTORY | O_NOFOLLOW on a symlink says ENOTDIR; report it as one
-                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
-                    raise OSError(errno.ELOOP, "symlink in the path") from None
-                raise
-            os.close(fd)
-            fd = child
-        return os.open(parts[-1], file_flags, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def _system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address | None, str]:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped, "IPv4-mapped"
-    if address.sixtofour is not None:
-        return address.sixtofour, "6to4"
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "NAT64"
-    return None, ""
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _normal_host(host: str) -> str:
-    """Lower-case ASCII (IDNA) host name, or a compressed IP literal. ValueError if invalid."""
-    name = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
-    if not name:
-        raise ValueError("empty host")
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        pass
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"{name!r} is not a valid host name") from exc
-    if not all(_HOST_LABEL.match(label) for label in ascii_name.split(".")):
-        raise ValueError(f"{_shown(name, 80)!r} is not a valid host name")
-    return ascii_name
-
-
-def _allowed_host(entry: str) -> str:
-    text = entry.strip().lower()
-    if text == "*":
-        return text
-    if "/" in text or "@" in text or (text.count(":") == 1 and re.search(r":\d*$", text)):
-        raise ValueError(
-            f"allowed_hosts entry {entry!r}: give host names only (no scheme, port or path), "
-            "e.g. 'images.example.org' or '*.example.org'"
-        )
-    if text.startswith("*."):
-        return "*." + _normal_host(text[2:])
-    if "*" in text:
-        raise ValueError(
-            f"allowed_hosts entry {entry!r}: a wildcard must be the whole first label "
-            "('*.example.org') or the entry '*'"
-        )
-    return _normal_host(text)
-
-
-def _network(value: str | IPNetwork) -> IPNetwork:
-    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return value
-    try:
-        return ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError as exc:
-        raise ValueError(
-            f"allowed_networks entry {value!r} is not a network such as '10.0.0.0/8'"
-        ) from exc
 
 
 def _strings(values: Sequence[str] | str, fix: Callable[[str], str] = str) -> list[str]:
@@ -954,32 +470,3 @@ def _number(key: str, value: object, kind: type[int] | type[float]) -> int | flo
         except ValueError:
             pass
     raise ValueError(f"{key} must be a number, not {value!r}")
-
-
-def _parent(host: str) -> str:
-    return host.split(".", 1)[1] if "." in host and not _is_ip(host) else host
-
-
-def _shown(text: str, limit: int = _MESSAGE_SOURCE_CHARS) -> str:
-    """``text`` for a message: control characters escaped, long strings shortened."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return text if len(text) <= limit else text[: limit - 20] + f"...({len(text)} chars)"
-
-
-def _redacted(url: str) -> str:
-    """``url`` without userinfo, query or fragment, for messages and labels."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if parts.scheme.lower() == "data":
-        return f"data: URI ({len(url)} chars)"
-    netloc = parts.netloc.rpartition("@")[2]
-    shown = (
-        f"{parts.scheme}://{netloc}{parts.path}"
-        if netloc or parts.path.startswith("/")
-        else (f"{parts.scheme}:{parts.path}")
-    )
-    if parts.query:
-        shown += "?..."
-    return _shown(shown)
