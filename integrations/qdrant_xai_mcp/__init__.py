@@ -8,12 +8,17 @@ by environment variables (``QDRANT_URL`` or ``QDRANT_LOCAL_PATH``, ``COLLECTION_
     server = create_server(ServerSettings(collection_name="photos", local_path="./qdrant_data"))
     server.run("stdio")
 
+The package: :mod:`~qdrant_xai_mcp.server` (tool registration, command line),
+:mod:`~qdrant_xai_mcp.backend` (the work of each tool, over the core),
+:mod:`~qdrant_xai_mcp.results` (what the tools return), :mod:`~qdrant_xai_mcp.settings`.
+
 Needs the ``mcp`` extra: ``pip install 'qdrant-xai[mcp]'``.
 """
 
 from __future__ import annotations
 
-from qdrant_xai_mcp.server import QdrantXaiMCPServer, XaiBackend, create_server, main
+from qdrant_xai_mcp.backend import XaiBackend
+from qdrant_xai_mcp.server import QdrantXaiMCPServer, create_server, main
 from qdrant_xai_mcp.settings import ServerSettings, SettingsError
 
 __all__ = [

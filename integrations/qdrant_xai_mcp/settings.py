@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qdrant_xai.connection import strip_userinfo
 from qdrant_xai.storage.layouts import LAYOUTS
 
 __all__ = ["DEFAULT_COLLECTION", "ENV_VARS", "ServerSettings", "SettingsError"]
@@ -179,8 +180,8 @@ class ServerSettings:
         )
 
     def __repr__(self) -> str:
-        # no API key, no credentials in the URL
-        url = _without_userinfo(self.url) if self.url else None
+        # no API key, no credentials in the URL (they never reach a log)
+        url = strip_userinfo(self.url) if self.url else None
         return (
             f"ServerSettings(collection_name={self.collection_name!r}, url={url!r}, "
             f"api_key={'***' if self.api_key else None}, local_path={self.local_path!r}, "
@@ -192,7 +193,7 @@ class ServerSettings:
     def describe(self) -> str:
         """One line for logs: where, which collection, model, mode. Never the API key."""
         where = (
-            f"server {_without_userinfo(self.url)}"
+            f"server {strip_userinfo(self.url)}"
             if self.url
             else f"embedded {self.local_path or '(client given)'}"
         )
@@ -204,15 +205,6 @@ class ServerSettings:
             f"layout {self.layout}; {'read-only' if self.read_only else 'read-write'}; "
             f"image roots: {roots}"
         )
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` without ``user:password@`` (credentials never reach a log)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url.rpartition("@")[2]
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def _parse_bool(name: str, value: str | None, *, default: bool) -> bool:

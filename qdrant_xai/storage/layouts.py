@@ -34,7 +34,7 @@ from qdrant_xai.errors import CollectionError
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.schema import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys
 
-__all__ = ["LAYOUTS", "UNNAMED", "CollectionLayout", "layout_named"]
+__all__ = ["LAYOUTS", "UNNAMED", "CollectionLayout", "layout_named", "looks_like_base64_image"]
 
 #: the unnamed (default) vector of a collection
 UNNAMED = ""
@@ -74,14 +74,14 @@ class CollectionLayout:
                 return value
         if self.base64_text_images:
             text = self._raw_text(payload)
-            if text is not None and _looks_like_base64_image(text):
+            if text is not None and looks_like_base64_image(text):
                 return text
         return None
 
     def text(self, payload: Mapping[str, Any]) -> str | None:
         """The text of a point (None for image points)."""
         text = self._raw_text(payload)
-        if text is None or (self.base64_text_images and _looks_like_base64_image(text)):
+        if text is None or (self.base64_text_images and looks_like_base64_image(text)):
             return None
         return text
 
@@ -206,7 +206,9 @@ def _lookup(payload: Mapping[str, Any], path: str) -> Any:
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM")
 
 
-def _looks_like_base64_image(text: str) -> bool:
+def looks_like_base64_image(text: str) -> bool:
+    """Whether a payload string is an inline image (a data URI, or base64 whose first bytes
+    are a PNG, JPEG, GIF, WebP or BMP signature) rather than text or a path."""
     if text.startswith("data:image/"):
         return True
     if len(text) < 64 or any(c.isspace() for c in text[:64]):

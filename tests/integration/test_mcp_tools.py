@@ -1,54 +1,34 @@
-"""The MCP server: tools over the SDK's in-process client, errors, settings, transports."""
+"""The MCP server's tools over the SDK's in-process client: results, overlays, errors,
+collections written by other tools, indexing."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp extra (SDK 2.x)")
 
-from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult, ImageContent, TextContent
+from mcp import Client
+from mcp.types import ImageContent, TextContent
 from PIL import Image
 from qdrant_client import QdrantClient, models
 from qdrant_xai_mcp import ServerSettings, SettingsError, create_server
-from qdrant_xai_mcp.server import main
 
-from qdrant_xai import ClipEncoder, Indexer, RetryPolicy, Searcher, load_image
-from qdrant_xai.demo.world import write_scene_folder
+from qdrant_xai import ClipEncoder, Searcher, load_image
 from qdrant_xai.storage.schema import PayloadKeys
-
-REPO = Path(__file__).resolve().parents[2]
-READ_TOOLS = {"search_images", "search_texts", "explain_hit"}
+from tests.integration._mcp import READ_TOOLS, call, error_of, index, six_scenes, text_of
 
 
 @pytest.fixture
 def scenes(tmp_path: Path) -> tuple[Path, Path]:
     """Six shapes scenes and their captions.csv."""
-    images = tmp_path / "images"
-    return images, write_scene_folder(images, 6, seed=3)
-
-
-def index(client: QdrantClient, encoder: ClipEncoder, name: str, scenes: tuple[Path, Path]) -> None:
-    images, captions = scenes
-    summary = Indexer(client, encoder, collection_name=name).index_folder(
-        images, captions=captions, progress=False
-    )
-    assert summary.indexed_images == 6 and not summary.failed
+    return six_scenes(tmp_path)
 
 
 @pytest.fixture
@@ -59,20 +39,6 @@ def memory(
     index(client, tiny_encoder, collection_name, scenes)
     yield client
     client.close()
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def error_of(result: CallToolResult) -> str:
-    assert result.is_error, f"expected a tool error, got {text_of(result)[:300]}"
-    return text_of(result)
-
-
-async def call(server: Any, tool: str, arguments: dict[str, Any]) -> CallToolResult:
-    async with Client(server) as client:
-        return await client.call_tool(tool, arguments)
 
 
 # -- tools ----------------------------------------------------------------------------------
@@ -95,7 +61,7 @@ async def test_read_only_lists_only_read_tools(
             "query_text",
             "query_image_path",
             "query_image_base64",
-            "method",
+            "heatmap_method",
         }
         assert tools["explain_hit"].input_schema["required"] == ["point_id"]
         assert tools["search_images"].output_schema is not None
@@ -300,7 +266,10 @@ async def test_errors_become_tool_errors_with_clear_messages(
             ({"point_id": str(uuid.uuid4()), "query_text": "a"}, "no point"),
             ({"point_id": 12345, "query_text": "a"}, "no point 12345"),
             ({"point_id": 1}, "exactly one query"),
-            ({"point_id": 1, "query_text": "a", "method": "magic"}, "unknown heatmap method"),
+            (
+                {"point_id": 1, "query_text": "a", "heatmap_method": "magic"},
+                "unknown heatmap method",
+            ),
         ]:
             assert expected in error_of(await client.call_tool("explain_hit", arguments))
         assert "limit" in error_of(
@@ -380,25 +349,6 @@ async def test_collections_written_by_other_tools(
         ServerSettings(layout="chroma")
 
 
-@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
-async def test_qdrant_failures_never_show_the_api_key(tiny_encoder: ClipEncoder) -> None:
-    settings = ServerSettings(url="http://127.0.0.1:1", api_key="secret-key-123")
-    assert "secret-key-123" not in repr(settings) and "secret-key-123" not in settings.describe()
-    # nothing listens on port 1; skip the client's version probe (it warns from a thread)
-    unreachable = QdrantClient(
-        url=settings.url, api_key=settings.api_key, check_compatibility=False
-    )
-    once = RetryPolicy(attempts=1)
-    server = create_server(settings, client=unreachable, encoder=tiny_encoder, retry=once)
-    try:
-        result = await call(server, "search_images", {"query": "a red circle"})
-    finally:
-        unreachable.close()
-    message = error_of(result)
-    assert "did not answer" in message and "127.0.0.1:1" in message
-    assert "secret-key-123" not in message
-
-
 async def test_index_images_when_writable(
     tiny_encoder: ClipEncoder, scenes: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -422,178 +372,3 @@ async def test_index_images_when_writable(
         assert "QDRANT_XAI_IMAGE_ROOTS" in message
     assert client.count("fresh").count == 12
     client.close()
-
-
-async def test_server_opens_an_embedded_folder_from_env_settings(
-    tiny_encoder: ClipEncoder,
-    tiny_model_dir: Path,
-    scenes: tuple[Path, Path],
-    collection_name: str,
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "qdrant"
-    writer = QdrantClient(path=str(path))
-    index(writer, tiny_encoder, collection_name, scenes)
-    writer.close()
-    settings = ServerSettings.from_env(
-        {"QDRANT_LOCAL_PATH": str(path), "COLLECTION_NAME": collection_name}
-    )
-    server = create_server(settings)  # own client; the model recorded in the collection
-    try:
-        assert server.backend.model_name() == str(tiny_model_dir)
-        result = await call(server, "search_images", {"query": "a green cross", "limit": 2})
-    finally:
-        server.close()
-    assert not result.is_error, text_of(result)
-    assert len((result.structured_content or {})["hits"]) == 2
-
-
-# -- settings and command line ----------------------------------------------------------------
-
-
-def test_settings_from_env(tmp_path: Path) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.mkdir()
-    second.mkdir()
-    settings = ServerSettings.from_env({"QDRANT_URL": "http://localhost:6333"})
-    assert settings == ServerSettings(url="http://localhost:6333")
-    assert settings.read_only is True and settings.collection_name == "qdrant_xai"
-    assert settings.image_roots == () and settings.model is None and settings.search_limit == 5
-
-    settings = ServerSettings.from_env(
-        {
-            "QDRANT_URL": "https://user:pw@qdrant.example:6333",
-            "QDRANT_API_KEY": "s3cret",
-            "COLLECTION_NAME": "photos",
-            "QDRANT_READ_ONLY": "False",
-            "QDRANT_SEARCH_LIMIT": "12",
-            "QDRANT_XAI_MODEL": "shapes",
-            "QDRANT_XAI_IMAGE_ROOTS": os.pathsep.join([str(first), "", str(second)]),
-            "QDRANT_LOCAL_PATH": "",  # empty counts as unset
-        }
-    )
-    assert settings.collection_name == "photos" and settings.read_only is False
-    assert settings.search_limit == 12 and settings.model == "shapes"
-    assert settings.image_roots == (first.resolve(), second.resolve())
-    assert settings.api_key == "s3cret"
-    shown = repr(settings) + settings.describe()
-    assert "s3cret" not in shown and "pw@" not in shown
-    assert "qdrant.example:6333" in settings.describe()
-
-    local = ServerSettings.from_env({"QDRANT_LOCAL_PATH": str(tmp_path), "QDRANT_READ_ONLY": "1"})
-    assert local.local_path == str(tmp_path) and local.url is None and local.read_only
-
-    for env, message in [
-        ({}, "set QDRANT_URL"),
-        ({"QDRANT_URL": "http://q:6333", "QDRANT_LOCAL_PATH": "x"}, "not both"),
-        ({"QDRANT_LOCAL_PATH": "x", "QDRANT_API_KEY": "k"}, "without QDRANT_URL"),
-        ({"QDRANT_URL": "http://q", "QDRANT_READ_ONLY": "maybe"}, "QDRANT_READ_ONLY"),
-        ({"QDRANT_URL": "http://q", "QDRANT_SEARCH_LIMIT": "ten"}, "QDRANT_SEARCH_LIMIT"),
-        ({"QDRANT_URL": "http://q", "QDRANT_SEARCH_LIMIT": "500"}, "between 1 and 50"),
-        (
-            {"QDRANT_URL": "http://q", "QDRANT_XAI_IMAGE_ROOTS": str(tmp_path / "absent")},
-            "not a directory",
-        ),
-    ]:
-        with pytest.raises(SettingsError, match=message):
-            ServerSettings.from_env(env)
-
-
-def test_help_exits_zero_and_lists_the_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["--help"])
-    assert exited.value.code == 0
-    out = capsys.readouterr().out
-    for word in ("--transport", "streamable-http", "QDRANT_URL", "QDRANT_XAI_IMAGE_ROOTS"):
-        assert word in out
-
-
-def test_main_reports_configuration_errors(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    monkeypatch.delenv("QDRANT_LOCAL_PATH", raising=False)
-    assert main([]) == 2
-    assert "set QDRANT_URL" in capsys.readouterr().err
-
-
-# -- transports (the real command, in a subprocess) ----------------------------------------
-
-
-def server_env(path: Path, collection: str, model_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QDRANT")}
-    return {
-        **env,
-        "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
-        "QDRANT_LOCAL_PATH": str(path),
-        "COLLECTION_NAME": collection,
-        "QDRANT_XAI_MODEL": str(model_dir),
-    }
-
-
-COMMAND = [sys.executable, "-c", "from qdrant_xai_mcp.server import main; raise SystemExit(main())"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.mark.slow
-async def test_stdio_and_streamable_http_transports(
-    tiny_encoder: ClipEncoder,
-    tiny_model_dir: Path,
-    scenes: tuple[Path, Path],
-    collection_name: str,
-    tmp_path: Path,
-) -> None:
-    """The real command on both transports (concurrently: each process takes seconds to
-    import torch). An embedded folder admits one process, so each server gets a copy."""
-    stdio_path, http_path = tmp_path / "stdio", tmp_path / "http"
-    writer = QdrantClient(path=str(stdio_path))
-    index(writer, tiny_encoder, collection_name, scenes)
-    writer.close()
-    shutil.copytree(stdio_path, http_path)
-
-    port = free_port()
-    http = subprocess.Popen(
-        [*COMMAND, "--transport", "streamable-http", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(http_path, collection_name, tiny_model_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        # stdio: the client starts the server; anything but protocol on stdout would break it
-        params = StdioServerParameters(
-            command=COMMAND[0],
-            args=COMMAND[1:],
-            env=server_env(stdio_path, collection_name, tiny_model_dir),
-        )
-        async with Client(params) as client:
-            assert {t.name for t in (await client.list_tools()).tools} == READ_TOOLS
-            result = await client.call_tool("search_images", {"query": "a red circle", "limit": 2})
-        assert not result.is_error, text_of(result)
-        assert len((result.structured_content or {})["hits"]) == 2
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if http.poll() is not None or time.monotonic() > deadline:
-                    err = http.stderr.read().decode() if http.stderr else ""
-                    pytest.fail(f"the HTTP server did not start: {err[-2000:]}")
-                await anyio.sleep(0.2)
-        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
-            assert {t.name for t in (await client.list_tools()).tools} == READ_TOOLS
-            result = await client.call_tool("search_images", {"query": "a red circle"})
-        assert not result.is_error, text_of(result)
-        assert len((result.structured_content or {})["hits"]) == 5
-    finally:
-        http.terminate()
-        http.wait(timeout=30)
-        if http.stderr:
-            http.stderr.close()
