@@ -11,6 +11,10 @@ the figures of the run (``QDRANT_XAI_RELIABILITY_JSON=path`` writes them as JSON
 
     QDRANT_XAI_HARDENING=full QDRANT_XAI_RELIABILITY_OUT=docs/reliability.md \\
         python -m pytest -m hardening
+
+The test files of one family share helpers in a module named after it (``_fuzz.py``,
+``_children.py``, ``_faults.py``, ...); the fixtures they share are defined there and served
+to them here.
 """
 
 from __future__ import annotations
@@ -26,6 +30,18 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# Fixtures shared by the test files of one family, defined beside that family's helpers.
+from tests.hardening._children import fork_server  # noqa: F401
+from tests.hardening._fuzz import fuzz_tally, fuzz_world  # noqa: F401
+from tests.hardening._mismatch import (  # noqa: F401
+    counting_method,
+    mismatch_models,
+    mismatch_scenes,
+    mismatch_world,
+    other_encoder,
+    wide_encoder,
+)
 
 FULL = os.environ.get("QDRANT_XAI_HARDENING", "").strip().lower() == "full"
 MODE = "full" if FULL else "reduced"
@@ -47,8 +63,9 @@ settings.load_profile("qdrant-xai")
 FAMILIES: dict[str, tuple[str, str]] = {
     "bad-images": (
         "Bad images",
-        "`test_bad_images.py`: a generated corpus of broken, hostile and unusual files "
-        "(truncated, empty, bombs, strips, 16-bit, CMYK, palette with transparency, animated, "
+        "`test_bad_images.py` (in-process, and the loader), `test_bad_images_cli.py`: a "
+        "generated corpus (`bad_corpus.py`) of broken, hostile and unusual files (truncated, "
+        "empty, bombs, strips, 16-bit, CMYK, palette with transparency, animated, "
         "EXIF-rotated, damaged EXIF, FIFOs and devices, symlink loops, unreadable files and "
         "folders, non-UTF-8 names) is indexed with good images, in-process and by the CLI as "
         "a process without the permission-bypass capabilities. Each bad file must be reported "
@@ -57,28 +74,32 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "fuzz": (
         "Hostile payloads (property-based fuzzing)",
-        "`test_fuzz_payloads.py`: Hypothesis generates payloads for the feature decoder and "
-        "every payload reader (explainer on every layout, MCP backend, LangChain retriever, "
-        "backfill, point ids, layouts). Only the package's typed errors may come out, never "
-        "another exception; decoded maps must equal an independent reference decoder; a map "
-        "of another shape must be refused, never reshaped into a heatmap. Oversized fields "
-        "are refused before allocation (peak allocation measured with tracemalloc).",
+        "`test_fuzz_codec.py`, `test_fuzz_explainer.py`, `test_fuzz_readers.py`: Hypothesis "
+        "generates payloads for the feature decoder and every payload reader (explainer on "
+        "every layout, MCP backend, LangChain retriever, backfill, point ids, layouts). Only "
+        "the package's typed errors may come out, never another exception; decoded maps must "
+        "equal an independent reference decoder; a map of another shape must be refused, "
+        "never reshaped into a heatmap. Oversized fields are refused before allocation (peak "
+        "allocation measured with tracemalloc).",
     ),
     "interrupt": (
         "Interrupted indexing and backfill",
-        "`test_interrupt.py`: `qdrant-xai index` and `qdrant-xai backfill` run as child "
-        "processes and are killed with SIGKILL at seeded random moments (some while a batch "
-        "is being written), then rerun until a run finishes. After every kill and at the end "
-        "a fresh client checks every point: no unknown id, no partial feature object, and at "
-        "the end no missing point and every point equal to an uninterrupted run's.",
+        "`test_interrupted_indexing.py`, `test_interrupted_backfill.py`: `qdrant-xai index` "
+        "and `qdrant-xai backfill` run as child processes and are killed with SIGKILL at "
+        "seeded random moments (some while a batch is being written), then rerun until a run "
+        "finishes. After every kill and at the end a fresh client checks every point: no "
+        "unknown id, no partial feature object, and at the end no missing point and every "
+        "point equal to an uninterrupted run's.",
     ),
     "server-faults": (
         "Server faults",
-        "`test_server_faults.py`: without a server, a real embedded client wrapped so that "
-        "chosen calls fail (before sending, or after the write landed with the answer lost) "
-        "or the storage is closed and reopened mid-run (a restart); a real HTTP client "
-        "against loopback servers that hang, close, refuse or answer 503. With `QDRANT_URL` "
-        "or a Docker engine the same tests run against a Qdrant server.",
+        "`test_server_faults_client.py`, `test_server_faults_http.py`, "
+        "`test_server_faults_retry_policy.py`: without a server, a real embedded client "
+        "wrapped so that chosen calls fail (before sending, or after the write landed with "
+        "the answer lost) or the storage is closed and reopened mid-run (a restart); a real "
+        "HTTP client against loopback servers that hang, close, refuse or answer 503; the "
+        "retry policy on a fake clock. With `QDRANT_URL` or a Docker engine the same tests "
+        "run against a Qdrant server.",
     ),
     "concurrency": (
         "Concurrency",
@@ -89,7 +110,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "sources": (
         "Untrusted image sources",
-        "`test_hostile_sources.py` (end to end through `Explainer`; `tests/test_sources.py` "
+        "`test_hostile_sources.py` (end to end through `Explainer`; `tests/unit/images/` "
         "tests the policy itself): payload sources that try path traversal, symlink escapes, "
         "`file://` tricks, loopback/private/link-local/mapped addresses, redirects, huge and "
         "drip-fed responses, served by the test's own loopback HTTP servers and decoys; an "
@@ -97,9 +118,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "mismatch": (
         "Model mismatch",
-        "`test_model_mismatch.py`: features, fingerprints or vectors from another model "
-        "(other weights, other dimension, other tools' collections) through the Python API, "
-        "the CLI, LangChain and MCP; a counting heatmap method proves no heatmap is drawn.",
+        "`test_model_mismatch_python_api.py`, `test_model_mismatch_adapters.py`: features, "
+        "fingerprints or vectors from another model (other weights, other dimension, other "
+        "tools' collections) through the Python API, the CLI, LangChain and MCP; a counting "
+        "heatmap method proves no heatmap is drawn.",
     ),
 }
 
