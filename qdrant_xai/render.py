@@ -1,8 +1,8 @@
-"""Rendering explanations: heatmap overlays, highlighted words, HTML reports.
+"""Rendering explanations for people: highlighted words, data URIs, HTML reports.
 
-Overlays use a perceptually uniform colormap (matplotlib's ``inferno``), upsampled
-smoothly (bicubic) onto the region of the image the model saw; the rest of the image is
-dimmed. Reports are single self-contained HTML files (images inlined as PNG data URIs).
+Reports are single self-contained HTML files (images inlined as PNG data URIs); each hit is
+drawn with :meth:`~qdrant_xai.explain.results.Explanation.overlay` (the drawing itself is
+:func:`qdrant_xai.images.overlay.overlay_heatmap`). Untrusted text is escaped.
 """
 
 from __future__ import annotations
@@ -15,97 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image
 
-from qdrant_xai.errors import ImageLoadError
-from qdrant_xai.images.load import load_image
+from qdrant_xai.images.overlay import overlay_heatmap
 
 if TYPE_CHECKING:
     from qdrant_xai.explain.results import Explanation, WordAttribution
 
 __all__ = [
-    "overlay_for",
-    "overlay_heatmap",
     "png_data_uri",
     "render_report",
     "render_section",
     "words_html",
     "write_report",
 ]
-
-
-def overlay_heatmap(
-    image: Image.Image,
-    heatmap: np.ndarray,
-    crop_box: tuple[int, int, int, int] | None = None,
-    *,
-    alpha: float = 0.55,
-    colormap: str = "inferno",
-) -> Image.Image:
-    """Draws ``heatmap`` ([gh, gw]) over ``crop_box`` of ``image`` (default: all of it).
-
-    Values are divided by the heatmap's maximum, and patches that lowered the score are
-    drawn as zero (only evidence for the match is coloured); the area outside the crop box
-    is dimmed because the model never saw it.
-    """
-    from matplotlib import colormaps
-
-    base = image.convert("RGB")
-    x0, y0, x1, y1 = crop_box or (0, 0, base.width, base.height)
-    if not (0 <= x0 < x1 <= base.width and 0 <= y0 < y1 <= base.height):
-        raise ValueError(
-            f"crop box {(x0, y0, x1, y1)} does not fit inside the {base.width}x{base.height} "
-            "image; pass the box of this image (ClipEncoder.crop_box(width, height))"
-        )
-    width, height = x1 - x0, y1 - y0
-    values = np.asarray(heatmap, dtype=np.float32)
-    peak = float(values.max())
-    scaled = np.clip(values, 0.0, None) / peak if peak > 0 else np.zeros_like(values)
-    smooth = Image.fromarray(scaled, mode="F").resize((width, height), Image.Resampling.BICUBIC)
-    levels = np.clip(np.asarray(smooth), 0.0, 1.0)
-    colours = (colormaps[colormap](levels)[..., :3] * 255.0).astype(np.float32)
-    pixels = np.asarray(base, dtype=np.float32) * 0.45  # dim everything, then redraw the box
-    region = np.asarray(base.crop((x0, y0, x1, y1)), dtype=np.float32)
-    pixels[y0 : y0 + height, x0 : x0 + width] = (1 - alpha) * region + alpha * colours
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
-
-
-def overlay_for(
-    explanation: Explanation, image: Image.Image | None = None, *, alpha: float = 0.55
-) -> Image.Image:
-    """The explanation's heatmap over its image (read from ``image_source`` if not given)."""
-    if explanation.heatmap is None:
-        raise ValueError(f"the explanation of hit {explanation.id} has no heatmap")
-    if image is None:
-        image = _original(explanation)
-    box = explanation.crop_box
-    if box is not None and not (box[2] <= image.width and box[3] <= image.height):
-        raise ImageLoadError(
-            explanation.image_source or f"the image of hit {explanation.id}",
-            f"is {image.width}x{image.height}, smaller than the crop box {box} recorded when "
-            "the hit was indexed: the file changed since; re-index or backfill it",
-        )
-    return overlay_heatmap(image, explanation.heatmap, box, alpha=alpha)
-
-
-def _original(explanation: Explanation) -> Image.Image:
-    """The image under the heatmap: the one the explainer read, else the source named by
-    the hit's payload, read under the explainer's source policy when it had one (so a
-    planted path cannot put a file outside ``image_roots`` into a report), else as a local
-    file (qdrant-xai's own collections store local paths)."""
-    if explanation.image is not None:
-        return explanation.image.image
-    source = explanation.image_source
-    if not source:
-        raise ImageLoadError(
-            f"hit {explanation.id}", "no image given and no image source known in its payload"
-        )
-    if explanation.sources is not None:
-        return explanation.sources.open(source).image
-    if "://" in source or source.startswith("data:"):
-        raise ImageLoadError(source[:60], "not a local file; pass the image to overlay(image=...)")
-    return load_image(source).image
 
 
 def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
@@ -179,7 +102,7 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
         )
         try:
             if original is None:
-                original = _original(explanation)
+                original = explanation.original_image()
             overlay = explanation.overlay(original)
             image_html = f"<img src='{png_data_uri(overlay)}' alt='heatmap'>"
             if explanation.heatmap_side == "hit" and original is not None:
@@ -192,7 +115,7 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
         whose = "query" if explanation.words_side == "query" else "hit text"
         top = ", ".join(f"{w.word} {w.score:+.3f}" for w in explanation.top_words(3))
         caption = (
-            f"<div class='text'>{explanation.words_html()}</div>"
+            f"<div class='text'>{words_html(explanation.text or '', explanation.words)}</div>"
             f"<div class='top'>{whose}; top words: {html.escape(top)}</div>"
         )
     name = os.path.basename(str(explanation.payload.get("source", "")))

@@ -30,9 +30,9 @@ from qdrant_xai.errors import (
 )
 from qdrant_xai.explain import HEATMAP_METHODS, Explainer, Explanation
 from qdrant_xai.images.load import ImageLimits, LoadedImage
+from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.images.query import load_query_image
-from qdrant_xai.render import overlay_for, overlay_heatmap
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import Searcher
 from qdrant_xai.storage.indexer import Indexer
@@ -310,7 +310,7 @@ class XaiBackend:
             gray = PILImage.new("RGB", (cols * 32, rows * 32), (128, 128, 128))
             picture = overlay_heatmap(gray, e.heatmap)
         else:
-            picture = overlay_for(e, base.image)
+            picture = e.overlay(base.image)
         picture.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")

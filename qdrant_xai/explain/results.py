@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from PIL import Image
 from qdrant_client import models
 
+from qdrant_xai.errors import ImageLoadError
+from qdrant_xai.images.load import load_image
+from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.storage.schema import PayloadKeys
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from qdrant_xai.explain.grounding import Grounding
     from qdrant_xai.explain.rationales import Rationale
     from qdrant_xai.images.load import LoadedImage
@@ -141,16 +143,46 @@ class Explanation:
         }
 
     def overlay(self, image: Image.Image | None = None, *, alpha: float = 0.55) -> Image.Image:
-        """The heatmap drawn over its image (read from ``image_source`` when not given)."""
-        from qdrant_xai.render import overlay_for
+        """The heatmap drawn over its image: ``image`` if given, else the one the explainer
+        read, else the source the hit's payload names, read under the explainer's source
+        policy when it had one (so a planted path cannot put a file outside
+        ``image_roots`` into a report), else as a local file (qdrant-xai's own collections
+        store local paths).
 
-        return overlay_for(self, image, alpha=alpha)
+        Raises:
+            ValueError: the explanation has no heatmap (a text-text pair).
+            ImageLoadError: no image can be read, or it is smaller than the recorded crop
+                box (the file changed since it was indexed).
+        """
+        if self.heatmap is None:
+            raise ValueError(f"the explanation of hit {self.id} has no heatmap")
+        if image is None:
+            image = self.original_image()
+        box = self.crop_box
+        if box is not None and not (box[2] <= image.width and box[3] <= image.height):
+            raise ImageLoadError(
+                self.image_source or f"the image of hit {self.id}",
+                f"is {image.width}x{image.height}, smaller than the crop box {box} recorded "
+                "when the hit was indexed: the file changed since; re-index or backfill it",
+            )
+        return overlay_heatmap(image, self.heatmap, box, alpha=alpha)
 
-    def words_html(self) -> str:
-        """The attributed text as HTML spans shaded by score."""
-        from qdrant_xai.render import words_html
-
-        return words_html(self.text or "", self.words)
+    def original_image(self) -> Image.Image:
+        """The image under the heatmap, read as :meth:`overlay` says."""
+        if self.image is not None:
+            return self.image.image
+        source = self.image_source
+        if not source:
+            raise ImageLoadError(
+                f"hit {self.id}", "no image given and no image source known in its payload"
+            )
+        if self.sources is not None:
+            return self.sources.open(source).image
+        if "://" in source or source.startswith("data:"):
+            raise ImageLoadError(
+                source[:60], "not a local file; pass the image to overlay(image=...)"
+            )
+        return load_image(source).image
 
 
 def grid_region(row: int, col: int, rows: int, cols: int) -> str:
