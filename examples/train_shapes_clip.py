@@ -2,34 +2,31 @@
 
 Run::
 
-    python -m qdrant_xai.shapes_training --out qdrant_xai/data/shapes-clip [--steps N] [--seed S]
+    python examples/train_shapes_clip.py --out qdrant_xai/demo/model [--steps N] [--seed S]
 
-The model is a small :class:`~transformers.CLIPModel` trained with the
-symmetric contrastive (InfoNCE) loss of CLIP (Radford et al., 2021,
-https://arxiv.org/abs/2103.00020) on scenes from :mod:`qdrant_xai.demo.world`,
-rendered afresh for every batch and fed through the real processor and
-tokenizer. To make the model bind colours to shapes, and so localise them,
+The model is a small :class:`~transformers.CLIPModel` trained with the symmetric contrastive
+(InfoNCE) loss of CLIP (Radford et al., 2021, https://arxiv.org/abs/2103.00020) on scenes
+from :mod:`qdrant_xai.demo.world`, rendered afresh for every batch and fed through the real
+processor and tokenizer. To make the model bind colours to shapes, and so localise them,
 every batch mixes
 
 * the full captions of its scenes (``"a red circle and a blue square"``),
 * one single-object phrase per scene (``"a blue square"``),
-* hard negatives: the caption with its colours swapped between objects
-  (``"a blue circle and a red square"``), the caption with one shape changed
-  (``"a red circle and a blue cross"``) and a phrase that pairs one object's
-  colour with another's shape (``"a red square"``).
+* hard negatives: the caption with its colours swapped between objects (``"a blue circle
+  and a red square"``), the caption with one shape changed (``"a red circle and a blue
+  cross"``) and a phrase that pairs one object's colour with another's shape (``"a red
+  square"``).
 
-A text is a positive for every image in the batch that contains all the
-objects it names; each positive competes only against the negatives of its
-row or column (multi-positive InfoNCE), so a phrase true for two images is
-never pushed away from either.
+A text is a positive for every image in the batch that contains all the objects it names;
+each positive competes only against the negatives of its row or column (multi-positive
+InfoNCE), so a phrase true for two images is never pushed away from either.
 
-At the end the script reloads the saved checkpoint and prints held-out metrics
-on unseen scenes: text-to-image Recall@1/5, colour-binding accuracy, and the
-pointing game (does the hottest patch of a heatmap fall on the object a
-one-object query names?) for the per-patch decomposition of the image
-embedding (Gandelsman et al., ICLR 2024, https://arxiv.org/abs/2310.05916) and,
-for comparison, for raw patch-token similarity. The metrics also go into
-``TRAINING.md`` in the output folder.
+At the end the script reloads the saved checkpoint and prints held-out metrics on unseen
+scenes: text-to-image Recall@1/5, colour-binding accuracy, and the pointing game
+(:func:`qdrant_xai.eval.pointing_game`: does the hottest patch of a heatmap fall on the
+object a one-object query names?) for the per-patch decomposition of the image embedding
+(Gandelsman et al., ICLR 2024, https://arxiv.org/abs/2310.05916) and, for comparison, for
+raw patch-token similarity. The metrics also go into ``TRAINING.md`` in the output folder.
 """
 
 from __future__ import annotations
@@ -49,30 +46,23 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
 from qdrant_xai.demo.world import COLORS, SHAPES, ShapeScene, caption_for, generate_scenes
+from qdrant_xai.eval import pointing_game
 from qdrant_xai.testing import build_clip_processor, tiny_clip_config
-
-__all__ = [
-    "ShapesEvaluation",
-    "ShapesTrainingConfig",
-    "build_shapes_clip",
-    "evaluate_shapes_clip",
-    "main",
-    "save_shapes_clip",
-    "train_shapes_clip",
-]
 
 Pair = tuple[str, str]
 """A ``(colour, shape)`` pair naming one object."""
 
 # Held-out scenes come from a seed the training stream never uses.
 _EVAL_SEED_OFFSET = 1_000_003
+# the settings of ShapesTrainingConfig that the command line sets
+_OPTIONS = ("steps", "seed", "batch_size", "threads", "eval_scenes")
 
 
 @dataclass(frozen=True)
 class ShapesTrainingConfig:
     """Hyper-parameters of the shapes-world CLIP and its training run.
 
-    The defaults are those of the bundled ``qdrant_xai/data/shapes-clip``.
+    The defaults are those of the bundled ``qdrant_xai/demo/model``.
     """
 
     steps: int = 4000
@@ -102,17 +92,16 @@ class ShapesEvaluation:
 
     Attributes:
         scenes: Number of unseen scenes evaluated.
-        recall_at_1: Text-to-image Recall@1 of full captions over all scenes; an
-            image counts as correct when it contains every object the caption
-            names.
+        recall_at_1: Text-to-image Recall@1 of full captions over all scenes; an image
+            counts as correct when it contains every object the caption names.
         recall_at_5: The same at rank 5.
-        binding_accuracy: How often an image scores its caption above the
-            caption with colours swapped between objects (scenes with two or
-            more objects of different colours).
-        pointing_decomposition: Pointing-game accuracy of the per-patch
-            decomposition heatmap, over every (scene, object) query.
-        pointing_raw_patches: Pointing-game accuracy of raw patch-token
-            similarity, ``visual_projection(post_layernorm(patch_tokens))``.
+        binding_accuracy: How often an image scores its caption above the caption with
+            colours swapped between objects (scenes with two or more objects of different
+            colours).
+        pointing_decomposition: Pointing-game accuracy of the per-patch decomposition
+            heatmap, over every (scene, object) query.
+        pointing_raw_patches: Pointing-game accuracy of raw patch-token similarity,
+            ``visual_projection(post_layernorm(patch_tokens))``.
         queries: Number of one-object pointing queries.
     """
 
@@ -262,44 +251,35 @@ def evaluate_shapes_clip(
         image_embeds, contributions = image_patch_contributions(model, pixel_values)
         images = F.normalize(image_embeds, dim=-1)
         vision = model.vision_model(pixel_values=pixel_values)
-        # raw patch tokens in the joint space: [N, gh * gw, D]
+        # raw patch tokens in the joint space
         raw = model.visual_projection(model.vision_model.post_layernorm(vision.last_hidden_state))
-        raw = F.normalize(raw[:, 1:], dim=-1)
+        raw = F.normalize(raw[:, 1:], dim=-1).reshape(contributions.shape)  # [N, gh, gw, D]
 
         captions = _encode_texts(model, processor, [s.caption for s in scenes])  # [N, D]
         scores = captions @ images.T  # [N captions, N images]
         relevant = torch.tensor(
             [[_is_true(_pairs(a), _pairs(b)) for b in scenes] for a in scenes]
         )  # [N captions, N images]
-        order = scores.argsort(dim=1, descending=True)
-        hits = relevant.gather(1, order)
+        hits = relevant.gather(1, scores.argsort(dim=1, descending=True))
         recall_1 = hits[:, :1].any(dim=1).float().mean().item()
         recall_5 = hits[:, :5].any(dim=1).float().mean().item()
 
-        bound, swapped, bound_index = [], [], []
-        for index, scene in enumerate(scenes):
-            pairs = _pairs(scene)
-            wrong = _swap_colours(pairs)
-            if wrong is not None:
-                bound.append(scene.caption)
-                swapped.append(caption_for(wrong))
-                bound_index.append(index)
+        swaps = [(i, _swap_colours(_pairs(scene))) for i, scene in enumerate(scenes)]
+        swapped = {i: caption_for(wrong) for i, wrong in swaps if wrong is not None}
         binding = float("nan")
-        if bound_index:
-            rows = images[bound_index]
-            right = (rows * _encode_texts(model, processor, bound)).sum(-1)
-            wrong_scores = (rows * _encode_texts(model, processor, swapped)).sum(-1)
-            binding = (right > wrong_scores).float().mean().item()
+        if swapped:
+            rows = images[list(swapped)]
+            right = _encode_texts(model, processor, [scenes[i].caption for i in swapped])
+            wrong_scores = (rows * _encode_texts(model, processor, list(swapped.values()))).sum(-1)
+            binding = ((rows * right).sum(-1) > wrong_scores).float().mean().item()
 
         queries = [(i, obj) for i, scene in enumerate(scenes) for obj in scene.objects]
         phrases = _encode_texts(model, processor, [obj.phrase for _, obj in queries])
-        grid_h, grid_w = contributions.shape[1:3]
         decomposition_hits = raw_hits = 0
         for (index, obj), phrase in zip(queries, phrases, strict=True):
-            heatmap = contributions[index] @ phrase  # [gh, gw]
-            raw_map = (raw[index] @ phrase).reshape(grid_h, grid_w)  # [gh, gw]
-            decomposition_hits += _points_at(heatmap, obj.mask)
-            raw_hits += _points_at(raw_map, obj.mask)
+            # [gh, gw] maps over the whole scene (square: the centre crop keeps all of it)
+            decomposition_hits += pointing_game((contributions[index] @ phrase).numpy(), obj.mask)
+            raw_hits += pointing_game((raw[index] @ phrase).numpy(), obj.mask)
 
     return ShapesEvaluation(
         scenes=n_scenes,
@@ -316,24 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: train, save, reload, evaluate, write ``TRAINING.md``."""
     defaults = ShapesTrainingConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m qdrant_xai.shapes_training", description=__doc__.split("\n\n")[0]
+        prog="python examples/train_shapes_clip.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--eval-scenes", type=int, default=defaults.eval_scenes)
+    for name in _OPTIONS:  # --steps, --seed, --batch-size, --threads, --eval-scenes
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=getattr(defaults, name)
+        )
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.batch_size < 2:
         parser.error("--steps must be positive and --batch-size at least 2")
-    config = ShapesTrainingConfig(
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        eval_scenes=args.eval_scenes,
-    )
+    config = ShapesTrainingConfig(**{name: getattr(args, name) for name in _OPTIONS})
 
     started = time.perf_counter()
     model, processor = train_shapes_clip(config)
@@ -352,9 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scene_size=config.scene_size,
     )
     print(evaluation.summary())
-    command = "python -m qdrant_xai.shapes_training " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = " ".join([parser.prog, *(sys.argv[1:] if argv is None else argv)])
     (args.out / "TRAINING.md").write_text(
         _training_report(config, evaluation, command, wall_time, args.out), encoding="utf-8"
     )
@@ -389,12 +360,8 @@ def _batch_loss(
         texts.append(_reshape_one(pairs, rng))
 
     pixel_values = processor(images=[s.image for s in batch], return_tensors="pt")["pixel_values"]
-    tokens = processor.tokenizer(
-        [caption_for(t) for t in texts], padding=True, truncation=True, return_tensors="pt"
-    )
     images = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
-    text_embeds = model.get_text_features(**tokens).pooler_output
-    text_embeds = F.normalize(text_embeds, dim=-1)
+    text_embeds = _encode_texts(model, processor, [caption_for(t) for t in texts])
     logits = model.logit_scale.exp() * images @ text_embeds.T  # [B, T]
 
     positive = torch.tensor([[_is_true(t, _pairs(s)) for t in texts] for s in batch])  # [B, T]
@@ -474,23 +441,6 @@ def _misbound_phrase(pairs: Sequence[Pair], rng: np.random.Generator) -> Pair:
     return _recolour(pairs[int(rng.integers(len(pairs)))], rng)
 
 
-def _points_at(heatmap: torch.Tensor, mask: np.ndarray) -> bool:
-    """Whether the pixel region of ``heatmap``'s argmax cell overlaps ``mask``.
-
-    Args:
-        heatmap: Patch scores, shape ``[gh, gw]``.
-        mask: Boolean object mask, shape ``[H, W]``; the grid covers the
-            whole image (square scenes, so the processor's centre crop keeps
-            everything).
-    """
-    grid_h, grid_w = heatmap.shape
-    row, col = divmod(int(heatmap.argmax()), grid_w)
-    height, width = mask.shape
-    y0, y1 = row * height // grid_h, (row + 1) * height // grid_h
-    x0, x1 = col * width // grid_w, (col + 1) * width // grid_w
-    return bool(mask[y0:y1, x0:x1].any())
-
-
 def _training_report(
     config: ShapesTrainingConfig,
     evaluation: ShapesEvaluation,
@@ -504,7 +454,7 @@ def _training_report(
     return f"""# shapes-clip
 
 A small CLIP trained from scratch on the synthetic shapes world
-(`qdrant_xai.demo.world`) by `qdrant_xai.shapes_training`. It knows
+(`qdrant_xai.demo.world`) by `examples/train_shapes_clip.py`. It knows
 {len(COLORS)} colours and the shapes circle, square, triangle and cross, and
 binds colours to shapes well enough that per-patch explanations point at the
 object a query names. Useful for tests and demos without downloading a model.
@@ -529,9 +479,10 @@ threads ({platform.processor() or platform.machine()}, torch {torch.__version__}
 
 Recall counts an image as correct when it contains every object the caption
 names. Binding accuracy compares a scene's caption with the caption whose
-colours are swapped between objects. The pointing game asks, for every object
-of every scene, whether the argmax patch of the heatmap for the query
-`"a <colour> <shape>"` overlaps the object's mask; the decomposition heatmap
+colours are swapped between objects. The pointing game
+(`qdrant_xai.eval.pointing_game`) asks, for every object of every scene, whether the
+argmax patch of the heatmap for the query `"a <colour> <shape>"` overlaps the object's
+mask; the decomposition heatmap
 is `qdrant_xai.encoding.towers.image_patch_contributions` dotted with the
 normalised text embedding, the raw one is
 `visual_projection(post_layernorm(patch_tokens))`, normalised, dotted with it.

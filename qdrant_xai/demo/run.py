@@ -22,6 +22,7 @@ import numpy as np
 
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.errors import QdrantXaiError
+from qdrant_xai.eval.faithfulness import pointing_game
 from qdrant_xai.explain import Explainer, Explanation, RationaleScorer
 from qdrant_xai.images.load import iter_image_files, load_image
 from qdrant_xai.render import write_report
@@ -61,14 +62,9 @@ class DemoResult:
 def peak_on_mask(
     heatmap: np.ndarray, crop_box: tuple[int, int, int, int], mask: np.ndarray
 ) -> bool:
-    """Pointing game: does the heatmap's hottest patch overlap ``mask`` ([H, W] bool)?"""
-    rows, cols = heatmap.shape
-    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    x0, y0, x1, y1 = crop_box
-    cell_w, cell_h = (x1 - x0) / cols, (y1 - y0) / rows
-    top, left = int(y0 + row * cell_h), int(x0 + col * cell_w)
-    bottom, right = int(np.ceil(y0 + (row + 1) * cell_h)), int(np.ceil(x0 + (col + 1) * cell_w))
-    return bool(mask[top:bottom, left:right].any())
+    """Does the heatmap's hottest patch overlap ``mask`` ([H, W] bool)? The pointing game,
+    :func:`qdrant_xai.eval.pointing_game`, with the grid over ``crop_box``."""
+    return pointing_game(heatmap, mask, crop_box=crop_box)
 
 
 def run_demo(
@@ -196,7 +192,7 @@ def _on_target(query: str, top: Explanation, scenes: Mapping[str, Any]) -> bool 
     color, shape = words[-2], words[-1]
     for obj in scene.objects:
         if obj.color == color and obj.shape == shape:
-            return peak_on_mask(top.heatmap, top.crop_box, obj.mask)
+            return pointing_game(top.heatmap, obj.mask, crop_box=top.crop_box)
     return None
 
 

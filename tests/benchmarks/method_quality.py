@@ -26,7 +26,7 @@ import argparse
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +36,17 @@ import torch
 from qdrant_xai.demo.world import COLORS, SHAPES, ShapeScene, generate_scenes
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.words import split_words
-from qdrant_xai.eval import faithfulness as metrics
+from qdrant_xai.eval import (
+    centre_prior,
+    deletion_auc,
+    energy_pointing_game,
+    insertion_auc,
+    pointing_game,
+    random_heatmaps,
+    word_faithfulness,
+)
 from qdrant_xai.explain.base import ImageEvidence, heatmap_method, word_method
+from tests.benchmarks.harness import timed
 
 __all__ = [
     "HeatmapMethodQuality",
@@ -160,21 +169,17 @@ def evaluate_heatmap_methods(
         maps[name] = method.heatmaps(encoder, evidence, texts)
         runs_from[name] = _runs_from(method.requires)
     if baselines:
-        maps["random"] = metrics.random_heatmaps(len(queries), encoder.grid, seed=seed)
-        centre = metrics.centre_prior(encoder.grid)
+        maps["random"] = random_heatmaps(len(queries), encoder.grid, seed=seed)
+        centre = centre_prior(encoder.grid)
         maps["centre"] = np.repeat(centre[None], len(queries), 0)
         runs_from["random"] = runs_from["centre"] = "-"
     pixels = encoder.pixel_values(images)
     rows = []
     for name, heatmaps in maps.items():
-        pointing = [
-            metrics.pointing_game(h, q.mask) for h, q in zip(heatmaps, queries, strict=True)
-        ]
-        energy = [
-            metrics.energy_pointing_game(h, q.mask) for h, q in zip(heatmaps, queries, strict=True)
-        ]
-        deletion = metrics.deletion_auc(encoder, pixels, heatmaps, texts, steps=steps)
-        insertion = metrics.insertion_auc(encoder, pixels, heatmaps, texts, steps=steps)
+        pointing = [pointing_game(h, q.mask) for h, q in zip(heatmaps, queries, strict=True)]
+        energy = [energy_pointing_game(h, q.mask) for h, q in zip(heatmaps, queries, strict=True)]
+        deletion = deletion_auc(encoder, pixels, heatmaps, texts, steps=steps)
+        insertion = insertion_auc(encoder, pixels, heatmaps, texts, steps=steps)
         rows.append(
             HeatmapMethodQuality(
                 name=name,
@@ -224,7 +229,7 @@ def evaluate_word_methods(
             split_words(c)[int(np.argmax(s))].text in content
             for c, s in zip(captions, scores, strict=True)
         ]
-        faith = metrics.word_faithfulness(encoder, captions, scores, targets)
+        faith = word_faithfulness(encoder, captions, scores, targets)
         rows.append(
             WordMethodQuality(
                 name=name,
@@ -235,12 +240,6 @@ def evaluate_word_methods(
             )
         )
     return rows
-
-
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 def measure_costs(
@@ -272,8 +271,8 @@ def measure_costs(
     for name in image_methods:
         method = heatmap_method(name)
         method.heatmaps(encoder, _subset(evidence, 0, 1), query)  # warm-up
-        batched = _timed(lambda m=method: m.heatmaps(encoder, evidence, query))  # type: ignore[misc]
-        single = _timed(
+        batched = timed(lambda m=method: m.heatmaps(encoder, evidence, query))  # type: ignore[misc]
+        single = timed(
             lambda m=method: [  # type: ignore[misc]
                 m.heatmaps(encoder, _subset(evidence, i, i + 1), query) for i in range(hits)
             ]
@@ -284,8 +283,8 @@ def measure_costs(
     for name in word_methods:
         words = word_method(name)
         words.attribute(encoder, [caption], targets[:1])  # warm-up
-        batched = _timed(lambda w=words: w.attribute(encoder, [caption] * hits, targets))  # type: ignore[misc]
-        single = _timed(
+        batched = timed(lambda w=words: w.attribute(encoder, [caption] * hits, targets))  # type: ignore[misc]
+        single = timed(
             lambda w=words: [  # type: ignore[misc]
                 w.attribute(encoder, [caption], targets[i : i + 1]) for i in range(hits)
             ]

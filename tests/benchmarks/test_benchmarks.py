@@ -15,17 +15,10 @@ from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.world import generate_scenes
 from qdrant_xai.encoding.encoder import QUERY_CACHE_SIZE
 from qdrant_xai.explain.words.occlusion import WordOcclusion
-from tests.benchmarks.harness import (
-    SECTIONS,
-    BenchConfig,
-    eager_embed_pixels,
-    eager_embed_texts,
-    interleaved,
-    loo_sequential,
-    main,
-    query_stream,
-    target,
-)
+from tests.benchmarks.explaining import loo_sequential
+from tests.benchmarks.harness import BenchConfig, interleaved, target
+from tests.benchmarks.inputs import eager_embed_pixels, eager_embed_texts, query_stream
+from tests.benchmarks.run import SECTIONS, main
 
 TEXTS = [
     "a red circle",

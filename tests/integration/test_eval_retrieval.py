@@ -1,15 +1,14 @@
-"""Retrieval evaluation: dataset readers, metrics, the evaluation loop and ``qdrant-xai eval``.
+"""Retrieval evaluation through Qdrant: sensible metrics, explaining changes no ranking, an
+explainer that changes anything is caught, and ``qdrant-xai eval``.
 
-The data is the shapes world written in the formats real datasets come in: a Flickr8k folder
-(token file, image folder with the archive's spelling, split files), a Karpathy split JSON and
-an ``image,caption`` CSV, all describing the same images and captions.
+The data is the shapes world written in the formats real datasets come in
+(:mod:`tests.unit.eval.flickr_world`); the readers and the ranking metrics are tested
+without Qdrant in ``tests/unit/eval``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,68 +21,15 @@ from qdrant_client.models import PointStruct
 
 from qdrant_xai import ClipEncoder
 from qdrant_xai.cli import main
-from qdrant_xai.demo.world import ShapeScene, caption_for, generate_scenes
-from qdrant_xai.eval.retrieval import (
-    DatasetError,
-    EvaluationReport,
-    RetrievalDataset,
-    average_precision,
-    detect_format,
-    evaluate,
-    read_dataset,
-    summarize_ranks,
-)
-
-N_IMAGES = 14
-SPLITS = {"train": range(0, 3), "dev": range(3, 5), "test": range(5, N_IMAGES)}
-SEED = 4242  # held out from the bundled model's training stream
-
-
-def _captions(scene: ShapeScene) -> list[str]:
-    """The scene's caption and, when it differs, the caption naming the objects reversed."""
-    pairs = [(o.color, o.shape) for o in scene.objects]
-    return list(dict.fromkeys([caption_for(pairs), caption_for(pairs[::-1])]))
+from qdrant_xai.eval.datasets import RetrievalDataset, read_dataset
+from qdrant_xai.eval.report import EvaluationReport
+from qdrant_xai.eval.retrieval import evaluate
+from tests.unit.eval.flickr_world import N_IMAGES, write_flickr_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One shapes world in three formats: Flickr8k layout, Karpathy JSON, CSV."""
-    root = tmp_path_factory.mktemp("flickr-shapes")
-    images = root / "Flicker8k_Dataset"  # sic, as in the Flickr8k archive
-    text = root / "Flickr8k_text"
-    images.mkdir()
-    text.mkdir()
-    names, captions = [], []
-    for i, scene in enumerate(generate_scenes(N_IMAGES, seed=SEED)):
-        name = f"{1000268201 + i}_{i:04x}shapes.png"
-        scene.image.save(images / name)
-        names.append(name)
-        captions.append(_captions(scene))
-    token_lines = [
-        f"{n}#{k}\t{c}" for n, cs in zip(names, captions, strict=True) for k, c in enumerate(cs)
-    ]
-    (text / "Flickr8k.token.txt").write_text("\n".join(token_lines) + "\n")
-    for split, rows in SPLITS.items():
-        (text / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names[i] for i in rows))
-    karpathy = {
-        "dataset": "flickr8k",
-        "images": [
-            {
-                "filename": n,
-                "imgid": i,
-                "split": next(s if s != "dev" else "val" for s, r in SPLITS.items() if i in r),
-                "sentences": [{"raw": c, "tokens": c.split()} for c in cs],
-            }
-            for i, (n, cs) in enumerate(zip(names, captions, strict=True))
-        ],
-    }
-    (root / "dataset_flickr8k.json").write_text(json.dumps(karpathy))
-    with (root / "captions.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "caption"])
-        for name, texts in zip(names, captions, strict=True):
-            writer.writerows([f"Flicker8k_Dataset/{name}", c] for c in texts)
-    return root
+    return write_flickr_world(tmp_path_factory.mktemp("flickr-shapes"))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -101,141 +47,6 @@ def memory() -> Iterator[QdrantClient]:
     client = QdrantClient(":memory:")
     yield client
     client.close()
-
-
-def _pairs(dataset: RetrievalDataset) -> list[tuple[Path, tuple[str, ...]]]:
-    return [(item.path, item.captions) for item in dataset.items]
-
-
-# -- readers ----------------------------------------------------------------------------
-
-
-def test_the_three_formats_read_the_same_images_and_captions(world: Path) -> None:
-    assert detect_format(world) == "flickr8k"
-    assert detect_format(world / "Flickr8k_text" / "Flickr8k.token.txt") == "flickr8k"
-    assert detect_format(world / "dataset_flickr8k.json") == "karpathy"
-    assert detect_format(world / "captions.csv") == "csv"
-
-    flickr = read_dataset(world, split="all")
-    karpathy = read_dataset(world / "dataset_flickr8k.json", split="all")
-    table = read_dataset(world / "captions.csv")
-    assert flickr.n_images == karpathy.n_images == table.n_images == N_IMAGES
-    assert _pairs(flickr) == _pairs(karpathy) == _pairs(table)
-    assert flickr.n_captions > N_IMAGES  # two-object scenes have a reordered second caption
-    assert all(item.path.is_absolute() and item.path.is_file() for item in flickr.items)
-    assert flickr.image_root == (world / "Flicker8k_Dataset").resolve()
-    assert (flickr.format, karpathy.format, table.format) == ("flickr8k", "karpathy", "csv")
-    assert flickr.name == karpathy.name == "flickr8k"
-
-    # the default split is test when there is one; val and dev name the same split
-    test = read_dataset(world)
-    assert test.split == "test" and test.n_images == len(SPLITS["test"])
-    assert _pairs(test) == _pairs(read_dataset(world / "dataset_flickr8k.json"))
-    assert set(test.splits) == {"train", "dev", "test"}
-    assert _pairs(read_dataset(world, split="val")) == _pairs(
-        read_dataset(world / "dataset_flickr8k.json", split="dev")
-    )
-    assert table.split is None and read_dataset(world, format="csv").format == "csv"
-
-    limited = read_dataset(world, max_images=3)
-    assert _pairs(limited) == _pairs(test)[:3]
-
-
-def _copy_flickr(world: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "flickr"
-    shutil.copytree(world / "Flickr8k_text", copy / "Flickr8k_text")
-    (copy / "Flicker8k_Dataset").symlink_to(world / "Flicker8k_Dataset")
-    return copy
-
-
-def test_malformed_flickr8k_inputs_say_what_and_where(world: Path, tmp_path: Path) -> None:
-    copy = _copy_flickr(world, tmp_path)
-    token = copy / "Flickr8k_text" / "Flickr8k.token.txt"
-    good = token.read_text().splitlines()
-
-    token.write_text("\n".join([*good[:2], "a caption without an image name", *good[2:]]))
-    with pytest.raises(DatasetError, match="IMAGE#N<TAB>caption") as bad_line:
-        read_dataset(copy)
-    assert bad_line.value.line == 3 and f"{token}:3:" in str(bad_line.value)
-
-    token.write_text("\n".join([*good, "x.png#first\ta caption"]))
-    with pytest.raises(DatasetError) as bad_index:
-        read_dataset(copy)
-    assert bad_index.value.line == len(good) + 1
-
-    token.write_text("\n".join([*good, "gone_1234.png#0\ta red circle"]))
-    with pytest.raises(DatasetError, match=r"1 of \d+ images are missing .*gone_1234\.png"):
-        read_dataset(copy, split="all")
-    skipped = read_dataset(copy, split="all", skip_missing=True)
-    assert skipped.n_images == N_IMAGES and skipped.skipped[0][0] == "gone_1234.png"
-    assert read_dataset(copy).n_images == len(SPLITS["test"])  # not in the test split
-
-    token.write_text("\n".join(good))
-    with pytest.raises(DatasetError, match=r"unknown split 'holdout'.*test") as unknown:
-        read_dataset(copy, split="holdout")
-    assert "'all'" in str(unknown.value)
-
-    split_file = copy / "Flickr8k_text" / "Flickr_8k.testImages.txt"
-    split_file.write_text(split_file.read_text() + "\nnot_captioned.jpg\n")
-    with pytest.raises(DatasetError, match=r"no captions.*not_captioned\.jpg"):
-        read_dataset(copy)
-
-    with pytest.raises(DatasetError, match="the image folder given does not exist"):
-        read_dataset(token, split="train", images=tmp_path / "nowhere")
-    (copy / "Flicker8k_Dataset").unlink()
-    with pytest.raises(DatasetError, match=r"cannot find the images.*--images DIR"):
-        read_dataset(token, split="train")
-    moved = read_dataset(token, split="train", images=world / "Flicker8k_Dataset")
-    assert moved.n_images == len(SPLITS["train"])
-
-
-def test_malformed_karpathy_and_csv_inputs(world: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "dataset_broken.json"
-    broken.write_text('{"images": [\n{"filename": "a.png",\n')
-    with pytest.raises(DatasetError, match="not valid JSON") as not_json:
-        read_dataset(broken)
-    assert not_json.value.line is not None
-
-    data = json.loads((world / "dataset_flickr8k.json").read_text())
-    del data["images"][1]["sentences"]
-    broken.write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match=r"images\[1\].*'sentences'"):
-        read_dataset(broken, images=world / "Flicker8k_Dataset")
-    broken.write_text(json.dumps({"annotations": []}))
-    with pytest.raises(DatasetError, match="'images' list"):
-        read_dataset(broken)
-
-    with pytest.raises(DatasetError, match="has no splits"):
-        read_dataset(world / "captions.csv", split="test")
-    headless = tmp_path / "captions.csv"
-    headless.write_text("file,text\na.png,a red circle\n")
-    with pytest.raises(DatasetError, match="'image' and 'caption'"):
-        read_dataset(headless, format="csv")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="no retrieval dataset found"):
-        read_dataset(tmp_path / "empty")
-    with pytest.raises(DatasetError, match="no such file"):
-        read_dataset(tmp_path / "absent")
-
-
-# -- metrics ----------------------------------------------------------------------------
-
-
-def test_metrics_match_a_ranking_computed_by_hand() -> None:
-    # relevant items of one query at ranks 1 and 3 of 2: AP = (1/1 + 2/3) / 2
-    assert average_precision([1, 3], 2) == pytest.approx(5 / 6)
-    assert average_precision([3, 1], 2) == pytest.approx(5 / 6)  # order of input irrelevant
-    assert average_precision([2], 3) == pytest.approx(1 / 6)  # 2 relevant never retrieved
-    assert average_precision([], 1) == 0.0
-
-    # four queries, ranks counted up to 10: one misses (rank 11 for the median)
-    metrics = summarize_ranks(
-        [[1], [3], [], [2, 5]], [1, 1, 1, 2], ks=(1, 5, 10), cap=10, candidates=40
-    )
-    assert metrics.recall == {1: 0.25, 5: 0.75, 10: 0.75}
-    assert metrics.mean_ap == pytest.approx((1 + 1 / 3 + 0 + (1 / 2 + 2 / 5) / 2) / 4)
-    assert metrics.median_rank == 2.5  # median of first ranks 1, 2, 3, 11
-    assert metrics.misses == 1 and metrics.queries == 4 and metrics.candidates == 40
 
 
 # -- evaluation -------------------------------------------------------------------------

@@ -15,15 +15,13 @@ import pytest
 from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.world import generate_scenes
 from qdrant_xai.encoding.words import split_words, text_without
+from qdrant_xai.eval.curves import FaithfulnessCurve, deletion_curves, insertion_curves
 from qdrant_xai.eval.faithfulness import (
-    FaithfulnessCurve,
     centre_prior,
     comprehensiveness,
     deletion_auc,
-    deletion_curves,
     energy_pointing_game,
     insertion_auc,
-    insertion_curves,
     pointing_game,
     random_heatmaps,
     sufficiency,
