@@ -16,8 +16,8 @@ Use::
     processor = AutoProcessor.from_pretrained(path)
 
 The embeddings of a random model carry no meaning; for a small model that
-actually understands its (synthetic) world, load the bundled
-``qdrant_xai/data/shapes-clip`` checkpoint (see :mod:`qdrant_xai.shapes_training`).
+actually understands its (synthetic) world, load the bundled one with
+``ClipEncoder.from_pretrained("shapes")`` (made by ``examples/train_shapes_clip.py``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The offline demo: index a synthetic shapes world, search it both ways, explain every hit.
 
 ``qdrant-xai demo`` generates coloured shapes with captions, loads the small CLIP that the
-project trained on that world (``qdrant_xai/data/shapes-clip``, see
-:mod:`qdrant_xai.shapes_training`), indexes everything into embedded Qdrant, runs
+project trained on that world (``ClipEncoder.from_pretrained("shapes")``, made by
+``examples/train_shapes_clip.py``), indexes everything into embedded Qdrant, runs
 text→image and image→text queries, and writes an HTML report. Because the world is
 synthetic the demo knows where each shape is, and prints whether each top hit's heatmap
 peak lands on the shape the query names.
@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.errors import QdrantXaiError
 from qdrant_xai.eval.faithfulness import pointing_game
@@ -30,7 +28,7 @@ from qdrant_xai.search import Searcher
 from qdrant_xai.storage.indexer import Indexer, IndexSummary, read_captions_csv
 from qdrant_xai.storage.schema import PayloadKeys
 
-__all__ = ["DemoResult", "peak_on_mask", "run_demo", "shapes_rationales"]
+__all__ = ["DemoResult", "run_demo", "shapes_rationales"]
 
 DEMO_COLLECTION = "demo"
 DEMO_SEED = 7
@@ -57,14 +55,6 @@ class DemoResult:
     synthetic: bool = True
     explanations: dict[str, list[Explanation]] = field(default_factory=dict)
     on_target: dict[str, bool | None] = field(default_factory=dict)
-
-
-def peak_on_mask(
-    heatmap: np.ndarray, crop_box: tuple[int, int, int, int], mask: np.ndarray
-) -> bool:
-    """Does the heatmap's hottest patch overlap ``mask`` ([H, W] bool)? The pointing game,
-    :func:`qdrant_xai.eval.pointing_game`, with the grid over ``crop_box``."""
-    return pointing_game(heatmap, mask, crop_box=crop_box)
 
 
 def run_demo(

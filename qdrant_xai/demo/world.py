@@ -7,7 +7,7 @@ pixel mask, so a heatmap can be scored against ground truth (the pointing game:
 does the hottest patch fall on the object the query names?).
 
 The world is small enough that a tiny CLIP trained from scratch on it
-(:mod:`qdrant_xai.shapes_training`) learns to bind colours to shapes, which makes
+(``examples/train_shapes_clip.py``) learns to bind colours to shapes, which makes
 it a fast, offline stand-in for a real CLIP checkpoint in tests and demos.
 
 Use::

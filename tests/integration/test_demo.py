@@ -9,8 +9,9 @@ import pytest
 
 from qdrant_xai import ClipEncoder
 from qdrant_xai.cli import main
-from qdrant_xai.demo.run import DEFAULT_QUERIES, peak_on_mask, run_demo
+from qdrant_xai.demo.run import DEFAULT_QUERIES, run_demo
 from qdrant_xai.demo.world import generate_scenes
+from qdrant_xai.eval import pointing_game
 
 HELD_OUT_SEED = 424242  # neither the training seed nor the demo's
 
@@ -49,8 +50,8 @@ def test_decomposition_points_at_the_named_object_far_more_often_than_raw_patche
         texts = shapes_encoder.embed_texts(queries)
         tokens = feats.patch_tokens / np.linalg.norm(feats.patch_tokens, axis=-1, keepdims=True)
         for obj, text in zip(scene.objects, texts, strict=True):
-            decomposition += peak_on_mask(feats.contributions @ text, box, obj.mask)
-            raw += peak_on_mask(tokens @ text, box, obj.mask)
+            decomposition += pointing_game(feats.contributions @ text, obj.mask, crop_box=box)
+            raw += pointing_game(tokens @ text, obj.mask, crop_box=box)
             total += 1
     assert total > 60
     assert decomposition / total >= 0.75, (decomposition, raw, total)
