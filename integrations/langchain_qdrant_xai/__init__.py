@@ -11,9 +11,22 @@
     tools = create_tools(retriever)        # search_images_by_text, search_texts_by_image,
                                            # explain_hit (content_and_artifact)
 
+The package: :mod:`~langchain_qdrant_xai.retriever` (the retriever, over the core's
+searcher and explainer), :mod:`~langchain_qdrant_xai.documents` (hits and explanations as
+Documents), :mod:`~langchain_qdrant_xai.embeddings`, :mod:`~langchain_qdrant_xai.tools`,
+:mod:`~langchain_qdrant_xai.formatting` (documents as text, chat content and HTML).
+
 Install with the ``langchain`` extra (``pip install "qdrant-xai[langchain]"``); only
 ``langchain-core`` is required.
 """
+
+try:
+    import langchain_core
+except ImportError as exc:  # the one requirement of the extra
+    raise ImportError(
+        "langchain_qdrant_xai needs langchain-core, which the langchain extra installs: "
+        'pip install "qdrant-xai[langchain]"'
+    ) from exc
 
 from langchain_qdrant_xai.embeddings import ClipEmbeddings
 from langchain_qdrant_xai.formatting import (
@@ -22,13 +35,12 @@ from langchain_qdrant_xai.formatting import (
     documents_html,
     documents_to_content,
 )
-from langchain_qdrant_xai.retrievers import QdrantXaiRetriever, arequire_collection
+from langchain_qdrant_xai.retriever import QdrantXaiRetriever
 from langchain_qdrant_xai.tools import create_tools
 
 __all__ = [
     "ClipEmbeddings",
     "QdrantXaiRetriever",
-    "arequire_collection",
     "create_tools",
     "describe_document",
     "describe_documents",

@@ -1,15 +1,18 @@
-"""A LangChain retriever over a qdrant-xai collection that explains every hit it returns."""
+"""A LangChain retriever over a qdrant-xai collection that explains every hit it returns.
+
+Thin over the core: :class:`~qdrant_xai.search.Searcher` / :class:`~qdrant_xai.search.AsyncSearcher`
+search and score points, :class:`~qdrant_xai.Explainer` explains them (from records this
+module reads with the async client, when there is one), and
+:class:`~langchain_qdrant_xai.documents.DocumentShaper` turns both into Documents.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForRetrieverRun,
@@ -18,57 +21,28 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
 
-from qdrant_xai import (
-    ClipEncoder,
-    CollectionError,
-    Explainer,
-    Explanation,
-    ImageLimits,
-    LoadedImage,
-    PayloadKeys,
-    QdrantXaiError,
+from langchain_qdrant_xai.documents import (
+    DocumentShaper,
+    caption_ids,
+    caption_request,
+    caption_texts,
 )
+from qdrant_xai import ClipEncoder, Explainer, ImageLimits, LoadedImage, PayloadKeys
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.images.query import load_query_image
-from qdrant_xai.render import png_data_uri
 from qdrant_xai.retry import RetryPolicy
-from qdrant_xai.search import light_payload
-from qdrant_xai.storage.schema import (
-    IMAGE_VECTOR,
-    TEXT_VECTOR,
-    check_schema,
-    parse_point_id,
-    require_collection,
-)
+from qdrant_xai.search import AsyncSearcher, Searcher
 
-__all__ = ["QdrantXaiRetriever", "arequire_collection"]
+__all__ = ["QdrantXaiRetriever"]
 
-logger = logging.getLogger(__name__)
+HitKind = Literal["image", "text"]
+QueryKind = Literal["text", "image"]
+Query = str | LoadedImage  # a text query, or a decoded image query
 
-#: evidence fields of image methods that can come from the payload, and their keys
-_STORED_FIELDS = {
-    "contributions": PayloadKeys.FEATURES,
-    "patch_tokens": PayloadKeys.PATCH_TOKENS,
-    "last_layer_inputs": PayloadKeys.LAST_LAYER,
-}
 _CALL_OPTIONS = frozenset({"k", "filter", "query_filter", "score_threshold", "search_params"})
-
-
-@dataclass
-class _Query:
-    """One retrieval: the query as the explainer takes it and the search request."""
-
-    text: str
-    explain_as: str | LoadedImage
-    image: LoadedImage | None
-    vector: list[float]
-    using: str
-    limit: int
-    query_filter: models.Filter | None
-    score_threshold: float | None
-    search_params: models.SearchParams | None
+#: the query side of each searched kind: texts find images, images find texts
+_QUERY_KIND: dict[HitKind, QueryKind] = {"image": "text", "text": "image"}
 
 
 class QdrantXaiRetriever(BaseRetriever):
@@ -100,8 +74,10 @@ class QdrantXaiRetriever(BaseRetriever):
         retriever.invoke("a red car", k=10)             # per-call k, filter, score_threshold
 
         texts = QdrantXaiRetriever(client=client, encoder=encoder, collection_name="photos",
-                                   query_type="image")
+                                   hit_kind="text")
         texts.invoke("data:image/png;base64,...")       # or a local path, or raw base64
+
+        retriever.explain_points([point_id], "a red car")   # any point, not only hits
 
     Each hit becomes one :class:`~langchain_core.documents.Document`, in Qdrant's order,
     with Qdrant's scores. ``page_content`` is the hit's text; for an image hit it is its
@@ -128,8 +104,8 @@ class QdrantXaiRetriever(BaseRetriever):
             sync path in a thread.
         encoder: the CLIP encoder the collection was indexed with.
         collection_name: a collection written by qdrant-xai.
-        query_type: ``"text"`` searches images by a text query; ``"image"`` searches
-            texts (captions) by an image query given as a data URI, raw base64 or a path.
+        hit_kind: what is searched: ``"image"`` hits for a text query, or ``"text"`` hits
+            (captions) for an image query given as a data URI, raw base64 or a path.
         k: number of hits.
         explain: attach explanations.
         explain_top_n: explain only the first n hits (``None``: all).
@@ -159,7 +135,7 @@ class QdrantXaiRetriever(BaseRetriever):
     async_client: AsyncQdrantClient | None = None
     encoder: ClipEncoder
     collection_name: str
-    query_type: Literal["text", "image"] = "text"
+    hit_kind: HitKind = "image"
     k: int = Field(default=4, ge=1)
     explain: bool = True
     explain_top_n: int | None = Field(default=None, ge=0)
@@ -179,12 +155,11 @@ class QdrantXaiRetriever(BaseRetriever):
     search_params: models.SearchParams | None = None
     retry: RetryPolicy | None = None
 
-    _explainer: Explainer = PrivateAttr()
-    _offline: Explainer = PrivateAttr()
-    _images: ImageSourcePolicy = PrivateAttr()
-    _checked_sync: bool = PrivateAttr(default=False)
-    _checked_async: bool = PrivateAttr(default=False)
     _retry: RetryPolicy = PrivateAttr()
+    _searcher: Searcher | None = PrivateAttr(default=None)
+    _asearcher: AsyncSearcher | None = PrivateAttr(default=None)
+    _explainer: Explainer = PrivateAttr()
+    _shaper: DocumentShaper = PrivateAttr()
 
     @model_validator(mode="after")
     def _configure(self) -> QdrantXaiRetriever:
@@ -195,27 +170,41 @@ class QdrantXaiRetriever(BaseRetriever):
             )
         if (
             (self.include_image or self.include_overlay)
-            and self.query_type == "text"
+            and self.hit_kind == "image"
             and not self.image_roots
         ):
             raise ValueError(
                 "include_image and include_overlay read the hits' images: pass "
                 "image_roots=[folder, ...] with the folders they were indexed from"
             )
-        options: dict[str, Any] = {
-            "collection_name": self.collection_name,
-            "image_roots": self.image_roots,
-            "image_limits": self.image_limits,
-            "heatmap_method": self.heatmap_method,
-            "word_method": self.word_method,
-            "grounding": self.grounding,
-            "rationales": self.rationales,
-        }
         self._retry = self.retry or RetryPolicy()
-        # unknown method names raise here (UnknownMethodError is a ValueError)
-        self._explainer = Explainer(self.encoder, self.client, retry=self._retry, **options)
-        self._offline = Explainer(self.encoder, None, **options)
-        self._images = ImageSourcePolicy.from_roots(self.image_roots, limits=self.image_limits)
+        searching: dict[str, Any] = {"collection_name": self.collection_name, "retry": self._retry}
+        if self.client is not None:
+            self._searcher = Searcher(self.client, self.encoder, **searching)
+        if self.async_client is not None:
+            self._asearcher = AsyncSearcher(self.async_client, self.encoder, **searching)
+        images = ImageSourcePolicy.from_roots(self.image_roots, limits=self.image_limits)
+        # unknown method names raise here (UnknownMethodError is a ValueError); with only an
+        # async client the explainer reads nothing itself: it is given the records
+        self._explainer = Explainer(
+            self.encoder,
+            self.client,
+            sources=images,
+            heatmap_method=self.heatmap_method,
+            word_method=self.word_method,
+            grounding=self.grounding,
+            rationales=self.rationales,
+            **searching,
+        )
+        self._shaper = DocumentShaper(
+            collection_name=self.collection_name,
+            images=images,
+            include_image=self.include_image,
+            include_overlay=self.include_overlay,
+            image_max_side=self.image_max_side,
+            top_words=self.top_words,
+            rationales=self.rationales,
+        )
         return self
 
     # -- LangChain entry points -----------------------------------------------------------
@@ -223,112 +212,26 @@ class QdrantXaiRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        client = self._sync_client()
-        self._require_collection(client)
-        request = self._request(query, kwargs)
-        hits = self._retry.call(
-            client.query_points,
-            self.collection_name,
-            **self._search_args(request),
-        ).points
-        self._check_models(hits)
-        ids = self._caption_ids(hits)
-        records = (
-            self._retry.call(
-                client.retrieve,
-                self.collection_name,
-                **self._caption_args(ids),
-            )
-            if ids
-            else []
-        )
+        searcher = self._sync_searcher()
+        options = self._search_options(kwargs)
+        parsed = self._parse_query(query, _QUERY_KIND[self.hit_kind])
+        hits = searcher.search(parsed, hit_kind=self.hit_kind, **options)
         explained = hits[: self._n_explained(len(hits))]
-        explanations = self._explainer.explain(request.explain_as, explained) if explained else []
-        return self._documents(hits, _captions(records), explanations, request.image)
-
-    def _search_args(self, request: Any) -> dict[str, Any]:
-        """Keyword arguments of the search, the same for the sync and the async client."""
-        return {
-            "what": f"search in collection {self.collection_name!r}",
-            "query": request.vector,
-            "using": request.using,
-            "limit": request.limit,
-            "query_filter": request.query_filter,
-            "score_threshold": request.score_threshold,
-            "search_params": request.search_params,
-            "with_payload": light_payload(),
-            "with_vectors": False,
-        }
-
-    def _points_args(self, ids: list[Any]) -> dict[str, Any]:
-        """Keyword arguments of reading points to explain, for either client."""
-        return {
-            "ids": ids,
-            "with_payload": self._explain_payload(),
-            "with_vectors": [IMAGE_VECTOR, TEXT_VECTOR],
-        }
-
-    def _caption_args(self, ids: list[Any]) -> dict[str, Any]:
-        """Keyword arguments of the caption lookup, for either client."""
-        return {
-            "what": f"reading captions from {self.collection_name!r}",
-            "ids": ids,
-            "with_payload": [PayloadKeys.TEXT],
-        }
+        return self._documents(parsed, hits, explained, self.hit_kind)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        client = self.async_client
-        if client is None:
+        searcher = self._asearcher
+        if searcher is None:
             return await asyncio.to_thread(
                 self._get_relevant_documents, query, run_manager=run_manager.get_sync(), **kwargs
             )
-        await self._arequire_collection(client)
-        request = await asyncio.to_thread(self._request, query, kwargs)
-        response = await self._retry.acall(
-            client.query_points,
-            self.collection_name,
-            **self._search_args(request),
-        )
-        hits = response.points
-        self._check_models(hits)
-        ids = self._caption_ids(hits)
+        options = self._search_options(kwargs)
+        parsed = await asyncio.to_thread(self._parse_query, query, _QUERY_KIND[self.hit_kind])
+        hits = await searcher.search(parsed, hit_kind=self.hit_kind, **options)
         explained = hits[: self._n_explained(len(hits))]
-        captions_fetch = (
-            self._retry.acall(
-                client.retrieve,
-                self.collection_name,
-                **self._caption_args(ids),
-            )
-            if ids
-            else _nothing()
-        )
-        features_fetch = (
-            self._retry.acall(
-                client.retrieve,
-                self.collection_name,
-                what=f"reading the features of hits from {self.collection_name!r}",
-                ids=[hit.id for hit in explained],
-                with_payload=self._feature_keys(),
-                with_vectors=[IMAGE_VECTOR, TEXT_VECTOR],
-            )
-            if explained
-            else _nothing()
-        )
-        records, features = await asyncio.gather(captions_fetch, features_fetch)
-        explained = _with_features(explained, features)
-        return await asyncio.to_thread(self._explain_offline, hits, records, explained, request)
-
-    def _explain_offline(
-        self,
-        hits: list[models.ScoredPoint],
-        records: list[models.Record],
-        explained: list[models.ScoredPoint],
-        request: _Query,
-    ) -> list[Document]:
-        explanations = self._offline.explain(request.explain_as, explained) if explained else []
-        return self._documents(hits, _captions(records), explanations, request.image)
+        return await self._adocuments(searcher.client, parsed, hits, explained, self.hit_kind)
 
     # -- explaining given points ----------------------------------------------------------
 
@@ -337,141 +240,162 @@ class QdrantXaiRetriever(BaseRetriever):
         ids: Sequence[str | int],
         query: str,
         *,
-        query_type: Literal["text", "image"] | None = None,
+        query_kind: QueryKind | None = None,
     ) -> list[Document]:
         """Documents explaining why the points ``ids`` match ``query``, in the given order.
 
-        ``score`` is the cosine of the query and each point's stored vector, as Qdrant
-        would score it; ``rank`` is the position in ``ids``. Unlike a search, any point of
-        the collection can be explained (an image by an image, a caption by a text).
+        ``score`` is the point's score for the query exactly as a search would give it;
+        ``rank`` is the position in ``ids``. Unlike a search, any point of the collection
+        can be explained (an image by an image, a caption by a text).
+
+        Args:
+            query_kind: ``"text"`` or ``"image"`` (a data URI, raw base64 or a path); default:
+                the query side of this retriever's ``hit_kind``.
 
         Raises:
-            QdrantXaiError: an id that is not in the collection.
-            ValueError: an id that is not a Qdrant point id.
+            PointNotFoundError: an id that is not in the collection.
+            PointIdError: an id that is not a Qdrant point id (also a ``ValueError``).
         """
-        client = self._sync_client()
-        self._require_collection(client)
-        point_ids = [parse_point_id(i) for i in ids]
-        request = self._request(query, {}, query_type=query_type)
-        records = self._retry.call(
-            client.retrieve,
-            self.collection_name,
-            what=f"reading points of {self.collection_name!r}",
-            **self._points_args(point_ids),
-        )
-        hits = self._scored(point_ids, records, request)
-        ids_ = self._caption_ids(hits)
-        captions = (
-            self._retry.call(
-                client.retrieve,
-                self.collection_name,
-                **self._caption_args(ids_),
-            )
-            if ids_
-            else []
-        )
-        return self._explain_offline(hits, captions, hits, request)
+        searcher = self._sync_searcher()
+        parsed = self._parse_query(query, query_kind or _QUERY_KIND[self.hit_kind])
+        hits = searcher.score_points(parsed, ids)
+        return self._documents(parsed, hits, hits, None)
 
     async def aexplain_points(
         self,
         ids: Sequence[str | int],
         query: str,
         *,
-        query_type: Literal["text", "image"] | None = None,
+        query_kind: QueryKind | None = None,
     ) -> list[Document]:
         """Async :meth:`explain_points` (on ``async_client``, else in a thread)."""
-        client = self.async_client
-        if client is None:
-            return await asyncio.to_thread(self.explain_points, ids, query, query_type=query_type)
-        await self._arequire_collection(client)
-        point_ids = [parse_point_id(i) for i in ids]
-        request = await asyncio.to_thread(self._request, query, {}, query_type=query_type)
-        records = await self._retry.acall(
-            client.retrieve,
-            self.collection_name,
-            what=f"reading points of {self.collection_name!r}",
-            **self._points_args(point_ids),
-        )
-        hits = self._scored(point_ids, records, request)
-        ids_ = self._caption_ids(hits)
-        captions = (
-            await self._retry.acall(
-                client.retrieve,
-                self.collection_name,
-                **self._caption_args(ids_),
-            )
-            if ids_
-            else []
-        )
-        return await asyncio.to_thread(self._explain_offline, hits, captions, hits, request)
+        searcher = self._asearcher
+        if searcher is None:
+            return await asyncio.to_thread(self.explain_points, ids, query, query_kind=query_kind)
+        kind = query_kind or _QUERY_KIND[self.hit_kind]
+        parsed = await asyncio.to_thread(self._parse_query, query, kind)
+        hits = await searcher.score_points(parsed, ids)
+        return await self._adocuments(searcher.client, parsed, hits, hits, None)
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _sync_client(self) -> QdrantClient:
-        if self.client is None:
+    def _documents(
+        self,
+        query: Query,
+        hits: list[models.ScoredPoint],
+        explained: list[models.ScoredPoint],
+        hit_kind: HitKind | None,
+    ) -> list[Document]:
+        """The hits as Documents, the first ones (``explained``) explained, on the sync
+        client; ``hit_kind`` is the kind searched (``None``: each point's own)."""
+        self._check_models(hits)
+        client = self._sync_searcher().client
+        ids = caption_ids(hits)
+        captions = (
+            self._retry.call(
+                client.retrieve,
+                self.collection_name,
+                **caption_request(self.collection_name, ids),
+            )
+            if ids
+            else []
+        )
+        return self._explained(query, hits, captions, explained, None, hit_kind)
+
+    async def _adocuments(
+        self,
+        client: AsyncQdrantClient,
+        query: Query,
+        hits: list[models.ScoredPoint],
+        explained: list[models.ScoredPoint],
+        hit_kind: HitKind | None,
+    ) -> list[Document]:
+        """:meth:`_documents` on the async client: the captions and what explaining needs
+        are read at once, then the explainer runs in a thread on those records."""
+        self._check_models(hits)
+        captions, records = await asyncio.gather(
+            self._aread_captions(client, hits), self._aread_evidence(client, explained)
+        )
+        return await asyncio.to_thread(
+            self._explained, query, hits, captions, explained, records, hit_kind
+        )
+
+    async def _aread_captions(
+        self, client: AsyncQdrantClient, hits: list[models.ScoredPoint]
+    ) -> list[models.Record]:
+        ids = caption_ids(hits)
+        if not ids:
+            return []
+        return await self._retry.acall(
+            client.retrieve, self.collection_name, **caption_request(self.collection_name, ids)
+        )
+
+    async def _aread_evidence(
+        self, client: AsyncQdrantClient, explained: list[models.ScoredPoint]
+    ) -> list[models.Record]:
+        if not explained:
+            return []
+        request = self._explainer.fetch_request(explained)
+        return await self._retry.acall(
+            client.retrieve,
+            request.collection_name,
+            what=f"reading the features of {len(explained)} hits from {self.collection_name!r}",
+            **request.kwargs(),
+        )
+
+    def _explained(
+        self,
+        query: Query,
+        hits: list[models.ScoredPoint],
+        captions: Sequence[models.Record],
+        explained: list[models.ScoredPoint],
+        records: Sequence[models.Record] | None,
+        hit_kind: HitKind | None,
+    ) -> list[Document]:
+        """Explains ``explained`` (from ``records``, else the explainer reads them) and
+        shapes every hit into a Document."""
+        explanations = (
+            self._explainer.explain(query, explained, records=records) if explained else []
+        )
+        return self._shaper.documents(
+            hits, caption_texts(captions), explanations, query, hit_kind or "image"
+        )
+
+    def _sync_searcher(self) -> Searcher:
+        if self._searcher is None:
             raise ValueError(
                 "this QdrantXaiRetriever has only an async_client: use ainvoke, or pass "
                 "client=QdrantClient(...) as well"
             )
-        return self.client
+        return self._searcher
 
-    def _require_collection(self, client: QdrantClient) -> None:
-        if not self._checked_sync:
-            info = require_collection(client, self.collection_name, retry=self._retry)
-            check_schema(info, self.collection_name, dim=self.encoder.dim)
-            self._checked_sync = True
-
-    async def _arequire_collection(self, client: AsyncQdrantClient) -> None:
-        if not self._checked_async:
-            info = await arequire_collection(client, self.collection_name, retry=self._retry)
-            check_schema(info, self.collection_name, dim=self.encoder.dim)
-            self._checked_async = True
-
-    def _request(
-        self,
-        query: str,
-        options: dict[str, Any],
-        *,
-        query_type: Literal["text", "image"] | None = None,
-    ) -> _Query:
+    def _search_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The search arguments of one call: its options over the retriever's fields."""
         unknown = set(options) - _CALL_OPTIONS
         if unknown:
             raise TypeError(
                 f"unknown retriever option(s) {sorted(unknown)}; per call you can pass "
                 f"{sorted(_CALL_OPTIONS)}"
             )
-        if not isinstance(query, str):
-            raise TypeError(f"the query must be a string, got {type(query).__name__}")
-        kind = query_type or self.query_type
         limit = options.get("k", self.k)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"k must be a positive integer, got {limit!r}")
-        query_filter = options.get("filter", options.get("query_filter", self.query_filter))
-        image: LoadedImage | None = None
+        return {
+            "limit": limit,
+            "query_filter": options.get("filter", options.get("query_filter", self.query_filter)),
+            "score_threshold": options.get("score_threshold", self.score_threshold),
+            "search_params": options.get("search_params", self.search_params),
+        }
+
+    def _parse_query(self, query: str, kind: QueryKind) -> Query:
+        """A text query as is, or an image query decoded (data URI, base64 or a path)."""
+        if not isinstance(query, str):
+            raise TypeError(f"the query must be a string, got {type(query).__name__}")
         if kind == "text":
             if not query.strip():
                 raise ValueError("the text query is empty")
-            vector = self.encoder.embed_texts([query])[0]
-            explain_as: str | LoadedImage = query
-        else:
-            image = load_query_image(
-                query,
-                roots=self.query_image_roots,
-                limits=self.image_limits,
-            )
-            vector = self.encoder.embed_images([image])[0]
-            explain_as = image
-        return _Query(
-            text=query,
-            explain_as=explain_as,
-            image=image,
-            vector=vector.tolist(),
-            using=IMAGE_VECTOR if kind == "text" else TEXT_VECTOR,
-            limit=limit,
-            query_filter=query_filter,
-            score_threshold=options.get("score_threshold", self.score_threshold),
-            search_params=options.get("search_params", self.search_params),
-        )
+            return query
+        return load_query_image(query, roots=self.query_image_roots, limits=self.image_limits)
 
     def _n_explained(self, n_hits: int) -> int:
         if not self.explain:
@@ -479,215 +403,9 @@ class QdrantXaiRetriever(BaseRetriever):
         return n_hits if self.explain_top_n is None else min(n_hits, self.explain_top_n)
 
     def _check_models(self, hits: Sequence[models.ScoredPoint]) -> None:
-        """Scores of points written by another CLIP are meaningless: refuse them."""
+        """Scores of points written by another CLIP are meaningless: refuse them, explained
+        or not."""
         for hit in hits:
             stored = (hit.payload or {}).get(PayloadKeys.FINGERPRINT)
             if stored is not None:
                 self.encoder.fingerprint.check(stored, what=f"point {hit.id}")
-
-    def _feature_keys(self) -> list[str]:
-        """The payload keys of the stored features the image method can run from."""
-        keys = [PayloadKeys.FEATURES]
-        for option in self._offline.heatmap_method.requires:
-            keys += [_STORED_FIELDS[f] for f in option if f in _STORED_FIELDS]
-        return list(dict.fromkeys(keys))
-
-    def _explain_payload(self) -> models.PayloadSelectorExclude:
-        """Everything but the feature maps the image method does not use."""
-        needed = set(self._feature_keys())
-        return models.PayloadSelectorExclude(
-            exclude=[key for key in PayloadKeys.HEAVY if key not in needed]
-        )
-
-    def _scored(
-        self, ids: list[str | int], records: list[models.Record], request: _Query
-    ) -> list[models.ScoredPoint]:
-        """The points as if a search had found them, scored against the query."""
-        by_id = {str(r.id): r for r in records}
-        missing = [str(i) for i in ids if str(i) not in by_id]
-        if missing:
-            raise QdrantXaiError(
-                f"no point {', '.join(missing)} in collection {self.collection_name!r}; use the "
-                "'_id' of a search result"
-            )
-        query = np.asarray(request.vector, dtype=np.float32)
-        hits = []
-        for i in ids:
-            record = by_id[str(i)]
-            payload = record.payload or {}
-            kind = payload.get(PayloadKeys.KIND) or (
-                "text" if PayloadKeys.TEXT in payload else "image"
-            )
-            vectors = record.vector if isinstance(record.vector, dict) else {}
-            vector = vectors.get(IMAGE_VECTOR if kind == "image" else TEXT_VECTOR)
-            if not isinstance(vector, list):
-                raise QdrantXaiError(
-                    f"point {i} has no {kind!r} vector in collection {self.collection_name!r}"
-                )
-            stored = np.asarray(vector, dtype=np.float32)
-            score = float(query @ stored / max(float(np.linalg.norm(stored)), 1e-12))
-            hits.append(
-                models.ScoredPoint(
-                    id=record.id, version=0, score=score, payload=payload, vector=record.vector
-                )
-            )
-        self._check_models(hits)
-        return hits
-
-    @staticmethod
-    def _caption_ids(hits: Sequence[models.ScoredPoint]) -> list[str | int]:
-        """The first caption id of each image hit (valid ids only; payloads are untrusted)."""
-        ids: list[str | int] = []
-        for hit in hits:
-            captions = (hit.payload or {}).get(PayloadKeys.CAPTION_IDS)
-            if isinstance(captions, list) and captions:
-                try:
-                    ids.append(parse_point_id(captions[0]))
-                except ValueError:
-                    continue
-        return list(dict.fromkeys(ids))
-
-    # -- documents ------------------------------------------------------------------------
-
-    def _documents(
-        self,
-        hits: Sequence[models.ScoredPoint],
-        captions: dict[str, str],
-        explanations: Sequence[Explanation],
-        query_image: LoadedImage | None,
-    ) -> list[Document]:
-        documents = []
-        for rank, hit in enumerate(hits):
-            payload = hit.payload or {}
-            kind = payload.get(PayloadKeys.KIND) or (
-                "text" if PayloadKeys.TEXT in payload else "image"
-            )
-            source = payload.get(PayloadKeys.SOURCE)
-            metadata: dict[str, Any] = {
-                "_id": hit.id,
-                "_collection_name": self.collection_name,
-                "score": hit.score,
-                "rank": rank,
-                "kind": kind,
-                "source": source,
-            }
-            if kind == "image":
-                caption = _first_caption(payload, captions)
-                metadata["caption"] = caption
-                content = caption or str(source or "")
-            else:
-                metadata["image_id"] = payload.get(PayloadKeys.IMAGE_ID)
-                content = str(payload.get(PayloadKeys.TEXT) or "")
-            explanation = explanations[rank] if rank < len(explanations) else None
-            needs_image = kind == "image" and (
-                self.include_image or (self.include_overlay and explanation is not None)
-            )
-            image = self._hit_image(source, metadata) if needs_image else None
-            if image is not None and self.include_image:
-                metadata["image"] = png_data_uri(image, self.image_max_side)
-            if explanation is not None:
-                base = image if explanation.heatmap_side == "hit" else None
-                if explanation.heatmap_side == "query" and query_image is not None:
-                    base = query_image.image
-                metadata["explanation"] = self._explanation_dict(explanation, base)
-            documents.append(Document(page_content=content, metadata=metadata))
-        return documents
-
-    def _hit_image(self, source: Any, metadata: dict[str, Any]) -> Any:
-        if not isinstance(source, str) or not source:
-            metadata["image_error"] = "the hit has no image source"
-            return None
-        try:
-            return self._images.open(source).image
-        except QdrantXaiError as exc:
-            logger.info("image of hit %s not included: %s", metadata["_id"], exc)
-            metadata["image_error"] = str(exc)
-            return None
-
-    def _explanation_dict(self, explanation: Explanation, image: Any) -> dict[str, Any]:
-        heatmap = explanation.heatmap
-        peak = explanation.peak()
-        result: dict[str, Any] = {
-            "top_words": [
-                [w.word, round(w.score, 6)] for w in explanation.top_words(self.top_words)
-            ],
-            "words": [[w.word, round(w.score, 6), list(w.span)] for w in explanation.words],
-            "text": explanation.text,
-            "words_side": explanation.words_side,
-            "word_method": explanation.word_method,
-            "heatmap": None if heatmap is None else np.round(heatmap, 6).tolist(),
-            "heatmap_side": explanation.heatmap_side,
-            "heatmap_method": explanation.heatmap_method,
-            "grid": None if heatmap is None else list(heatmap.shape),
-            "peak": None if peak is None else list(peak),
-            "crop_box": None if explanation.crop_box is None else list(explanation.crop_box),
-        }
-        if explanation.grounding is not None:
-            result["grounding"] = explanation.grounding.to_dict()
-        if self.rationales:
-            result["rationales"] = [r.to_dict() for r in explanation.rationales]
-        if self.include_overlay and heatmap is not None and image is not None:
-            result["overlay"] = png_data_uri(explanation.overlay(image), self.image_max_side)
-        return result
-
-
-async def arequire_collection(
-    client: AsyncQdrantClient, collection_name: str, *, retry: RetryPolicy | None = None
-) -> models.CollectionInfo:
-    """Async :func:`qdrant_xai.storage.schema.require_collection`."""
-    retry = retry or RetryPolicy()
-    what = f"reading collection {collection_name!r}"
-    try:
-        if not await retry.acall(client.collection_exists, collection_name, what=what):
-            raise CollectionError(
-                f"collection {collection_name!r} does not exist; index images into it first "
-                "(qdrant-xai index DIR --collection NAME) or pass the right collection_name"
-            )
-        return await retry.acall(client.get_collection, collection_name, what=what)
-    except UnexpectedResponse as exc:
-        raise CollectionError(f"cannot read collection {collection_name!r}: {exc}") from exc
-
-
-async def _nothing() -> list[models.Record]:
-    return []
-
-
-def _captions(records: Sequence[models.Record]) -> dict[str, str]:
-    return {
-        str(r.id): text
-        for r in records
-        if isinstance(text := (r.payload or {}).get(PayloadKeys.TEXT), str)
-    }
-
-
-def _first_caption(payload: dict[str, Any], captions: dict[str, str]) -> str | None:
-    ids = payload.get(PayloadKeys.CAPTION_IDS)
-    if not isinstance(ids, list) or not ids:
-        return None
-    try:
-        return captions.get(str(parse_point_id(ids[0])))
-    except ValueError:
-        return None
-
-
-def _with_features(
-    hits: list[models.ScoredPoint], records: Sequence[models.Record]
-) -> list[models.ScoredPoint]:
-    """The hits with their stored features and vectors merged in (what the explainer
-    fetches itself when it has a sync client)."""
-    by_id = {str(r.id): r for r in records}
-    merged = []
-    for hit in hits:
-        record = by_id.get(str(hit.id))
-        if record is None:
-            merged.append(hit)
-            continue
-        merged.append(
-            hit.model_copy(
-                update={
-                    "payload": {**(hit.payload or {}), **(record.payload or {})},
-                    "vector": record.vector,
-                }
-            )
-        )
-    return merged

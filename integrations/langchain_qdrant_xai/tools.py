@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from qdrant_client import AsyncQdrantClient, QdrantClient
 
 from langchain_qdrant_xai.formatting import describe_documents
-from langchain_qdrant_xai.retrievers import QdrantXaiRetriever
+from langchain_qdrant_xai.retriever import QdrantXaiRetriever, QueryKind
 from qdrant_xai import ClipEncoder, QdrantXaiError
 
 __all__ = ["create_tools"]
@@ -84,7 +84,7 @@ def create_tools(
     set them, else its ``image_roots``).
 
     Args:
-        retriever: the retriever to base the tools on (its ``query_type`` is ignored:
+        retriever: the retriever to base the tools on (its ``hit_kind`` is ignored:
             each tool searches in its own direction).
         client, async_client, encoder, collection_name: build a retriever instead.
         query_image_roots: folders image arguments may name files in.
@@ -121,8 +121,8 @@ def create_tools(
         )
     ]
     fields = {name: getattr(retriever, name) for name in type(retriever).model_fields}
-    by_text = QdrantXaiRetriever(**{**fields, "query_type": "text", "query_image_roots": roots})
-    by_image = QdrantXaiRetriever(**{**fields, "query_type": "image", "query_image_roots": roots})
+    by_text = QdrantXaiRetriever(**{**fields, "hit_kind": "image", "query_image_roots": roots})
+    by_image = QdrantXaiRetriever(**{**fields, "hit_kind": "text", "query_image_roots": roots})
 
     def limit(k: int | None) -> dict[str, Any]:
         return {} if k is None else {"k": min(k, max_k)}
@@ -141,13 +141,13 @@ def create_tools(
 
     def explain(point_id: str, query: str | None = None, image: str | None = None) -> _Result:
         text, kind = _explain_query(query, image)
-        return _answer(lambda: by_text.explain_points([point_id], text, query_type=kind))
+        return _answer(lambda: by_text.explain_points([point_id], text, query_kind=kind))
 
     async def aexplain(
         point_id: str, query: str | None = None, image: str | None = None
     ) -> _Result:
         text, kind = _explain_query(query, image)
-        return await _aanswer(lambda: by_text.aexplain_points([point_id], text, query_type=kind))
+        return await _aanswer(lambda: by_text.aexplain_points([point_id], text, query_kind=kind))
 
     common: dict[str, Any] = {
         "response_format": "content_and_artifact",
@@ -195,7 +195,8 @@ def create_tools(
     ]
 
 
-def _explain_query(query: str | None, image: str | None) -> tuple[str, Any]:
+def _explain_query(query: str | None, image: str | None) -> tuple[str, QueryKind]:
+    """The query of ``explain_hit`` and its kind (exactly one is given)."""
     if (query is None) == (image is None):
         raise ToolException("give exactly one of 'query' (text) or 'image'")
     return (query, "text") if query is not None else (image or "", "image")
