@@ -1,0 +1,327 @@
+"""Options several subcommands share, and what is built from them.
+
+Argument groups: Qdrant and model (:func:`add_qdrant_options`), reading images named in
+payloads (:func:`add_source_options`), explanation methods (:func:`add_method_options`),
+the collection's layout (:func:`add_layout_option`), output (:func:`add_output_options`),
+stored features (:func:`add_codec_option`, :func:`add_profile_option`). Builders turn parsed
+arguments into a Qdrant client, a retry policy, an image-source policy, an encoder and an
+explainer.
+
+Parsing imports only light modules (method and layout names are known without loading
+them), so ``--help`` and argument errors answer at once; torch and transformers load inside
+the builders, when a command is about to use a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL
+from qdrant_xai.explain.base import HEATMAP_METHODS, WORD_METHODS
+from qdrant_xai.storage.codec import Codec
+from qdrant_xai.storage.layouts import LAYOUTS
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from qdrant_xai.encoding.encoder import ClipEncoder
+    from qdrant_xai.explain.explainer import Explainer
+    from qdrant_xai.images.load import LoadedImage
+    from qdrant_xai.images.policy import ImageSourcePolicy
+    from qdrant_xai.retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "DEFAULT_PATH",
+    "add_codec_option",
+    "add_hit_options",
+    "add_layout_option",
+    "add_method_choices",
+    "add_method_options",
+    "add_output_options",
+    "add_profile_option",
+    "add_qdrant_options",
+    "add_source_options",
+    "build_explainer",
+    "load_encoder",
+    "open_qdrant",
+    "quiet_transformers",
+    "read_query",
+    "retry_policy",
+    "source_policy",
+]
+
+DEFAULT_COLLECTION = "qdrant_xai"
+DEFAULT_PATH = "./qdrant_data"
+
+_CODECS = get_args(Codec)
+# the names of qdrant_xai.storage.payloads.PROFILES, which loads torch
+_PROFILES = ("standard", "full")
+
+
+# -- argument groups ----------------------------------------------------------------------
+
+
+def add_qdrant_options(
+    parser: argparse.ArgumentParser, *, derived_collection: str | None = None
+) -> None:
+    """The "qdrant and model" group. ``derived_collection`` describes the name a command
+    derives when ``--collection`` is not given (it then defaults to ``None``)."""
+    group = parser.add_argument_group("qdrant and model")
+    group.add_argument(
+        "--collection",
+        default=None if derived_collection else DEFAULT_COLLECTION,
+        help=f"collection name (default: {derived_collection or DEFAULT_COLLECTION})",
+    )
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--path", default=None, help=f"embedded Qdrant folder (default: {DEFAULT_PATH})"
+    )
+    where.add_argument(
+        "--url",
+        default=os.environ.get("QDRANT_URL"),
+        help="Qdrant server URL (default: $QDRANT_URL)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds per Qdrant server request (default: qdrant-client's, 5)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per Qdrant request when the server is unreachable, times out or "
+        "answers 408/429/5xx, with exponential backoff (default: 5; 1: no retry)",
+    )
+    group.add_argument(
+        "--model",
+        default=None,
+        help=f"CLIP hub id or directory (default: {DEFAULT_MODEL}, or for search "
+        "and explain the model recorded in the collection)",
+    )
+    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """Where images named in payloads may be read from (see :func:`source_policy`)."""
+    group = parser.add_argument_group("reading images named in payloads (untrusted input)")
+    group.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder from which local images named in payloads may be read (to recompute "
+        "missing features, or for methods that need pixels); repeatable",
+    )
+    group.add_argument(
+        "--allow-url-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="fetch https image URLs from HOST (exact name or *.example.org); repeatable. "
+        "URLs are never fetched otherwise; private and loopback addresses are refused",
+    )
+    group.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="also fetch plain http URLs (with --allow-url-host)",
+    )
+
+
+def add_method_choices(
+    container: argparse.ArgumentParser | argparse._ArgumentGroup, *, described: bool
+) -> None:
+    """``--heatmap-method`` (alias ``--method``) and ``--word-method``, with their help
+    text when ``described``."""
+    container.add_argument(
+        "--heatmap-method",
+        "--method",
+        dest="heatmap_method",
+        default="decomposition",
+        choices=sorted(HEATMAP_METHODS),
+        help="heatmap method (default: decomposition, from stored features; grad-eclip and "
+        "gae run from stored features with --profile full, else they read the image)"
+        if described
+        else None,
+    )
+    container.add_argument(
+        "--word-method",
+        default="occlusion",
+        choices=sorted(WORD_METHODS),
+        help="word attribution method (default: occlusion)" if described else None,
+    )
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """The "explanation methods" group: methods, grounding, rationales."""
+    methods = parser.add_argument_group("explanation methods")
+    add_method_choices(methods, described=True)
+    methods.add_argument(
+        "--grounding",
+        action="store_true",
+        help="add word-to-region grounding (one map per content word)",
+    )
+    methods.add_argument(
+        "--rationales",
+        action="store_true",
+        help="add the top concepts that explain each match (zero-shot, ECOR prompts)",
+    )
+    methods.add_argument(
+        "--concept",
+        action="append",
+        dest="concepts",
+        default=[],
+        metavar="TEXT",
+        help="a rationale concept of your own, added to the default vocabulary; repeatable "
+        "(implies --rationales)",
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--html`` (see :func:`qdrant_xai.cli.output.print_hits`)."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per hit and line (id, score, payload "
+        "without features, heatmap, words as [word, score, [start, end]])",
+    )
+    parser.add_argument("--html", metavar="PATH", help="write an HTML report to PATH")
+
+
+def add_layout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--layout",
+        default="qdrant-xai",
+        choices=list(LAYOUTS),
+        help="how the collection stores vectors, image sources and texts: qdrant-xai (ours) "
+        "or the layout of the tool that wrote it (default: qdrant-xai)",
+    )
+
+
+def add_codec_option(parser: argparse.ArgumentParser, *, described: bool = False) -> None:
+    parser.add_argument(
+        "--codec",
+        default="fp16",
+        choices=list(_CODECS),
+        help="payload codec of the stored features (default: fp16)" if described else None,
+    )
+
+
+def add_profile_option(parser: argparse.ArgumentParser, *, described: bool = False) -> None:
+    parser.add_argument(
+        "--profile",
+        default="standard",
+        choices=list(_PROFILES),
+        help="stored features: standard (patch contributions) or full (also the last "
+        "vision layer's input, so grad-eclip, gae and debiased need no image read; 2.5x the "
+        "bytes)"
+        if described
+        else None,
+    )
+
+
+def add_hit_options(parser: argparse.ArgumentParser) -> None:
+    """What ``search`` and ``explain`` share: layout, output, image sources, methods."""
+    add_layout_option(parser)
+    add_output_options(parser)
+    add_source_options(parser)
+    add_method_options(parser)
+
+
+# -- what the options build ---------------------------------------------------------------
+
+
+def open_qdrant(args: argparse.Namespace) -> QdrantClient:
+    """The server at ``--url`` (API key from ``QDRANT_API_KEY``), else the embedded folder
+    at ``--path``; :class:`~qdrant_xai.StorageLockedError` when another process holds it."""
+    from qdrant_xai.connection import open_client
+
+    if args.url and args.path is None:
+        return open_client(args.url, api_key=os.environ.get("QDRANT_API_KEY"), timeout=args.timeout)
+    return open_client(path=args.path or DEFAULT_PATH)
+
+
+def retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    from qdrant_xai.retry import RetryPolicy
+
+    return RetryPolicy(attempts=max(1, args.retries))
+
+
+def source_policy(args: argparse.Namespace) -> ImageSourcePolicy:
+    from qdrant_xai.images.policy import ImageSourcePolicy
+
+    return ImageSourcePolicy.from_settings(
+        roots=list(args.image_root),
+        allow_urls=bool(args.allow_url_host),
+        allowed_hosts=list(args.allow_url_host),
+        url_schemes=["https", "http"] if args.allow_http else ["https"],
+    )
+
+
+def _model_name(args: argparse.Namespace, client: Any = None) -> str:
+    """``--model``, else the model recorded in the collection (with a client), else the
+    default model."""
+    name = args.model
+    if name is None and client is not None:
+        from qdrant_xai.storage.schema import recorded_model
+
+        name = recorded_model(client, args.collection, retry=retry_policy(args))
+    return str(name) if name is not None else DEFAULT_MODEL
+
+
+def quiet_transformers() -> None:
+    """Silences transformers' warnings and download bars; call it before loading a model."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def load_encoder(args: argparse.Namespace, client: Any = None) -> ClipEncoder:
+    """The CLIP encoder named by :func:`_model_name`, on ``--device`` in ``--dtype``."""
+    quiet_transformers()
+    from qdrant_xai.encoding.encoder import ClipEncoder
+
+    return ClipEncoder.from_pretrained(
+        _model_name(args, client), device=args.device, dtype=args.dtype, num_threads=args.threads
+    )
+
+
+def read_query(args: argparse.Namespace) -> str | LoadedImage:
+    """The text query, or the image at ``--image`` (read and checked)."""
+    if args.image is None:
+        return args.text
+    from qdrant_xai.images.load import load_image
+
+    return load_image(Path(args.image))
+
+
+def build_explainer(args: argparse.Namespace, client: Any, encoder: ClipEncoder) -> Explainer:
+    """An explainer with the methods, grounding, rationales and sources of the options."""
+    from qdrant_xai.explain.explainer import Explainer
+    from qdrant_xai.explain.rationales import RationaleScorer
+
+    rationales: bool | RationaleScorer = args.rationales
+    if args.concepts:
+        rationales = RationaleScorer(encoder, extra_concepts=args.concepts)
+    return Explainer(
+        encoder,
+        client,
+        collection_name=args.collection,
+        sources=source_policy(args),
+        heatmap_method=args.heatmap_method,
+        word_method=args.word_method,
+        grounding=args.grounding,
+        rationales=rationales,
+        layout=args.layout,
+        retry=retry_policy(args),
+    )

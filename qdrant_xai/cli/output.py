@@ -1,0 +1,98 @@
+"""How ``search`` and ``explain`` show their hits: text lines, JSON lines (``--json``), an
+HTML report (``--html``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qdrant_client import models
+
+    from qdrant_xai.explain.results import Explanation
+    from qdrant_xai.images.load import LoadedImage
+
+__all__ = ["print_hits"]
+
+
+def print_hits(
+    args: argparse.Namespace,
+    query: str | LoadedImage,
+    hits: Sequence[models.ScoredPoint],
+    explanations: Sequence[Explanation] | None,
+) -> None:
+    """Prints ``hits`` as JSON lines (``--json``) or text lines, and writes the HTML report
+    of ``--html`` (which needs explanations)."""
+    if args.json:
+        _print_json(hits, explanations)
+    else:
+        _print_text(hits, explanations)
+    if args.html and explanations is not None:
+        from qdrant_xai.render import write_report
+
+        report_query = query if isinstance(query, str) else query.image
+        path = write_report(
+            args.html,
+            [(report_query, list(explanations))],
+            subtitle=f"collection '{args.collection}'",
+        )
+        print(f"report: {path}", file=sys.stderr)
+    elif args.html:
+        print("--html needs --explain; no report written", file=sys.stderr)
+
+
+def _print_json(
+    hits: Sequence[models.ScoredPoint], explanations: Sequence[Explanation] | None
+) -> None:
+    from qdrant_xai.storage.schema import PayloadKeys
+
+    for rank, hit in enumerate(hits):
+        record: dict[str, Any]
+        if explanations is not None:
+            record = explanations[rank].to_dict()
+        else:
+            payload = {k: v for k, v in (hit.payload or {}).items() if k not in PayloadKeys.HEAVY}
+            record = {
+                "id": hit.id,
+                "score": hit.score,
+                "rank": rank,
+                "payload": payload,
+                "heatmap": None,
+                "words": [],
+            }
+        print(json.dumps(record, ensure_ascii=False))
+
+
+def _print_text(
+    hits: Sequence[models.ScoredPoint], explanations: Sequence[Explanation] | None
+) -> None:
+    from qdrant_xai.storage.schema import PayloadKeys
+
+    for rank, hit in enumerate(hits):
+        payload = hit.payload or {}
+        label = payload.get(PayloadKeys.TEXT) or payload.get(PayloadKeys.SOURCE) or ""
+        print(f"{rank + 1:>2}. {hit.score:.4f}  {hit.id}  {label}")
+        if explanations is not None:
+            _print_explanation(explanations[rank])
+
+
+def _print_explanation(e: Explanation) -> None:
+    words = ", ".join(f"{w.word} {w.score:+.3f}" for w in e.top_words(3))
+    if words:
+        print(f"      top words ({e.words_side}): {words}")
+    peak = e.peak()
+    if peak is not None and e.heatmap is not None:
+        rows, cols = e.heatmap.shape
+        print(
+            f"      heatmap peak ({e.heatmap_side} image, {e.heatmap_method}): "
+            f"row {peak[0]}, col {peak[1]} of {rows}x{cols}"
+        )
+    if e.grounding is not None and e.grounding.words:
+        where = "; ".join(f"{w} at {r},{c}" for w, (r, c) in e.grounding.peaks().items())
+        print(f"      grounding: {where}")
+    if e.rationales:
+        because = ", ".join(r.concept for r in e.rationales)
+        print(f"      because there is: {because}")
