@@ -18,7 +18,6 @@ from typing import Literal
 from PIL import Image as PILImage
 from qdrant_client import QdrantClient, models
 
-from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.errors import (
     FeaturesMissingError,
@@ -37,7 +36,7 @@ from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import Searcher
 from qdrant_xai.storage.indexer import Indexer
 from qdrant_xai.storage.layouts import layout_named
-from qdrant_xai.storage.schema import recorded_model, require_collection
+from qdrant_xai.storage.schema import choose_model, require_collection
 from qdrant_xai_mcp.results import (
     Hit,
     SearchResult,
@@ -193,10 +192,9 @@ class XaiBackend:
 
     def model_name(self) -> str:
         """The model to load: ``QDRANT_XAI_MODEL``, the collection's, or the default."""
-        name = self.settings.model or recorded_model(
-            self.client, self.collection_name, retry=self.retry
+        return choose_model(
+            self.settings.model, self.client, self.collection_name, retry=self.retry
         )
-        return name or DEFAULT_MODEL
 
     def searcher(self) -> Searcher:
         """The searcher; the collection must exist (checked before a model is loaded for it)."""

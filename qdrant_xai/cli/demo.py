@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from qdrant_xai.cli import options
+from qdrant_xai.encoding.checkpoints import quiet_transformers
 
 __all__ = ["NEEDS_CLIENT", "add_parser", "run"]
 
@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace, client: Any = None) -> int:
     """Runs the demo; ``client`` is unused (see :data:`NEEDS_CLIENT`)."""
-    options.quiet_transformers()
+    quiet_transformers()
     from qdrant_xai.demo.run import run_demo
     from qdrant_xai.storage.schema import PayloadKeys
 

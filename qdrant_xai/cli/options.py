@@ -19,10 +19,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL
+from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, quiet_transformers
 from qdrant_xai.explain.base import HEATMAP_METHODS, WORD_METHODS
 from qdrant_xai.storage.codec import Codec
 from qdrant_xai.storage.layouts import LAYOUTS
+from qdrant_xai.storage.schema import PROFILES
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -48,7 +49,6 @@ __all__ = [
     "build_explainer",
     "load_encoder",
     "open_qdrant",
-    "quiet_transformers",
     "read_query",
     "retry_policy",
     "source_policy",
@@ -58,8 +58,6 @@ DEFAULT_COLLECTION = "qdrant_xai"
 DEFAULT_PATH = "./qdrant_data"
 
 _CODECS = get_args(Codec)
-# the names of qdrant_xai.storage.payloads.PROFILES, which loads torch
-_PROFILES = ("standard", "full")
 
 
 # -- argument groups ----------------------------------------------------------------------
@@ -220,7 +218,7 @@ def add_profile_option(parser: argparse.ArgumentParser, *, described: bool = Fal
     parser.add_argument(
         "--profile",
         default="standard",
-        choices=list(_PROFILES),
+        choices=list(PROFILES),
         help="stored features: standard (patch contributions) or full (also the last "
         "vision layer's input, so grad-eclip, gae and debiased need no image read; 2.5x the "
         "bytes)"
@@ -267,32 +265,16 @@ def source_policy(args: argparse.Namespace) -> ImageSourcePolicy:
     )
 
 
-def _model_name(args: argparse.Namespace, client: Any = None) -> str:
-    """``--model``, else the model recorded in the collection (with a client), else the
-    default model."""
-    name = args.model
-    if name is None and client is not None:
-        from qdrant_xai.storage.schema import recorded_model
-
-        name = recorded_model(client, args.collection, retry=retry_policy(args))
-    return str(name) if name is not None else DEFAULT_MODEL
-
-
-def quiet_transformers() -> None:
-    """Silences transformers' warnings and download bars; call it before loading a model."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
 def load_encoder(args: argparse.Namespace, client: Any = None) -> ClipEncoder:
-    """The CLIP encoder named by :func:`_model_name`, on ``--device`` in ``--dtype``."""
+    """The CLIP encoder of ``--model``, else of the model recorded in the collection (with
+    a client), else the default model; on ``--device`` in ``--dtype``."""
     quiet_transformers()
     from qdrant_xai.encoding.encoder import ClipEncoder
+    from qdrant_xai.storage.schema import choose_model
 
+    name = choose_model(args.model, client, args.collection, retry=retry_policy(args))
     return ClipEncoder.from_pretrained(
-        _model_name(args, client), device=args.device, dtype=args.dtype, num_threads=args.threads
+        name, device=args.device, dtype=args.dtype, num_threads=args.threads
     )
 
 

@@ -49,8 +49,8 @@ from qdrant_xai.images.load import LoadedImage, load_image
 from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec
-from qdrant_xai.storage.indexer import ImageRecord, Indexer, Profile
-from qdrant_xai.storage.schema import image_point_id, text_point_id
+from qdrant_xai.storage.indexer import ImageRecord, Indexer
+from qdrant_xai.storage.schema import Profile, image_point_id, text_point_id
 
 __all__ = [
     "DEFAULT_KS",

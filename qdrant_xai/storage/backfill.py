@@ -32,15 +32,19 @@ from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.storage.layouts import CollectionLayout, layout_named
 from qdrant_xai.storage.payloads import (
-    PROFILES,
-    Profile,
     check_stored_words,
     image_features_payload,
     is_current,
     stored_crop_box,
     text_features_payload,
 )
-from qdrant_xai.storage.schema import PayloadKeys, check_query_dimension, require_collection
+from qdrant_xai.storage.schema import (
+    PROFILES,
+    PayloadKeys,
+    Profile,
+    check_query_dimension,
+    require_collection,
+)
 
 __all__ = ["BackfillSummary", "Backfiller", "VectorCheck", "check_vectors"]
 

@@ -23,16 +23,16 @@ from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.storage.payloads import (
-    PROFILES,
-    Profile,
     image_features_payload,
     is_current,
     text_features_payload,
 )
 from qdrant_xai.storage.schema import (
     IMAGE_VECTOR,
+    PROFILES,
     TEXT_VECTOR,
     PayloadKeys,
+    Profile,
     ensure_collection,
     image_point_id,
     text_point_id,

@@ -8,29 +8,22 @@ point of another tool's collection backfilled by it are read back the same way.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.encoding.words import split_words
 from qdrant_xai.errors import FeatureCodecError, brief_repr
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.storage.codec import PayloadFeatureCodec
-from qdrant_xai.storage.schema import PayloadKeys
+from qdrant_xai.storage.schema import PayloadKeys, Profile
 
 __all__ = [
-    "PROFILES",
-    "Profile",
     "check_stored_words",
     "image_features_payload",
     "is_current",
     "stored_crop_box",
     "text_features_payload",
 ]
-
-#: what an image point stores: ``standard`` (patch contributions) or ``full`` (also the
-#: input of the last vision layer, so gradient methods need no image read)
-Profile = Literal["standard", "full"]
-PROFILES: tuple[Profile, ...] = ("standard", "full")
 
 
 def image_features_payload(

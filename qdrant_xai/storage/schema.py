@@ -19,22 +19,25 @@ source (and caption), so indexing the same data twice writes the same points.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from qdrant_xai.encoding.checkpoints import is_loadable_name
+from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, is_loadable_name
 from qdrant_xai.encoding.fingerprint import check_dimension
 from qdrant_xai.errors import CollectionError, PointIdError, SchemaMismatchError, brief_repr
 from qdrant_xai.retry import RetryPolicy
 
 __all__ = [
     "IMAGE_VECTOR",
+    "PROFILES",
     "TEXT_VECTOR",
     "PayloadKeys",
+    "Profile",
     "arequire_collection",
     "check_query_dimension",
+    "choose_model",
     "ensure_collection",
     "image_point_id",
     "parse_point_id",
@@ -46,6 +49,11 @@ __all__ = [
 
 IMAGE_VECTOR = "image"
 TEXT_VECTOR = "text"
+
+#: what an image point stores: ``standard`` (patch contributions) or ``full`` (also the
+#: input of the last vision layer, so gradient methods need no image read)
+Profile = Literal["standard", "full"]
+PROFILES: tuple[Profile, ...] = ("standard", "full")
 _MAX_POINT_ID = 2**64 - 1
 _NAMESPACE = uuid.UUID("6b1f5c2e-9a7d-5e43-8d1c-0c5a3f4e2b71")
 
@@ -257,6 +265,20 @@ def check_query_dimension(
         what=f"vector {vector_name or '(unnamed)'!r} of collection {collection_name!r}",
         model=model,
     )
+
+
+def choose_model(
+    model: str | None,
+    client: QdrantClient | None = None,
+    collection_name: str | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> str:
+    """The model to work with: ``model`` when given, else the one recorded in the collection
+    (with a client and a collection), else :data:`~qdrant_xai.DEFAULT_MODEL`."""
+    if model is None and client is not None and collection_name is not None:
+        model = recorded_model(client, collection_name, retry=retry)
+    return model if model is not None else DEFAULT_MODEL
 
 
 def recorded_model(
