@@ -20,6 +20,8 @@ from tests.benchmarks.harness import BenchConfig, interleaved, target
 from tests.benchmarks.inputs import eager_embed_pixels, eager_embed_texts, query_stream
 from tests.benchmarks.run import SECTIONS, main
 
+pytestmark = pytest.mark.slow
+
 TEXTS = [
     "a red circle",
     "a blue square and a green cross and a yellow triangle",
@@ -167,7 +169,6 @@ def test_sequential_and_batched_leave_one_word_out_agree(tiny_encoder: ClipEncod
 # -- the whole run, at tiny scale ---------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QDRANT_URL", raising=False)
     out, data_file = tmp_path / "BENCH.md", tmp_path / "bench.json"

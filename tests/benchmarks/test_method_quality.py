@@ -17,6 +17,8 @@ from tests.benchmarks.method_quality import (
     shapes_queries,
 )
 
+pytestmark = pytest.mark.slow
+
 SEED = 777  # not the seed of the committed docs table, not the training stream
 
 

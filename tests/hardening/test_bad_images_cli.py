@@ -36,7 +36,7 @@ from tests.hardening._bad_images import (
 )
 from tests.hardening.bad_corpus import build_corpus
 
-pytestmark = pytest.mark.hardening
+pytestmark = [pytest.mark.hardening, pytest.mark.slow]
 
 NOBODY = 65534
 

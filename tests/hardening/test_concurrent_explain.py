@@ -196,6 +196,7 @@ def _mismatches(
     return ran, bad, worst, seconds
 
 
+@pytest.mark.slow
 def test_concurrent_explanations_equal_sequential_ones(
     indexed: QdrantClient, tiny_encoder: ClipEncoder, scenes: Path, figures: Any
 ) -> None:
@@ -222,6 +223,7 @@ def test_concurrent_explanations_equal_sequential_ones(
     assert bad == 0, f"{bad} of {ran} concurrent explanations differ from the sequential ones"
 
 
+@pytest.mark.slow
 def test_without_the_forward_lock_concurrent_explanations_go_wrong(
     indexed: QdrantClient, tiny_encoder: ClipEncoder, scenes: Path, figures: Any
 ) -> None:

@@ -42,6 +42,7 @@ def held(tmp_path: Path) -> Any:
     holder.close()
 
 
+@pytest.mark.slow
 def test_second_process_gets_the_clear_error(held: str, figures: Any) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("QDRANT_URL", None)

@@ -30,7 +30,7 @@ from qdrant_xai.storage.codec import PayloadFeatureCodec
 from tests.hardening._fuzz import CODECS, FAMILY, FuzzWorld, Tally, reference_decode, scored
 from tests.hardening._fuzz_strategies import JSON, mutated_features
 
-pytestmark = pytest.mark.hardening
+pytestmark = [pytest.mark.hardening, pytest.mark.slow]
 
 
 def quantised(array: np.ndarray, codec: str) -> np.ndarray:

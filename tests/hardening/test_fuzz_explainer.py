@@ -34,6 +34,7 @@ from tests.hardening._fuzz_strategies import hostile_payload, texts_near
 pytestmark = pytest.mark.hardening
 
 
+@pytest.mark.slow
 def test_explainer_handles_hostile_payloads_in_memory(
     fuzz_world: FuzzWorld, figures: Any, fuzz_tally: Tally
 ) -> None:

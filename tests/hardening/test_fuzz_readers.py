@@ -211,6 +211,7 @@ def _check_backfilled(
 # -- readers of single fields ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_payload_readers_of_layouts_ids_and_formatting(
     fuzz_world: FuzzWorld, figures: Any, fuzz_tally: Tally
 ) -> None:

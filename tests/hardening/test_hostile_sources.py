@@ -178,6 +178,7 @@ def _inside(path: str, roots: Sequence[Path]) -> bool:
     return any(resolved.is_relative_to(r.resolve()) for r in roots)
 
 
+@pytest.mark.slow
 def test_hostile_payload_sources_are_refused_or_cut_off(
     tiny_encoder: ClipEncoder,
     stored: QdrantClient,

@@ -40,7 +40,7 @@ from tests.hardening._interrupted_runs import (
     summary_numbers,
 )
 
-pytestmark = pytest.mark.hardening
+pytestmark = [pytest.mark.hardening, pytest.mark.slow]
 
 FOREIGN = "products"
 BACKFILL_SUMMARY = re.compile(r"backfilled (\d+) points; (\d+) unchanged; (\d+) skipped")

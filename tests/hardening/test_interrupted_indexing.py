@@ -43,7 +43,7 @@ from tests.hardening._interrupted_runs import (
     vector_of,
 )
 
-pytestmark = pytest.mark.hardening
+pytestmark = [pytest.mark.hardening, pytest.mark.slow]
 
 COLLECTION = "photos"
 SUMMARY = re.compile(r"indexed (\d+) images and (\d+) texts; (\d+) unchanged; (\d+) skipped")

@@ -40,8 +40,13 @@ def _heavy(modules: set[str]) -> list[str]:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], *([command, "--help"] for command in COMMANDS)],
-    ids=lambda argv: " ".join(argv),
+    [
+        pytest.param(["--help"], id="--help"),
+        *(
+            pytest.param([command, "--help"], id=f"{command} --help", marks=pytest.mark.slow)
+            for command in COMMANDS
+        ),
+    ],
 )
 def test_help_imports_no_torch_or_transformers(argv: list[str]) -> None:
     result = _run(argv)

@@ -233,6 +233,7 @@ def _pointing(maps: np.ndarray, objects: list[SceneObject]) -> float:
     )
 
 
+@pytest.mark.slow
 def test_pointing_game_on_shapes(shapes_encoder: ClipEncoder) -> None:
     scenes = list(generate_scenes(30, seed=7))
     pairs = [(scene, obj) for scene in scenes for obj in scene.objects]
