@@ -33,11 +33,24 @@ from torch import Tensor, nn
 __all__ = [
     "ImageTowerOutput",
     "TextTowerOutput",
+    "attention_weights",
     "image_patch_contributions",
     "run_image_tower",
     "run_text_tower",
     "text_token_contributions",
 ]
+
+
+def attention_weights(output: object) -> Tensor:
+    """The attention weights a CLIP attention layer returns beside its output (what a
+    forward hook on ``self_attn`` sees), or a clear error when it returns none."""
+    weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+    if weights is None:
+        raise RuntimeError(
+            "the CLIP attention layers returned no attention weights; load the model "
+            'with attn_implementation="eager" (SDPA and flash attention do not return them)'
+        )
+    return weights
 
 
 @dataclass
@@ -63,12 +76,7 @@ def _record_attention(
     handles = []
 
     def on_attention(_module: nn.Module, _inputs: object, output: object) -> None:
-        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        if weights is None:
-            raise RuntimeError(
-                "the CLIP attention layers returned no attention weights; load the model "
-                'with attn_implementation="eager" (SDPA and flash attention do not return them)'
-            )
+        weights = attention_weights(output)
         recording.attention_rows.append(weights[batch, :, query_index, :])
 
     def on_values(_module: nn.Module, _inputs: object, output: Tensor) -> None:

@@ -39,10 +39,10 @@ from qdrant_xai.storage.payloads import (
     text_features_payload,
 )
 from qdrant_xai.storage.schema import (
-    PROFILES,
     PayloadKeys,
     Profile,
     check_query_dimension,
+    check_write_options,
     require_collection,
 )
 
@@ -245,10 +245,7 @@ class Backfiller:
         retry: RetryPolicy | None = None,
         repair: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        check_write_options(batch_size=batch_size, profile=profile)
         self.client = client
         self.encoder = encoder
         self.collection_name = collection_name

@@ -29,10 +29,10 @@ from qdrant_xai.storage.payloads import (
 )
 from qdrant_xai.storage.schema import (
     IMAGE_VECTOR,
-    PROFILES,
     TEXT_VECTOR,
     PayloadKeys,
     Profile,
+    check_write_options,
     ensure_collection,
     image_point_id,
     text_point_id,
@@ -148,10 +148,7 @@ class Indexer:
         profile: Profile = "standard",
         retry: RetryPolicy | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        check_write_options(batch_size=batch_size, profile=profile)
         self.client = client
         self.encoder = encoder
         self.collection_name = collection_name

@@ -81,6 +81,15 @@ class PayloadKeys:
     HEAVY = (FEATURES, PATCH_TOKENS, LAST_LAYER)
 
 
+def check_write_options(*, batch_size: int, profile: str) -> None:
+    """Raise ``ValueError`` for a batch size below 1 or an unknown feature profile (the
+    options every writer of points takes)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+
+
 def image_point_id(source: str) -> str:
     """Deterministic id of the image point for ``source``."""
     return str(uuid.uuid5(_NAMESPACE, f"image\n{source}"))

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from qdrant_xai.encoding.last_layer import as_tensor, replay_last_layer
+from qdrant_xai.encoding.towers import attention_weights
 from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, register_heatmap_method
 
 if TYPE_CHECKING:
@@ -279,13 +280,7 @@ def _gae_all_layers(model: Any, pixels: Tensor, queries: Tensor) -> Tensor:
     attentions: list[Tensor] = []
 
     def on_attention(_module: nn.Module, _inputs: object, output: object) -> None:
-        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        if weights is None:
-            raise RuntimeError(
-                "the CLIP attention layers returned no attention weights; load the model "
-                'with attn_implementation="eager" (SDPA and flash attention do not return them)'
-            )
-        attentions.append(weights)
+        attentions.append(attention_weights(output))
 
     handles = [
         layer.self_attn.register_forward_hook(on_attention) for layer in vision.encoder.layers
