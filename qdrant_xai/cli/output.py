@@ -47,19 +47,18 @@ def print_hits(
 def _print_json(
     hits: Sequence[models.ScoredPoint], explanations: Sequence[Explanation] | None
 ) -> None:
-    from qdrant_xai.storage.schema import PayloadKeys
+    from qdrant_xai.storage.schema import without_features
 
     for rank, hit in enumerate(hits):
         record: dict[str, Any]
         if explanations is not None:
             record = explanations[rank].to_dict()
         else:
-            payload = {k: v for k, v in (hit.payload or {}).items() if k not in PayloadKeys.HEAVY}
             record = {
                 "id": hit.id,
                 "score": hit.score,
                 "rank": rank,
-                "payload": payload,
+                "payload": without_features(hit.payload),
                 "heatmap": None,
                 "words": [],
             }

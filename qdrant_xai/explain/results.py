@@ -12,7 +12,7 @@ from qdrant_client import models
 from qdrant_xai.errors import ImageLoadError
 from qdrant_xai.images.load import load_image
 from qdrant_xai.images.overlay import overlay_heatmap
-from qdrant_xai.storage.schema import PayloadKeys
+from qdrant_xai.storage.schema import without_features
 
 if TYPE_CHECKING:
     from qdrant_xai.explain.grounding import Grounding
@@ -98,7 +98,7 @@ class Explanation:
     @property
     def payload(self) -> dict[str, Any]:
         """The hit's payload without the stored feature maps."""
-        return {k: v for k, v in (self.hit.payload or {}).items() if k not in PayloadKeys.HEAVY}
+        return without_features(self.hit.payload)
 
     def top_words(self, n: int = 3) -> list[WordAttribution]:
         """The ``n`` words with the highest attribution."""

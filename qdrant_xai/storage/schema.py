@@ -45,6 +45,7 @@ __all__ = [
     "require_collection",
     "text_point_id",
     "vector_size",
+    "without_features",
 ]
 
 IMAGE_VECTOR = "image"
@@ -79,6 +80,12 @@ class PayloadKeys:
 
     #: keys too large to return with search results; fetched only for explained hits
     HEAVY = (FEATURES, PATCH_TOKENS, LAST_LAYER)
+
+
+def without_features(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """A point's payload without the stored feature maps (:attr:`PayloadKeys.HEAVY`), as
+    searches return it and as outputs show it."""
+    return {k: v for k, v in (payload or {}).items() if k not in PayloadKeys.HEAVY}
 
 
 def check_write_options(*, batch_size: int, profile: str) -> None:
