@@ -95,7 +95,9 @@ def vector_agreement(stored: Any, fresh: np.ndarray) -> float:
     return float(array @ fresh) / max(float(np.linalg.norm(array)), 1e-12)
 
 
-def check_agreement(stored: Any, fresh: np.ndarray, *, what: str, model: str) -> float:
+def check_agreement(
+    stored: Any, fresh: np.ndarray, *, what: str, model: str, reencoded: str | None = None
+) -> float:
     """The agreement of ``stored`` with its re-encoding ``fresh``, or
     :class:`~qdrant_xai.errors.ModelMismatchError` when it is below :data:`MIN_AGREEMENT`.
 
@@ -104,12 +106,25 @@ def check_agreement(stored: Any, fresh: np.ndarray, *, what: str, model: str) ->
         fresh: [P] this model's normalised embedding of the point's image or text.
         what: names the point, e.g. ``"point 42: its stored image vector"``.
         model: the model's id, for the message.
+        reencoded: what was re-encoded, e.g. ``"its text 'a red car'"`` (untrusted values
+            quoted briefly): the message then names both likely causes, another model or
+            another input than the writing library embedded.
     """
     agreement = vector_agreement(stored, fresh)
     if agreement < MIN_AGREEMENT:
+        if reencoded is None:
+            cause = (
+                "written by another model; use the model the collection was built with "
+                "(check_vectors / qdrant-xai backfill check a sample)"
+            )
+        else:
+            cause = (
+                f"either the collection was built with another model (pass that model), or "
+                f"the tool that wrote it embedded something else than {reencoded} (pass its "
+                "layout: layout= / --layout, or the payload key of the embedded text)"
+            )
         raise ModelMismatchError(
             f"{what} does not come from {model} (cosine {agreement:.3f} with the re-encoded "
-            f"point, needs {MIN_AGREEMENT}): written by another model; use the model the "
-            "collection was built with (check_vectors / qdrant-xai backfill check a sample)"
+            f"point, needs {MIN_AGREEMENT}): {cause}"
         )
     return agreement

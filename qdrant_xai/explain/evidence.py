@@ -20,7 +20,12 @@ from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures
 from qdrant_xai.encoding.fingerprint import check_agreement, check_dimension
-from qdrant_xai.errors import FeatureCodecError, FeaturesMissingError, QdrantXaiError
+from qdrant_xai.errors import (
+    FeatureCodecError,
+    FeaturesMissingError,
+    QdrantXaiError,
+    brief_repr,
+)
 from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.images.policy import ImageSourcePolicy
@@ -98,6 +103,8 @@ class HitData:
     #: [P] normalised stored vector that no fingerprint vouches for (points written by
     #: other tools or without one): checked against this model's re-encoding
     unverified: np.ndarray | None = None
+    #: why this hit cannot be explained (the other hits still are)
+    error: QdrantXaiError | None = None
 
 
 class EvidenceReader:
@@ -161,10 +168,15 @@ class EvidenceReader:
         if records is None and request is not None and self.client is not None:
             records = self._fetch(request)
         stored = {str(r.id): r for r in records or ()}
-        data = [
-            self._decode(hit, stored.get(str(hit.id)), layout, stored_words, hit_kind, default_kind)
-            for hit in hits
-        ]
+        data = []
+        for hit in hits:
+            record = stored.get(str(hit.id))
+            try:
+                data.append(self._decode(hit, record, layout, stored_words, hit_kind, default_kind))
+            except QdrantXaiError as exc:
+                payload = {**(hit.payload or {}), **((record.payload if record else None) or {})}
+                kind = hit_kind or layout.kind_of(payload, default=default_kind)
+                data.append(HitData(kind=kind, error=exc))
         self._complete_image_hits(hits, data, method, grounding)
         self._verify_vectors(hits, data)
         return data
@@ -302,19 +314,27 @@ class EvidenceReader:
         Raises:
             ModelMismatchError: a stored vector disagrees with its re-encoding.
         """
-        texts = [i for i, d in enumerate(data) if d.unverified is not None and d.embedding is None]
+        texts = [
+            i
+            for i, d in enumerate(data)
+            if d.error is None and d.unverified is not None and d.embedding is None
+        ]
         if texts:
             fresh = self.encoder.embed_texts([data[i].text or "" for i in texts])
             for i, embedding in zip(texts, fresh, strict=True):
                 data[i].embedding = embedding
         for hit, d in zip(hits, data, strict=True):
-            if d.unverified is not None and d.embedding is not None:
-                check_agreement(
-                    d.unverified,
-                    d.embedding,
-                    what=f"point {hit.id}: its stored {d.kind} vector",
-                    model=self.encoder.model_id,
-                )
+            if d.error is None and d.unverified is not None and d.embedding is not None:
+                try:
+                    check_agreement(
+                        d.unverified,
+                        d.embedding,
+                        what=f"point {hit.id}: its stored {d.kind} vector",
+                        model=self.encoder.model_id,
+                        reencoded=_reencoded(d),
+                    )
+                except QdrantXaiError as exc:
+                    d.error = exc
 
     def _complete_image_hits(
         self,
@@ -324,7 +344,7 @@ class EvidenceReader:
         grounding: bool,
     ) -> None:
         """Reads the image of every hit whose stored features do not suffice, and encodes it."""
-        images_at = [i for i, d in enumerate(data) if d.kind == "image"]
+        images_at = [i for i, d in enumerate(data) if d.kind == "image" and d.error is None]
         stored = stack_evidence([data[i] for i in images_at]) if images_at else ImageEvidence()
         needs = needed_fields(method, stored)
         if grounding:
@@ -334,15 +354,20 @@ class EvidenceReader:
             for i in images_at
             if data[i].embedding is None or any(not _has(data[i], f) for f in needs)
         ]
-        if not todo:
+        opened: list[tuple[int, LoadedImage]] = []
+        for i in todo:
+            try:
+                opened.append((i, self._open(hits[i], data[i], needs)))
+            except QdrantXaiError as exc:
+                data[i].error = exc
+        if not opened:
             return
-        loaded = [self._open(hits[i], data[i], needs) for i in todo]
         encoded = self.encoder.encode_images(
-            loaded,
+            [image for _, image in opened],
             patch_tokens="patch_tokens" in needs,
             last_layer="last_layer_inputs" in needs,
         )
-        for i, image, feats in zip(todo, loaded, encoded, strict=True):
+        for (i, image), feats in zip(opened, encoded, strict=True):
             _fill(data[i], image, feats)
             # the features are this image's now: so is the box (the file may have changed)
             data[i].crop_box = self.encoder.crop_box(image.width, image.height)
@@ -418,6 +443,13 @@ def _fill(data: HitData, image: LoadedImage, feats: ImageFeatures) -> None:
     if data.last_layer_inputs is None:
         data.last_layer_inputs = feats.last_layer_inputs
     data.image = image
+
+
+def _reencoded(data: HitData) -> str:
+    """What was re-encoded for a hit, quoted briefly (for mismatch messages)."""
+    if data.kind == "text":
+        return f"its text {brief_repr(data.text or '')}"
+    return f"its image {brief_repr(data.source or '')}"
 
 
 def _has(data: HitData, field: str) -> bool:

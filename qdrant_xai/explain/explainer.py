@@ -146,8 +146,15 @@ class Explainer:
         rationales: bool | RationaleScorer | None = None,
         hit_kind: Literal["image", "text"] | None = None,
         records: Sequence[models.Record] | None = None,
+        errors: Literal["report", "raise"] = "report",
     ) -> list[Explanation]:
         """One explanation per hit, in the hits' order.
+
+        A hit that cannot be explained (its vector or features come from another model, its
+        stored features are damaged, its image may not be read...) is still returned, with
+        the reason in :attr:`Explanation.error` (``explanation.ok`` is ``False``); the other
+        hits are explained all the same. ``errors="raise"`` raises the first such reason
+        instead.
 
         Args:
             query: the text (``str``) or image (path as ``pathlib.Path``, bytes, Pillow
@@ -164,13 +171,20 @@ class Explainer:
             records: the hits' stored features and vectors, read by the caller as
                 :meth:`fetch_request` says (e.g. with an ``AsyncQdrantClient``); the
                 explainer then reads nothing from Qdrant itself.
+            errors: ``"report"`` (default): failed hits carry their reason; ``"raise"``:
+                raise it.
 
         Raises:
-            ModelMismatchError: a hit's features or vectors come from another model.
-            FeatureCodecError: a hit's stored features, crop box or words are damaged.
-            FeaturesMissingError: a hit needs features that are not stored and its image
-                may not be read (the message says how to allow it).
+            ModelMismatchError: (``errors="raise"``) a hit's features or vectors come from
+                another model.
+            FeatureCodecError: (``errors="raise"``) a hit's stored features, crop box or
+                words are damaged.
+            FeaturesMissingError: (``errors="raise"``) a hit needs features that are not
+                stored and its image may not be read (the message says how to allow it).
+            QdrantUnavailableError: Qdrant did not answer (no hit can be explained).
         """
+        if errors not in ("report", "raise"):
+            raise ValueError(f"errors must be 'report' or 'raise', not {errors!r}")
         hits = list(hits)
         if not hits:
             return []
@@ -198,9 +212,24 @@ class Explainer:
             hit_kind=hit_kind,
             default_kind="image",
         )
-        if isinstance(query, str):
-            return self._explain_text_query(query, hits, data, run)
-        return self._explain_image_query(query, hits, data, run)
+        failed = {i: d for i, d in enumerate(data) if d.error is not None}
+        if failed and errors == "raise":
+            first = next(iter(failed.values())).error
+            assert first is not None
+            raise first
+        ok = [i for i in range(len(hits)) if i not in failed]
+        explained: list[Explanation] = []
+        if ok:
+            ok_hits, ok_data = [hits[i] for i in ok], [data[i] for i in ok]
+            if isinstance(query, str):
+                explained = self._explain_text_query(query, ok_hits, ok_data, run)
+            else:
+                explained = self._explain_image_query(query, ok_hits, ok_data, run)
+        results = dict(zip(ok, explained, strict=True))
+        return [
+            replace(results[i], rank=i) if i in results else _failure(hits[i], i, query, data[i])
+            for i in range(len(hits))
+        ]
 
     def _heatmaps(self, method: str | HeatmapMethod | None) -> HeatmapMethod:
         return self.heatmap_method if method is None else HEATMAP_METHODS.create(method)
@@ -434,6 +463,19 @@ def _attributions(scores: WordScores) -> tuple[WordAttribution, ...]:
     return tuple(
         WordAttribution(word=w.text, score=float(s), span=w.span)
         for w, s in zip(words, values, strict=True)
+    )
+
+
+def _failure(hit: models.ScoredPoint, rank: int, query: object, data: HitData) -> Explanation:
+    """The explanation of a hit that could not be explained: the hit and the reason."""
+    return Explanation(
+        hit=hit,
+        rank=rank,
+        query_kind="text" if isinstance(query, str) else "image",
+        hit_kind=data.kind,
+        text=data.text,
+        image_source=data.source,
+        error=data.error,
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from qdrant_client import models
 
-from qdrant_xai.errors import ImageLoadError
+from qdrant_xai.errors import ImageLoadError, QdrantXaiError
 from qdrant_xai.images.load import load_image
 from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.storage.schema import without_features
@@ -64,6 +64,9 @@ class Explanation:
         grounding: where each content word of ``text`` is found in the heatmap's image
             (text-image pairs, when asked for).
         rationales: concepts that explain the match, best first (when asked for).
+        error: why this hit could not be explained (model mismatch, missing features, an
+            unreadable image...), or ``None``; the other hits of the call are explained
+            all the same. See :attr:`ok` and :meth:`raise_for_status`.
     """
 
     hit: models.ScoredPoint
@@ -86,6 +89,24 @@ class Explanation:
     #: the policy the explainer read images under, when it names image folders or URL
     #: hosts: rendering then reads ``image_source`` through it too
     sources: ImageSourcePolicy | None = field(default=None, repr=False, compare=False)
+    error: QdrantXaiError | None = field(default=None, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the hit was explained (``error`` is ``None``)."""
+        return self.error is None
+
+    @property
+    def status(self) -> Literal["ok", "failed"]:
+        """``"ok"``, or ``"failed"`` with the reason in :attr:`error`."""
+        return "ok" if self.error is None else "failed"
+
+    def raise_for_status(self) -> Explanation:
+        """This explanation, or its :attr:`error` raised when the hit could not be explained
+        (for callers that want all-or-nothing)."""
+        if self.error is not None:
+            raise self.error
+        return self
 
     @property
     def id(self) -> models.ExtendedPointId:
@@ -126,6 +147,10 @@ class Explanation:
             "id": self.id,
             "score": self.score,
             "rank": self.rank,
+            "status": self.status,
+            "error": None
+            if self.error is None
+            else {"type": type(self.error).__name__, "message": str(self.error)},
             "payload": self.payload,
             "query_kind": self.query_kind,
             "hit_kind": self.hit_kind,

@@ -58,7 +58,7 @@ def test_python_api_catches_every_mismatch_before_drawing(
             layout=layout,
             image_roots=roots,
             heatmap_method=COUNTING,
-        ).explain(query, hits, **kw)
+        ).explain(query, hits, errors="raise", **kw)
 
     def explain_search(
         encoder: ClipEncoder,
@@ -78,7 +78,9 @@ def test_python_api_catches_every_mismatch_before_drawing(
         """An explainer without a client, given image hits of W's tutorial collection."""
         return Explainer(
             encoder, None, image_roots=roots, layout=TUTORIAL, heatmap_method=COUNTING
-        ).explain(TEXT, _with_vectors(client, wide, "tutorial_by_w"), hit_kind="image")
+        ).explain(
+            TEXT, _with_vectors(client, wide, "tutorial_by_w"), hit_kind="image", errors="raise"
+        )
 
     by_a_images = search_hits(client, a, "by_a", TEXT, "image")
     by_a_texts = search_hits(client, a, "by_a", image, "text")

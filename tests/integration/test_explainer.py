@@ -151,14 +151,22 @@ def test_tampered_features_raise_the_typed_error(
         collection_name, payload={PayloadKeys.FEATURES: features}, points=[hits[0].id]
     )
     explainer = Explainer(tiny_encoder, client, collection_name=collection_name)
+    # the tampered hit says why; the other hit is still explained
+    tampered, intact = explainer.explain("a red circle", hits)
+    assert not tampered.ok and tampered.status == "failed" and tampered.heatmap is None
+    assert (tampered.id, tampered.score, tampered.rank) == (hits[0].id, hits[0].score, 0)
+    assert intact.ok and intact.heatmap is not None and intact.rank == 1
+    assert tampered.to_dict()["error"]["type"] == "FeatureCodecError"
     with pytest.raises(FeatureCodecError, match="base64"):
-        explainer.explain("a red circle", hits)
+        tampered.raise_for_status()
+    with pytest.raises(FeatureCodecError, match="base64"):
+        explainer.explain("a red circle", hits, errors="raise")
     features = dict(stored[PayloadKeys.FEATURES], shape=[2, 2, 16])
     client.set_payload(
         collection_name, payload={PayloadKeys.FEATURES: features}, points=[hits[0].id]
     )
     with pytest.raises(FeatureCodecError, match="shape"):
-        explainer.explain("a red circle", hits)
+        explainer.explain("a red circle", hits, errors="raise")
 
 
 def test_features_of_another_model_are_refused(
@@ -175,7 +183,9 @@ def test_features_of_another_model_are_refused(
         "a red circle", limit=2
     )
     with pytest.raises(ModelMismatchError, match="another model"):
-        Explainer(other, client, collection_name=collection_name).explain("a red circle", hits)
+        Explainer(other, client, collection_name=collection_name).explain(
+            "a red circle", hits, errors="raise"
+        )
 
 
 def test_missing_features_are_recomputed_only_from_allowed_folders(
@@ -199,12 +209,12 @@ def test_missing_features_are_recomputed_only_from_allowed_folders(
     )
     with pytest.raises(FeaturesMissingError, match="image_roots"):
         Explainer(tiny_encoder, client, collection_name=collection_name).explain(
-            "a blue square", hits
+            "a blue square", hits, errors="raise"
         )
     with pytest.raises(FeaturesMissingError, match="outside the allowed image roots"):
         Explainer(
             tiny_encoder, client, collection_name=collection_name, image_roots=[tmp_path]
-        ).explain("a blue square", hits)
+        ).explain("a blue square", hits, errors="raise")
     recomputed = Explainer(
         tiny_encoder, client, collection_name=collection_name, image_roots=[scene_dir]
     ).explain("a blue square", hits)
@@ -254,4 +264,4 @@ def test_hits_without_vectors_and_no_client_say_how_to_fix_it(
         collection_name, query=query.tolist(), using="image", limit=2, with_payload=True
     ).points
     with pytest.raises(FeaturesMissingError, match="with_vectors=True"):
-        Explainer(tiny_encoder).explain("a red circle", hits)
+        Explainer(tiny_encoder).explain("a red circle", hits, errors="raise")

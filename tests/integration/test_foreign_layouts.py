@@ -108,7 +108,7 @@ def test_langchain_collection_is_searched_and_explained_by_recomputing(
     with pytest.raises(FeaturesMissingError, match="image_roots"):
         Explainer(
             tiny_encoder, client, collection_name=collection_name, layout="langchain"
-        ).explain(query, hits)
+        ).explain(query, hits, errors="raise")
 
 
 def test_vector_check_catches_another_model(
@@ -310,7 +310,9 @@ def test_repair_rewrites_damaged_features_and_nothing_else(
     hits = Searcher(client, tiny_encoder, collection_name="own").search_images("a red", limit=8)
     damaged_hit = [h for h in hits if h.id == images[1]]
     with pytest.raises(FeatureCodecError, match="backfill --repair"):
-        Explainer(tiny_encoder, client, collection_name="own").explain("x", damaged_hit)
+        Explainer(tiny_encoder, client, collection_name="own").explain(
+            "x", damaged_hit, errors="raise"
+        )
     policy = ImageSourcePolicy.from_roots([folder])
     plain = Backfiller(client, tiny_encoder, collection_name="own", sources=policy)
     assert plain.run(progress=False).updated == 0  # without repair: current, left alone

@@ -90,7 +90,7 @@ def test_explaining_records_fetched_by_the_caller_equals_the_explainers_own_fetc
         np.testing.assert_allclose(a.heatmap, b.heatmap)
     # without the records an offline explainer has no stored features to draw from
     with pytest.raises(FeaturesMissingError, match="image_roots"):
-        offline.explain(QUERY, hits)
+        offline.explain(QUERY, hits, errors="raise")
 
 
 async def test_async_searcher_matches_the_sync_one(

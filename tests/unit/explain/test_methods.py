@@ -160,7 +160,7 @@ def test_full_profile_runs_gradient_methods_without_reading_images(
         # the standard profile without image roots says what to do
         with pytest.raises(FeaturesMissingError, match="profile full"):
             Explainer(tiny_encoder, standard, collection_name="s", heatmap_method=method).explain(
-                "a blue cross", hits
+                "a blue cross", hits, errors="raise"
             )
 
 
