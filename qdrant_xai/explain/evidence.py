@@ -234,11 +234,10 @@ class EvidenceReader:
         vector = layout.vector_of(stored_vector, kind)
         if vector is not None:
             unit = self._stored_unit(vector, what)
-            # one vector for both kinds on a point holding an image and a text is the image's
-            shared = layout.image_vector == layout.text_vector and source and kind == "text"
             if fingerprint is not None and recorded == kind:
                 data.embedding = unit
-            elif not shared:  # recomputed instead, then checked against it (_verify_vectors)
+            else:  # recomputed instead, then checked against it (_verify_vectors): never
+                # skipped, whatever else the payload names
                 data.unverified = unit
         if kind == "image" and recorded == "image":
             self._decode_image_features(payload, data, what)

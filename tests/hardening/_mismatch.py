@@ -31,6 +31,7 @@ from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.explain import HEATMAP_METHODS
 from qdrant_xai.explain.base import ImageEvidence, register_heatmap_method
 from qdrant_xai.explain.heatmaps.decomposition import DecompositionHeatmap
+from qdrant_xai.storage.layouts import layout_named
 from qdrant_xai.testing import build_tiny_clip, write_tutorial_collection
 
 CAUGHT = (ModelMismatchError, SchemaMismatchError)
@@ -174,7 +175,11 @@ def search_hits(
     """The top 3 ``target`` hits (``"image"``, ``"text"``) of ``query``, searched with
     ``encoder``; at least one."""
     searcher = Searcher(client, encoder, collection_name=collection, layout=layout)
-    hits = searcher.search(query, hit_kind=target, limit=3)  # type: ignore[arg-type]
+    hits = searcher.search(query, hit_kind=target, limit=12)  # type: ignore[arg-type]
+    if target == "text" and layout == "langchain":  # an image point's page_content is its
+        # file name, not a text it was embedded from
+        hits = [h for h in hits if layout_named(layout).image_source(h.payload or {}) is None]
+    hits = hits[:3]
     assert hits
     return hits
 

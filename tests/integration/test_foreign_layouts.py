@@ -100,10 +100,18 @@ def test_langchain_collection_is_searched_and_explained_by_recomputing(
         np.testing.assert_allclose(
             e.heatmap, _expected_heatmap(tiny_encoder, e.image_source, query), atol=1e-4
         )
-    # caption points are text hits: their words are explained
-    text_hits = searcher.search_texts(folder / "scene_0002.png", limit=3)
-    for e in explainer.explain(folder / "scene_0002.png", text_hits, hit_kind="text"):
-        assert e.hit_kind == "text" and e.words and e.text == e.hit.payload["page_content"]
+    # caption points are text hits: their words are explained; an image point taken for a
+    # text (its page_content is a file name) fails the vector check, alone, with the reason
+    text_hits = searcher.search_texts(folder / "scene_0002.png", limit=16)
+    explained = explainer.explain(folder / "scene_0002.png", text_hits, hit_kind="text")
+    for e in explained:
+        if e.hit.payload["metadata"]["kind"] == "caption":
+            assert e.ok and e.hit_kind == "text" and e.words
+            assert e.text == e.hit.payload["page_content"]
+        else:
+            assert isinstance(e.error, ModelMismatchError) and not e.words
+            assert "embedded something else than its text" in str(e.error)
+    assert {e.ok for e in explained} == {True, False}
     # without allowed roots nothing is read, and the error says how to fix it
     with pytest.raises(FeaturesMissingError, match="image_roots"):
         Explainer(
