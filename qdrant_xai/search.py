@@ -18,14 +18,9 @@ from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
 from qdrant_xai.errors import CollectionError, PointNotFoundError
 from qdrant_xai.retry import RetryPolicy
-from qdrant_xai.storage.layouts import CollectionLayout, layout_named
-from qdrant_xai.storage.schema import (
-    PayloadKeys,
-    arequire_collection,
-    check_query_dimension,
-    parse_point_id,
-    require_collection,
-)
+from qdrant_xai.storage.detect import aresolve_collection, resolve_collection
+from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
+from qdrant_xai.storage.schema import PayloadKeys, check_query_dimension, parse_point_id
 
 __all__ = ["AsyncSearcher", "Searcher", "light_payload"]
 
@@ -46,24 +41,29 @@ class _Requests:
         self,
         encoder: ClipEncoder,
         collection_name: str,
-        layout: str | CollectionLayout,
+        layout: LayoutSpec,
         retry: RetryPolicy | None,
     ) -> None:
+        if isinstance(layout, str) and layout != AUTO:
+            layout_named(layout)  # an unknown preset fails here, not at the first search
         self.encoder = encoder
         self.collection_name = collection_name
-        self.layout = layout_named(layout)
+        #: the layout as given: a preset name, a layout, or "auto"/None (detected)
+        self.layout = layout
         self.retry = retry or RetryPolicy()
-        self._resolved: CollectionLayout | None = None
+        # the collection's info and resolved layout, read once per collection name
+        self._collections: dict[str, tuple[models.CollectionInfo, CollectionLayout]] = {}
 
     def _vector(self, query: str | ImageInput) -> list[float]:
         if isinstance(query, str):
             return self.encoder.embed_texts([query])[0].tolist()
         return self.encoder.embed_images([query])[0].tolist()
 
-    def _using(self, info: models.CollectionInfo, hit_kind: HitKind) -> str | None:
+    def _using(
+        self, info: models.CollectionInfo, layout: CollectionLayout, hit_kind: HitKind
+    ) -> str | None:
         """The vector hits of ``hit_kind`` are searched with, checked against the model."""
-        assert self._resolved is not None
-        using = self._resolved.using(hit_kind)
+        using = layout.using(hit_kind)
         check_query_dimension(
             info, self.collection_name, using, dim=self.encoder.dim, model=self.encoder.model_id
         )
@@ -99,12 +99,12 @@ class _Requests:
 
     def _kinds(
         self,
+        layout: CollectionLayout,
         ids: list[PointId],
         records: Sequence[models.Record],
         hit_kind: HitKind | None,
     ) -> dict[str, HitKind]:
         """The kind to score each point as, by id; missing ids raise."""
-        assert self._resolved is not None
         by_id = {str(r.id): r for r in records}
         missing = [i for i in ids if str(i) not in by_id]
         if missing:
@@ -114,12 +114,12 @@ class _Requests:
                 missing,
             )
         return {
-            key: hit_kind or self._resolved.kind_of(record.payload or {})
-            for key, record in by_id.items()
+            key: hit_kind or layout.kind_of(record.payload or {}) for key, record in by_id.items()
         }
 
     def _ordered(
         self,
+        layout: CollectionLayout,
         ids: list[PointId],
         kinds: dict[str, HitKind],
         found: Sequence[models.ScoredPoint],
@@ -127,12 +127,11 @@ class _Requests:
         by_id = {str(p.id): p for p in found}
         for i in ids:
             if str(i) not in by_id:
-                assert self._resolved is not None
-                using = self._resolved.using(kinds[str(i)])
+                using = layout.using(kinds[str(i)])
                 raise CollectionError(
                     f"point {i} has no {using or '(unnamed)'!r} vector in collection "
                     f"{self.collection_name!r} to score it as {kinds[str(i)]!r}; is the layout "
-                    f"({self.layout.name}) right?"
+                    f"({layout.name}) right?"
                 )
         return [by_id[str(i)] for i in ids]
 
@@ -169,8 +168,11 @@ class Searcher(_Requests):
         client: any ``QdrantClient``.
         encoder: the CLIP model the collection was built with.
         collection_name: the collection to search.
-        layout: its vector names (a preset such as ``"langchain"`` for collections written
-            by other tools; see :mod:`qdrant_xai.storage.layouts`).
+        layout: where the collection keeps its vectors: ``"auto"`` (default) detects the
+            tool that wrote it; or a preset such as ``"langchain"``, or a
+            :class:`~qdrant_xai.storage.layouts.CollectionLayout` (see
+            :mod:`qdrant_xai.storage.layouts`). Resolved once per collection, at the first
+            request.
         retry: how Qdrant calls are retried (default: :class:`RetryPolicy` defaults).
     """
 
@@ -180,7 +182,7 @@ class Searcher(_Requests):
         encoder: ClipEncoder,
         *,
         collection_name: str,
-        layout: str | CollectionLayout = "qdrant-xai",
+        layout: LayoutSpec = AUTO,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(encoder, collection_name, layout, retry)
@@ -231,7 +233,7 @@ class Searcher(_Requests):
         search_params: models.SearchParams | None = None,
     ) -> list[models.ScoredPoint]:
         """Hits of kind ``hit_kind`` for a text or image query, best first."""
-        using = self._using(self._info(), hit_kind)
+        using = self._using(*self._collection(), hit_kind)
         response = self.retry.call(
             self.client.query_points,
             self.collection_name,
@@ -267,14 +269,14 @@ class Searcher(_Requests):
             PointNotFoundError: an id that is not in the collection.
         """
         point_ids = [parse_point_id(i) for i in ids]
-        info = self._info()
+        info, layout = self._collection()
         records = self.retry.call(
             self.client.retrieve,
             self.collection_name,
             client=self.client,
             **self._points_args(point_ids),
         )
-        kinds = self._kinds(point_ids, records, hit_kind)
+        kinds = self._kinds(layout, point_ids, records, hit_kind)
         vector = self._vector(query)
         found: list[models.ScoredPoint] = []
         for kind in sorted(set(kinds.values())):
@@ -283,20 +285,27 @@ class Searcher(_Requests):
                 self.client.query_points,
                 self.collection_name,
                 client=self.client,
-                **self._score_args(vector, self._using(info, kind), group),
+                **self._score_args(vector, self._using(info, layout, kind), group),
             )
             found += response.points
-        return self._ordered(point_ids, kinds, found)
+        return self._ordered(layout, point_ids, kinds, found)
 
-    def _info(self) -> models.CollectionInfo:
-        info = require_collection(self.client, self.collection_name, retry=self.retry)
-        if self._resolved is None:
-            self._resolved = (
-                self.layout
-                if self.layout.name == "qdrant-xai"
-                else self.layout.resolve(self.client, self.collection_name, retry=self.retry)
+    def resolved_layout(self) -> CollectionLayout:
+        """The collection's layout, resolved (detected for ``"auto"``) at the first call.
+
+        Raises:
+            CollectionError: the collection does not exist, or its writer was not
+                recognised (pass ``layout=``).
+        """
+        return self._collection()[1]
+
+    def _collection(self) -> tuple[models.CollectionInfo, CollectionLayout]:
+        name = self.collection_name
+        if name not in self._collections:
+            self._collections[name] = resolve_collection(
+                self.client, name, self.layout, retry=self.retry
             )
-        return info
+        return self._collections[name]
 
 
 class AsyncSearcher(_Requests):
@@ -320,7 +329,7 @@ class AsyncSearcher(_Requests):
         encoder: ClipEncoder,
         *,
         collection_name: str,
-        layout: str | CollectionLayout = "qdrant-xai",
+        layout: LayoutSpec = AUTO,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(encoder, collection_name, layout, retry)
@@ -371,14 +380,16 @@ class AsyncSearcher(_Requests):
         search_params: models.SearchParams | None = None,
     ) -> list[models.ScoredPoint]:
         """Hits of kind ``hit_kind`` for a text or image query, best first."""
-        info, vector = await asyncio.gather(self._info(), asyncio.to_thread(self._vector, query))
+        (info, layout), vector = await asyncio.gather(
+            self._collection(), asyncio.to_thread(self._vector, query)
+        )
         response = await self.retry.acall(
             self.client.query_points,
             self.collection_name,
             client=self.client,
             **self._search_args(
                 vector,
-                self._using(info, hit_kind),
+                self._using(info, layout, hit_kind),
                 limit=limit,
                 query_filter=query_filter,
                 score_threshold=score_threshold,
@@ -396,14 +407,16 @@ class AsyncSearcher(_Requests):
     ) -> list[models.ScoredPoint]:
         """Async :meth:`Searcher.score_points`."""
         point_ids = [parse_point_id(i) for i in ids]
-        info, vector = await asyncio.gather(self._info(), asyncio.to_thread(self._vector, query))
+        (info, layout), vector = await asyncio.gather(
+            self._collection(), asyncio.to_thread(self._vector, query)
+        )
         records = await self.retry.acall(
             self.client.retrieve,
             self.collection_name,
             client=self.client,
             **self._points_args(point_ids),
         )
-        kinds = self._kinds(point_ids, records, hit_kind)
+        kinds = self._kinds(layout, point_ids, records, hit_kind)
         found: list[models.ScoredPoint] = []
         for kind in sorted(set(kinds.values())):
             group = [i for i in point_ids if kinds[str(i)] == kind]
@@ -411,17 +424,19 @@ class AsyncSearcher(_Requests):
                 self.client.query_points,
                 self.collection_name,
                 client=self.client,
-                **self._score_args(vector, self._using(info, kind), group),
+                **self._score_args(vector, self._using(info, layout, kind), group),
             )
             found += response.points
-        return self._ordered(point_ids, kinds, found)
+        return self._ordered(layout, point_ids, kinds, found)
 
-    async def _info(self) -> models.CollectionInfo:
-        info = await arequire_collection(self.client, self.collection_name, retry=self.retry)
-        if self._resolved is None:
-            self._resolved = (
-                self.layout
-                if self.layout.name == "qdrant-xai"
-                else await self.layout.aresolve(self.client, self.collection_name, retry=self.retry)
+    async def resolved_layout(self) -> CollectionLayout:
+        """Async :meth:`Searcher.resolved_layout`."""
+        return (await self._collection())[1]
+
+    async def _collection(self) -> tuple[models.CollectionInfo, CollectionLayout]:
+        name = self.collection_name
+        if name not in self._collections:
+            self._collections[name] = await aresolve_collection(
+                self.client, name, self.layout, retry=self.retry
             )
-        return info
+        return self._collections[name]

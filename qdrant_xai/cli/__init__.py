@@ -1,4 +1,4 @@
-"""The ``qdrant-xai`` command line: index, search, explain, backfill, eval, demo.
+"""The ``qdrant-xai`` command line: index, search, explain, backfill, inspect, eval, demo.
 
 Each subcommand is one module of this package, named after it, with ``add_parser(subparsers)``
 (its arguments), ``run(args, client) -> exit status`` and ``NEEDS_CLIENT`` (whether
@@ -20,20 +20,23 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
-from qdrant_xai.cli.options import DEFAULT_PATH, open_qdrant
+from qdrant_xai.cli.options import DEFAULT_PATH, layout_from_args, open_qdrant
 from qdrant_xai.errors import QdrantUnavailableError, QdrantXaiError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: the subcommands, in the order ``--help`` lists them; each is the module of that name
-COMMANDS = ("index", "search", "explain", "backfill", "eval", "demo")
+COMMANDS = ("index", "search", "explain", "backfill", "inspect", "eval", "demo")
 
 _EPILOG = f"""\
 Qdrant: embedded at --path (default {DEFAULT_PATH}) unless --url or QDRANT_URL is set; the
 API key is read from QDRANT_API_KEY. Requests to a server are retried with backoff when it
 is unreachable or busy (--retries, --timeout); the API key is never printed. --model takes a
 Hugging Face hub id (weights download on first use), a directory saved with save_pretrained,
-or "shapes" for the bundled demo model.
+or "shapes" for the bundled demo model. Collections written by LangChain, LlamaIndex,
+FastEmbed / mcp-server-qdrant or Qdrant's multimodal tutorial are read where their writer
+keeps vectors, images and texts, detected unless --layout (or --vector, --image-key,
+--text-key) says otherwise; `qdrant-xai inspect COLLECTION` shows what was found.
 
 examples:
   qdrant-xai demo
@@ -43,7 +46,9 @@ examples:
   qdrant-xai search "a red car" --collection photos --explain --method grad-eclip \\
       --grounding --rationales --image-root photos/
   qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos
-  qdrant-xai backfill --collection products --layout langchain --image-root /data/images
+  qdrant-xai inspect products --image-root /data/images
+  qdrant-xai backfill --collection products --image-root /data/images
+  qdrant-xai search "a red car" --collection docs --vector '' --text-key page_content
   qdrant-xai eval Flickr8k/ --split test --model openai/clip-vit-base-patch32 --json eval.json
 """
 
@@ -69,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = _command(args.command)
+    try:
+        if hasattr(args, "layout"):  # every command sees one layout: auto, preset or custom
+            args.layout = layout_from_args(args)
+    except QdrantXaiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     from qdrant_xai.connection import strip_userinfo

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, quiet_transformers
 from qdrant_xai.explain.base import HEATMAP_METHODS, WORD_METHODS
 from qdrant_xai.storage.codec import Codec
-from qdrant_xai.storage.layouts import LAYOUTS
+from qdrant_xai.storage.layouts import AUTO, LAYOUTS
 from qdrant_xai.storage.schema import PROFILES
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from qdrant_xai.images.load import LoadedImage
     from qdrant_xai.images.policy import ImageSourcePolicy
     from qdrant_xai.retry import RetryPolicy
+    from qdrant_xai.storage.layouts import CollectionLayout
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -47,6 +48,7 @@ __all__ = [
     "add_qdrant_options",
     "add_source_options",
     "build_explainer",
+    "layout_from_args",
     "load_encoder",
     "open_qdrant",
     "read_query",
@@ -64,16 +66,22 @@ _CODECS = get_args(Codec)
 
 
 def add_qdrant_options(
-    parser: argparse.ArgumentParser, *, derived_collection: str | None = None
+    parser: argparse.ArgumentParser,
+    *,
+    derived_collection: str | None = None,
+    collection_option: bool = True,
 ) -> None:
     """The "qdrant and model" group. ``derived_collection`` describes the name a command
-    derives when ``--collection`` is not given (it then defaults to ``None``)."""
+    derives when ``--collection`` is not given (it then defaults to ``None``);
+    ``collection_option=False`` leaves ``--collection`` out (a command that takes the
+    collection as an argument)."""
     group = parser.add_argument_group("qdrant and model")
-    group.add_argument(
-        "--collection",
-        default=None if derived_collection else DEFAULT_COLLECTION,
-        help=f"collection name (default: {derived_collection or DEFAULT_COLLECTION})",
-    )
+    if collection_option:
+        group.add_argument(
+            "--collection",
+            default=None if derived_collection else DEFAULT_COLLECTION,
+            help=f"collection name (default: {derived_collection or DEFAULT_COLLECTION})",
+        )
     where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--path", default=None, help=f"embedded Qdrant folder (default: {DEFAULT_PATH})"
@@ -101,12 +109,19 @@ def add_qdrant_options(
     group.add_argument(
         "--model",
         default=None,
-        help=f"CLIP hub id or directory (default: {DEFAULT_MODEL}, or for search "
-        "and explain the model recorded in the collection)",
+        help=f"CLIP hub id or directory (default: the model recorded in the collection, "
+        f"for commands that read one, else {DEFAULT_MODEL})",
     )
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="model weights' dtype (default: float32)",
+    )
+    group.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -196,13 +211,66 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_layout_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--layout",
-        default="qdrant-xai",
-        choices=list(LAYOUTS),
-        help="how the collection stores vectors, image sources and texts: qdrant-xai (ours) "
-        "or the layout of the tool that wrote it (default: qdrant-xai)",
+    """``--layout`` (a preset, or ``auto``) and the custom layout flags ``--vector``,
+    ``--image-key``, ``--text-key``; :func:`layout_from_args` turns them into a layout."""
+    group = parser.add_argument_group(
+        "collection layout (where vectors, images and texts are; detected by default)"
     )
+    group.add_argument(
+        "--layout",
+        default=AUTO,
+        choices=[AUTO, *LAYOUTS],
+        help="the tool that wrote the collection: auto (default) detects it from the "
+        "collection (see `qdrant-xai inspect`); qdrant-xai, langchain, llamaindex, "
+        "fastembed (also mcp-server-qdrant) or qdrant-tutorial name it",
+    )
+    group.add_argument(
+        "--vector",
+        metavar="NAME",
+        default=None,
+        help="custom layout: the vector every point is searched with ('' for the unnamed "
+        "vector; default: the collection's only vector, or the --layout preset's)",
+    )
+    group.add_argument(
+        "--image-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="custom layout: payload key of the image source (path, URL or base64), dotted "
+        "for nested keys (metadata.image); repeatable, first found wins",
+    )
+    group.add_argument(
+        "--text-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="custom layout: payload key of the text that was embedded, dotted for nested "
+        "keys; repeatable, first found wins",
+    )
+
+
+def layout_from_args(args: argparse.Namespace) -> str | CollectionLayout:
+    """The layout the options name: ``--layout`` (``"auto"`` or a preset) as given, or with
+    ``--vector``, ``--image-key`` or ``--text-key`` a custom
+    :class:`~qdrant_xai.storage.layouts.CollectionLayout` (on top of the ``--layout``
+    preset, if one is named). A layout already built is returned as is.
+
+    Raises:
+        QdrantXaiError: a custom layout flag that cannot be used (an empty key).
+    """
+    layout = getattr(args, "layout", AUTO)
+    vector = getattr(args, "vector", None)
+    image_keys = list(getattr(args, "image_key", None) or [])
+    text_keys = list(getattr(args, "text_key", None) or [])
+    if not isinstance(layout, str) or (vector is None and not image_keys and not text_keys):
+        return layout if layout is not None else AUTO
+    from qdrant_xai.errors import QdrantXaiError
+    from qdrant_xai.storage.layouts import custom_layout
+
+    try:
+        return custom_layout(vector=vector, image_keys=image_keys, text_keys=text_keys, base=layout)
+    except ValueError as exc:
+        raise QdrantXaiError(f"--vector/--image-key/--text-key: {exc}") from exc
 
 
 def add_codec_option(parser: argparse.ArgumentParser, *, described: bool = False) -> None:
@@ -304,6 +372,6 @@ def build_explainer(args: argparse.Namespace, client: Any, encoder: ClipEncoder)
         word_method=args.word_method,
         grounding=args.grounding,
         rationales=rationales,
-        layout=args.layout,
+        layout=layout_from_args(args),
         retry=retry_policy(args),
     )

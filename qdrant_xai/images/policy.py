@@ -6,9 +6,13 @@ A payload's ``source`` was written by whoever could write to the collection, so 
 
 * **local paths** (and ``file://`` URLs, which follow the same rules): only regular files
   beneath the configured roots, read by :mod:`qdrant_xai.images.local` (``..`` and symlink
-  escapes, special files and symlinks swapped in after the check are refused).
-* **base64**: ``data:image/...;base64,...`` URIs, and raw base64 when the caller says so
-  (``open(source, kind="base64")``), decoded here. The size is checked from the string
+  escapes, special files and symlinks swapped in after the check are refused). A relative
+  path is looked up beneath the roots (the first root holding it), never in the current
+  folder.
+* **base64**: ``data:image/...;base64,...`` URIs, and raw base64 images (how LlamaIndex's
+  ``ImageNode(image=...)`` and some LangChain stores keep them: recognised by the image
+  signature their first bytes decode to, or read as base64 when the caller says so with
+  ``open(source, kind="base64")``), decoded here. The size is checked from the string
   length before anything is decoded; failures raise :class:`InlineImageError`, whose
   ``problem`` says what is wrong.
 * **http(s) URLs**: off by default. When enabled, fetched by :mod:`qdrant_xai.images.remote`:
@@ -24,17 +28,15 @@ URL's credentials or query string, nor a base64 payload.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import os
-import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from qdrant_xai.errors import InlineImageError, SourceNotAllowedError
+from qdrant_xai.errors import SourceNotAllowedError
 from qdrant_xai.images.labels import redacted, shown
 from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
 from qdrant_xai.images.local import file_url_path, local_path, read_local
@@ -46,6 +48,14 @@ from qdrant_xai.images.remote import (
     fetch,
     host_allowed,
     network_entry,
+)
+from qdrant_xai.images.sniff import (
+    SCHEME,
+    DataUri,
+    classify_source,
+    decode_base64,
+    image_signature,
+    looks_like_base64_image,
 )
 
 __all__ = [
@@ -59,34 +69,9 @@ SourceKind = Literal["auto", "path", "url", "base64"]
 """How :meth:`ImageSourcePolicy.open` reads a source string (see there)."""
 
 _KINDS = ("auto", "path", "url", "base64")
-# A scheme needs two characters or more, so a Windows drive ("C:\\x.png") stays a path.
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
-_BASE64_WHITESPACE = re.compile(r"[ \t\r\n]")
+_MAX_PATH = 4096  # Linux's PATH_MAX: a longer string names no file
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-class DataUri(NamedTuple):
-    """The parts of a ``data:`` URI, as the policy reads them (RFC 2397, case-insensitive)."""
-
-    media: str  # the lower-case media type; "text/plain" when the URI names none
-    is_base64: bool  # ";base64" is among its parameters
-    payload: str | None  # the text after the first comma; None without a comma
-    label: str  # how messages name it: the media type and the length, never the payload
-
-    @classmethod
-    def parse(cls, source: str) -> DataUri:
-        """``source``, which starts with ``data:`` (any case), split into its parts."""
-        header, comma, payload = source.partition(",")
-        params = [p.strip().lower() for p in header[5:].split(";")]
-        media = params[0] or "text/plain"
-        label = f"data:{shown(media, 40)} URI ({len(source)} chars)"
-        return cls(media, "base64" in params[1:], payload if comma else None, label)
-
-    @property
-    def is_image(self) -> bool:
-        """An ``image/*`` media type and a payload."""
-        return self.payload is not None and self.media.startswith("image/")
 
 
 @dataclass(frozen=True, init=False)
@@ -314,27 +299,62 @@ class ImageSourcePolicy:
                 roots, or it exists and is not a regular file.
         """
         if isinstance(source, os.PathLike):
-            return local_path(os.fspath(source), shown(os.fspath(source)), roots=self.roots)
+            source = os.fspath(source)
+            return local_path(self._beneath_roots(source), shown(source), roots=self.roots)
         kind = _sniff(source)
         if kind == "file":
             return file_url_path(source, roots=self.roots)
-        if kind != "path":
+        if kind != "path" or looks_like_base64_image(source):
             raise SourceNotAllowedError(
-                f"{redacted(source)}: not a local path; read it with ImageSourcePolicy.open()"
+                f"{redacted(source) if kind != 'path' else f'<base64, {len(source)} chars>'}: "
+                "not a local path; read it with ImageSourcePolicy.open()"
             )
-        return local_path(source, shown(source), roots=self.roots)
+        return local_path(self._beneath_roots(source), shown(source), roots=self.roots)
+
+    def is_image_source(self, source: str) -> bool:
+        """Whether a payload string is an image this policy could read: a data URI or raw
+        base64 image, a path or URL with an image extension, or a local file without one
+        whose first bytes are an image signature (see :mod:`qdrant_xai.images.sniff`).
+        Reads at most a file's first bytes; never raises."""
+        verdict = classify_source(source)
+        if verdict == "unknown":
+            return self.looks_like_image_file(source)
+        return verdict == "image"
+
+    def looks_like_image_file(self, source: str) -> bool:
+        """Whether ``source`` (a path, relative ones beneath the roots) is a regular file
+        beneath the roots whose first bytes are an image signature; False for anything
+        else, without raising."""
+        try:
+            path = self.resolve(source)
+        except SourceNotAllowedError:
+            return False
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            return image_signature(os.read(fd, 32)) is not None
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def open(self, source: str | os.PathLike[str], kind: SourceKind = "auto") -> LoadedImage:
         """Reads and decodes the image ``source`` names, under the policy.
 
         Args:
             source: a local path, a ``file://``, ``data:image/...;base64,`` or http(s) URL,
-                or raw base64 with ``kind="base64"``.
+                or raw base64.
             kind: ``"auto"`` reads a source that starts with a scheme (``https:``, ``file:``,
-                ``data:``, two letters or more) as a URL and anything else as a path;
-                ``"path"`` reads it as a path even if it looks like a URL; ``"url"``
-                refuses anything without a scheme; ``"base64"`` decodes raw base64 (or a
-                data URI). Raw base64 is never guessed.
+                ``data:``, two letters or more) as a URL, raw base64 whose first bytes
+                decode to an image signature as base64, and anything else as a path
+                (relative paths beneath the roots); ``"path"`` reads it as a path even if
+                it looks like a URL; ``"url"`` refuses anything without a scheme;
+                ``"base64"`` decodes raw base64 (or a data URI) whatever it looks like.
 
         Raises:
             SourceNotAllowedError: the policy refuses the source (and says what to allow).
@@ -364,6 +384,8 @@ class ImageSourcePolicy:
                 "local files"
             )
         if sniffed == "path":
+            if looks_like_base64_image(source):  # the size is judged before decoding
+                return self._open_base64(source, "base64 images", f"<base64, {len(source)} chars>")
             return self._open_path(source)
         if sniffed == "file":
             return self._read(file_url_path(source, roots=self.roots), redacted(source))
@@ -381,7 +403,21 @@ class ImageSourcePolicy:
 
     def _open_path(self, source: str) -> LoadedImage:
         label = shown(source)
-        return self._read(local_path(source, label, roots=self.roots), label)
+        return self._read(local_path(self._beneath_roots(source), label, roots=self.roots), label)
+
+    def _beneath_roots(self, source: str) -> str:
+        """A relative ``source`` joined to the first root that holds it (to the first root
+        when none does); absolute paths as they are. The result is still checked against
+        the roots, so ``../`` cannot leave them."""
+        if len(source) > _MAX_PATH:  # messages would quote its resolved form in full
+            raise SourceNotAllowedError(
+                f"{shown(source, 60)}: {len(source)} characters, too long for a path and not a "
+                "base64 image; store a path, a URL or the image as base64"
+            )
+        if not source or "\x00" in source or not self.roots or os.path.isabs(source):
+            return source
+        candidates = [root / source for root in self.roots]
+        return str(next((c for c in candidates if os.path.lexists(c)), candidates[0]))
 
     def _read(self, path: Path, label: str) -> LoadedImage:
         data = read_local(path, label, roots=self.roots, limit=self.byte_limit)
@@ -414,25 +450,7 @@ class ImageSourcePolicy:
             raise SourceNotAllowedError(
                 f"{label}: {what} are not read by this policy; set allow_base64=True"
             )
-        limit = self.byte_limit
-        # An upper bound of the decoded size, from the length alone, before any work.
-        estimate = len(text.rstrip().rstrip("=")) * 3 // 4
-        if estimate > limit:
-            raise InlineImageError(
-                label,
-                f"decodes to about {estimate} bytes, over the {limit}-byte limit; downscale the "
-                "image or raise max_bytes / ImageLimits.max_bytes",
-                "too_large",
-            )
-        compact = _BASE64_WHITESPACE.sub("", text)
-        urlsafe = "-" in compact or "_" in compact
-        compact += "=" * (-len(compact) % 4)
-        try:
-            data = base64.b64decode(compact, altchars=b"-_" if urlsafe else None, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InlineImageError(label, f"invalid base64 ({exc})", "not_base64") from exc
-        if not data:
-            raise InlineImageError(label, "empty image data", "empty")
+        data = decode_base64(text, label=label, limit=self.byte_limit)
         return self._decode(data, label)
 
     def _decode(self, data: bytes, label: str) -> LoadedImage:
@@ -442,7 +460,7 @@ class ImageSourcePolicy:
 
 def _sniff(source: str) -> str:
     """``"path"``, ``"file"``, ``"data"`` or the (lower-case) scheme of another URL."""
-    match = _SCHEME.match(source)
+    match = SCHEME.match(source)
     return match.group(1).lower() if match else "path"
 
 

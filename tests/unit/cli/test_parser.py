@@ -52,3 +52,59 @@ def test_eval_derives_its_collection_name() -> None:
     parser = build_parser()
     assert parser.parse_args(["eval", "data"]).collection is None
     assert parser.parse_args(["eval", "data", "--collection", "c"]).collection == "c"
+
+
+# -- layouts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["search x", "explain 1 --text x", "backfill", "inspect c"])
+def test_layout_is_detected_unless_named(command: str) -> None:
+    from qdrant_xai.cli.options import layout_from_args
+
+    args = build_parser().parse_args(command.split())
+    assert args.layout == "auto" and layout_from_args(args) == "auto"
+    args = build_parser().parse_args([*command.split(), "--layout", "llamaindex"])
+    assert layout_from_args(args) == "llamaindex"
+
+
+def test_custom_layout_flags_build_one_layout() -> None:
+    from qdrant_xai.cli.options import layout_from_args
+    from qdrant_xai.storage.layouts import CollectionLayout
+
+    parser = build_parser()
+    argv = ["search", "x", "--vector", "", "--image-key", "meta.img", "--image-key", "img"]
+    layout = layout_from_args(parser.parse_args([*argv, "--text-key", "body"]))
+    assert isinstance(layout, CollectionLayout)
+    assert (layout.name, layout.image_vector, layout.text_vector) == ("custom", "", "")
+    assert (layout.image_keys, layout.text_keys) == (("meta.img", "img"), ("body",))
+    on_preset = layout_from_args(
+        parser.parse_args(["backfill", "--layout", "langchain", "--vector", "dense"])
+    )
+    assert isinstance(on_preset, CollectionLayout)
+    assert on_preset.using("image") == "dense" and on_preset.text_keys == ("page_content",)
+    assert layout_from_args(argparse.Namespace(layout=on_preset)) is on_preset
+
+
+def test_a_bad_custom_layout_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from qdrant_xai.cli import main
+
+    assert main(["search", "x", "--text-key", ".body"]) == 2
+    assert "--text-key" in capsys.readouterr().err
+
+
+def test_every_layout_and_inspect_option_is_described() -> None:
+    (action,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    inspect = action.choices["inspect"]
+    assert [a.dest for a in inspect._actions if not a.option_strings] == ["collection"]
+    assert "collection" not in [a.dest for a in inspect._actions if a.option_strings]
+    for action_ in inspect._actions:
+        assert action_.help, action_.dest
+    args = inspect.parse_args(["docs", "--sample", "5", "--json", "--no-model"])
+    assert (args.collection, args.sample, args.json, args.no_model) == ("docs", 5, True, True)
+    with pytest.raises(SystemExit):
+        inspect.parse_args(["docs", "--sample", "0"])
+    layout_flags = {"--layout", "--vector", "--image-key", "--text-key"}
+    for name in ("search", "explain", "backfill"):
+        for action_ in action.choices[name]._actions:
+            if layout_flags & set(action_.option_strings):
+                assert action_.help, (name, action_.dest)

@@ -15,7 +15,7 @@ import pytest
 from qdrant_xai import ImageLimits, ImageLoadError, LoadedImage, SourceNotAllowedError
 from qdrant_xai.images.local import read_local
 from qdrant_xai.images.policy import ImageSourcePolicy
-from tests.unit.images._sources import in_thread, posix_only
+from tests.unit.images._sources import PNG, in_thread, posix_only
 
 
 def test_files_under_the_root_are_read(tree: dict[str, Path], local: ImageSourcePolicy) -> None:
@@ -29,13 +29,25 @@ def test_files_under_the_root_are_read(tree: dict[str, Path], local: ImageSource
     assert local.resolve(str(root / "sub" / ".." / "img.png")) == root / "img.png"
 
 
-def test_relative_paths_resolve_from_the_working_directory(
+def test_relative_paths_resolve_beneath_the_roots_not_the_working_directory(
     tree: dict[str, Path], local: ImageSourcePolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tree["root"])
+    monkeypatch.chdir(tree["outside"])  # holds secret.png: never read through a relative path
     assert local.open("sub/deep.png").width == 24
+    assert local.open("./img.png").source == "./img.png"
+    assert local.resolve("sub/deep.png") == tree["root"] / "sub" / "deep.png"
+    with pytest.raises(ImageLoadError, match="cannot read the file"):
+        local.open("secret.png")  # looked up beneath the root only
     with pytest.raises(SourceNotAllowedError, match="outside the allowed image roots"):
         local.open("../outside/secret.png")
+    # several roots: the first that holds the file
+    other = tree["root"].parent / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "only-here.png").write_bytes(PNG)
+    (other / "sub" / "deep.png").write_bytes(PNG)  # shadowed by the first root's
+    both = ImageSourcePolicy.from_roots([tree["root"], other])
+    assert both.resolve("only-here.png") == (other / "only-here.png").resolve()
+    assert both.resolve("sub/deep.png") == tree["root"] / "sub" / "deep.png"
 
 
 def test_dotdot_traversal_is_refused(tree: dict[str, Path], local: ImageSourcePolicy) -> None:

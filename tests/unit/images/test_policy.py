@@ -58,9 +58,44 @@ def test_data_uris_and_raw_base64_are_decoded() -> None:
     assert policy.open(f"data:image/png;base64,{B64}", kind="url").width == 24
 
 
-def test_raw_base64_is_never_guessed(local: ImageSourcePolicy) -> None:
-    with pytest.raises(SourceNotAllowedError, match="outside the allowed image roots"):
+def test_raw_base64_images_are_recognised_by_their_signature(local: ImageSourcePolicy) -> None:
+    """How LlamaIndex's ImageNode(image=...) stores an image: raw base64, no data: prefix."""
+    loaded = local.open(B64)
+    assert (loaded.width, loaded.height) == (24, 16)
+    assert loaded.source == f"<base64, {len(B64)} chars>"
+    wrapped = "\n".join(B64[i : i + 76] for i in range(0, len(B64), 76))
+    assert local.open(wrapped).width == 24
+    assert local.open(base64.urlsafe_b64encode(PNG).decode().rstrip("=")).width == 24
+    # a truncated image is a load error quoting the length only, never the payload
+    with pytest.raises(ImageLoadError, match="corrupt or truncated") as err:
         local.open(B64[:100])
+    assert B64[:40] not in str(err.value)
+    # base64 of something else is not guessed: it is a (missing) path beneath the roots
+    text = base64.b64encode(b"just some words, not an image at all, long enough").decode()
+    with pytest.raises(ImageLoadError, match="cannot read the file"):
+        local.open(text)
+    with pytest.raises(SourceNotAllowedError, match="allow_base64=True") as err:
+        ImageSourcePolicy(allow_base64=False).open(B64)
+    assert len(str(err.value)) < 200
+    with pytest.raises(SourceNotAllowedError, match="not a local path"):
+        local.resolve(B64)
+
+
+def test_raw_base64_is_capped_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = ImageSourcePolicy(max_bytes=1000)
+    huge = B64 + "A" * 5_000_000  # a PNG's head, then megabytes
+    decoded: list[int] = []
+    real = base64.b64decode
+
+    def counting(data: str | bytes, *args: object, **kwargs: object) -> bytes:
+        decoded.append(len(data))
+        return real(data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(base64, "b64decode", counting)
+    with pytest.raises(ImageLoadError, match="over the 1000-byte limit") as err:
+        policy.open(huge)
+    assert max(decoded) <= 64  # only the head was decoded, to recognise the image
+    assert len(str(err.value)) < 300 and "AAAA" not in str(err.value)
 
 
 def test_too_large_base64_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +221,13 @@ def test_from_roots_keeps_its_behaviour(tree: dict[str, Path]) -> None:
     assert not policy.allow_urls
     with pytest.raises(ImageLoadError, match="exceeds the limit of 100"):
         policy.open(str(tree["root"] / "img.png"))  # the policy's limits reach the decoder
+
+
+def test_a_huge_source_that_is_no_image_is_quoted_briefly(local: ImageSourcePolicy) -> None:
+    """What the issue saw: a payload value of 44 k characters echoed whole in an error."""
+    not_an_image = base64.b64encode(b"%PDF-1.7 " * 5000).decode()
+    for source in (not_an_image, "/" + not_an_image, "x" * 50_000):
+        with pytest.raises(SourceNotAllowedError, match="too long for a path") as err:
+            local.open(source)
+        assert len(str(err.value)) < 300
+        assert not local.is_image_source(source)
