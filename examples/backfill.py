@@ -1,9 +1,10 @@
-"""Backfill qdrant-xai features into an existing collection (Qdrant's multimodal tutorial
+"""Backfill qdrant-xai features for an existing collection (Qdrant's multimodal tutorial
 layout: vectors "image" and "text" on one point, payload "image" and "caption").
 
-Only the payload changes; ids and vectors stay as they were. A second run finds every point
-current and does nothing; after the backfill, hits are explained from stored features
-without reading any image.
+The collection itself is not written to: the features go to its sidecar collection
+("tutorial__xai"), keyed by point id and by a hash of each point's vector. A second run
+finds every point current and does nothing; after the backfill, hits are explained from the
+sidecar without reading any image.
 
     python examples/backfill.py --out backfilled/
 """
@@ -52,21 +53,20 @@ def main() -> None:
         ],
     )
 
+    before = client.scroll("tutorial", limit=100, with_payload=True, with_vectors=True)[0]
+    # the layout is detected (qdrant-tutorial); pass layout=... to name it yourself
     backfiller = Backfiller(
-        client,
-        encoder,
-        collection_name="tutorial",
-        layout="qdrant-tutorial",
-        sources=ImageSourcePolicy.from_roots([folder]),
+        client, encoder, collection_name="tutorial", sources=ImageSourcePolicy.from_roots([folder])
     )
     print(backfiller.run(progress=False))
     print(backfiller.run(progress=False))  # nothing left to do
+    after = client.scroll("tutorial", limit=100, with_payload=True, with_vectors=True)[0]
+    print(f"collection unchanged: {after == before}; sidecar points: "
+          f"{client.count('tutorial__xai').count}")  # fmt: skip
 
-    hits = Searcher(
-        client, encoder, collection_name="tutorial", layout="qdrant-tutorial"
-    ).search_images(args.query, limit=3)
-    # no image roots: the stored features must suffice
-    explainer = Explainer(encoder, client, collection_name="tutorial", layout="qdrant-tutorial")
+    hits = Searcher(client, encoder, collection_name="tutorial").search_images(args.query, limit=3)
+    # no image roots: the sidecar's features must suffice
+    explainer = Explainer(encoder, client, collection_name="tutorial")
     explanations = explainer.explain(args.query, hits)
     for e in explanations:
         print(f"{e.score:.3f}  {e.hit.payload['caption']!r}  peak {e.peak()}")  # type: ignore[index]

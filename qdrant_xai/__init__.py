@@ -65,10 +65,10 @@ _EXPORTS = {
     "SourceNotAllowedError": "qdrant_xai.errors",
     "StorageLockedError": "qdrant_xai.errors",
     "TextFeatures": "qdrant_xai.encoding.encoder",
-    "VectorCheck": "qdrant_xai.storage.backfill",
+    "VectorCheck": "qdrant_xai.storage.vector_check",
     "Word": "qdrant_xai.encoding.words",
     "WordAttribution": "qdrant_xai.explain.results",
-    "check_vectors": "qdrant_xai.storage.backfill",
+    "check_vectors": "qdrant_xai.storage.vector_check",
     "ensure_collection": "qdrant_xai.storage.schema",
     "load_image": "qdrant_xai.images.load",
     "open_client": "qdrant_xai.connection",
@@ -103,8 +103,9 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from qdrant_xai.images.policy import ImageSourcePolicy
     from qdrant_xai.retry import RetryPolicy
     from qdrant_xai.search import Searcher
-    from qdrant_xai.storage.backfill import Backfiller, BackfillSummary, VectorCheck, check_vectors
+    from qdrant_xai.storage.backfill import Backfiller, BackfillSummary
     from qdrant_xai.storage.codec import PayloadFeatureCodec
     from qdrant_xai.storage.indexer import ImageRecord, Indexer, IndexSummary
     from qdrant_xai.storage.layouts import LAYOUTS, CollectionLayout
     from qdrant_xai.storage.schema import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys, ensure_collection
+    from qdrant_xai.storage.vector_check import VectorCheck, check_vectors

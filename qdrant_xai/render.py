@@ -96,7 +96,13 @@ def render_section(query: str | Image.Image, explanations: Sequence[Explanation]
 
 def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
     image_html = ""
-    if explanation.heatmap is not None:
+    original: Image.Image | None = None
+    if explanation.error is not None:
+        image_html = (
+            f"<p class='meta'>not explained ({type(explanation.error).__name__}): "
+            f"{html.escape(str(explanation.error))}</p>"
+        )
+    elif explanation.heatmap is not None:
         original = (
             query if explanation.heatmap_side == "query" and not isinstance(query, str) else None
         )

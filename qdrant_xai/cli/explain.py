@@ -38,5 +38,4 @@ def run(args: argparse.Namespace, client: Any) -> int:
     # scored exactly as a search would score it, so the explanation carries its real score
     scored = searcher.score_points(query, [point_id])
     explanations = options.build_explainer(args, client, encoder).explain(query, scored)
-    print_hits(args, query, scored, explanations)
-    return 0
+    return 1 if print_hits(args, query, scored, explanations) else 0

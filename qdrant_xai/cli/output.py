@@ -15,7 +15,11 @@ if TYPE_CHECKING:
     from qdrant_xai.explain.results import Explanation
     from qdrant_xai.images.load import LoadedImage
 
-__all__ = ["print_hits"]
+__all__ = ["EXIT_PARTIAL", "print_hits"]
+
+#: exit status when the command ran but some hits or points could not be explained or
+#: backfilled (each one is reported with its reason)
+EXIT_PARTIAL = 3
 
 
 def print_hits(
@@ -23,9 +27,11 @@ def print_hits(
     query: str | LoadedImage,
     hits: Sequence[models.ScoredPoint],
     explanations: Sequence[Explanation] | None,
-) -> None:
+) -> int:
     """Prints ``hits`` as JSON lines (``--json``) or text lines, and writes the HTML report
-    of ``--html`` (which needs explanations)."""
+    of ``--html`` (which needs explanations). Returns the number of hits that could not be
+    explained (each is shown with its reason; a line on stderr counts them)."""
+    failed = sum(not e.ok for e in explanations or ())
     if args.json:
         _print_json(hits, explanations)
     else:
@@ -42,6 +48,15 @@ def print_hits(
         print(f"report: {path}", file=sys.stderr)
     elif args.html:
         print("--html needs --explain; no report written", file=sys.stderr)
+    if failed:
+        first = next(e.error for e in explanations or () if e.error is not None)
+        level = "error" if failed == len(hits) else "warning"
+        print(
+            f"{level}: {failed} of {len(hits)} hits could not be explained (each says why); "
+            f"the first: {' '.join(str(first).split())}",
+            file=sys.stderr,
+        )
+    return failed
 
 
 def _print_json(
@@ -73,12 +88,24 @@ def _print_text(
     for rank, hit in enumerate(hits):
         payload = hit.payload or {}
         label = payload.get(PayloadKeys.TEXT) or payload.get(PayloadKeys.SOURCE) or ""
-        print(f"{rank + 1:>2}. {hit.score:.4f}  {hit.id}  {label}")
+        if explanations is not None:
+            e = explanations[rank]
+            label = label or e.text or e.image_source or ""
+        print(f"{rank + 1:>2}. {hit.score:.4f}  {hit.id}  {_short(str(label))}")
         if explanations is not None:
             _print_explanation(explanations[rank])
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """One line of at most ``limit`` characters (payload values can be huge: base64)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _print_explanation(e: Explanation) -> None:
+    if e.error is not None:
+        print(f"      not explained ({type(e.error).__name__}): {' '.join(str(e.error).split())}")
+        return
     words = ", ".join(f"{w.word} {w.score:+.3f}" for w in e.top_words(3))
     if words:
         print(f"      top words ({e.words_side}): {words}")

@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Literal
 
 from qdrant_xai.cli import options
-from qdrant_xai.cli.output import print_hits
+from qdrant_xai.cli.output import EXIT_PARTIAL, print_hits
 from qdrant_xai.errors import QdrantXaiError
 
 __all__ = ["NEEDS_CLIENT", "add_parser", "run"]
@@ -16,7 +16,11 @@ NEEDS_CLIENT = True
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "search", help="search by text (or --image) and explain the hits"
+        "search",
+        help="search by text (or --image) and explain the hits",
+        description="Searches the collection and, with --explain, explains every hit. A hit "
+        "that cannot be explained is shown with the reason and the others are explained; "
+        f"the exit status is then {EXIT_PARTIAL} (1 when no hit could be explained).",
     )
     parser.add_argument("text", nargs="?", help="text query")
     parser.add_argument("--image", metavar="PATH", help="image query instead of text")
@@ -57,5 +61,5 @@ def run(args: argparse.Namespace, client: Any) -> int:
         if args.explain
         else None
     )
-    print_hits(args, query, hits, explanations)
-    return 0
+    failed = print_hits(args, query, hits, explanations)
+    return 0 if not failed else 1 if failed == len(hits) else EXIT_PARTIAL

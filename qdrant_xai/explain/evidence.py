@@ -11,14 +11,16 @@ error naming the point and the fix, before a single heatmap is drawn.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures
+from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.fingerprint import check_agreement, check_dimension
 from qdrant_xai.errors import (
     FeatureCodecError,
@@ -27,17 +29,30 @@ from qdrant_xai.errors import (
     brief_repr,
 )
 from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
+from qdrant_xai.explain.hits import (
+    HitData,
+    HitKind,
+    fill,
+    has,
+    needed_fields,
+    reencoded,
+    stack_evidence,
+    what_is_missing,
+)
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import PayloadFeatureCodec
 from qdrant_xai.storage.layouts import CollectionLayout
-from qdrant_xai.storage.payloads import check_stored_words, stored_crop_box
+from qdrant_xai.storage.payloads import (
+    check_stored_words,
+    image_features_payload,
+    stored_crop_box,
+)
 from qdrant_xai.storage.schema import PayloadKeys
+from qdrant_xai.storage.sidecar import Sidecar, SidecarEntry, current_entry
 
-__all__ = ["EvidenceReader", "FetchRequest", "HitData", "repeat_evidence", "stack_evidence"]
-
-HitKind = Literal["image", "text"]
+__all__ = ["EvidenceReader", "FetchRequest"]
 
 #: payload keys every explained hit is read with (small); feature maps are added per method
 _LIGHT_KEYS = (
@@ -86,27 +101,6 @@ class FetchRequest:
         }
 
 
-@dataclass
-class HitData:
-    """What explaining one hit needs, fetched or recomputed."""
-
-    kind: HitKind
-    embedding: np.ndarray | None = None  # [P] normalised
-    contributions: np.ndarray | None = None  # [gh, gw, P] (image hits)
-    patch_tokens: np.ndarray | None = None  # [gh, gw, P] (image hits, when stored)
-    last_layer_inputs: np.ndarray | None = None  # [1 + gh*gw, D] (full profile)
-    image: LoadedImage | None = None  # when read
-    word_contributions: np.ndarray | None = None  # [n_words, P] (text hits)
-    source: str | None = None
-    crop_box: tuple[int, int, int, int] | None = None
-    text: str | None = None
-    #: [P] normalised stored vector that no fingerprint vouches for (points written by
-    #: other tools or without one): checked against this model's re-encoding
-    unverified: np.ndarray | None = None
-    #: why this hit cannot be explained (the other hits still are)
-    error: QdrantXaiError | None = None
-
-
 class EvidenceReader:
     """Reads, decodes and checks what a set of hits needs (see the module doc).
 
@@ -130,6 +124,8 @@ class EvidenceReader:
         self.sources = sources
         self.retry = retry
         self.codec = PayloadFeatureCodec()
+        #: whether features computed from images may be written to a sidecar
+        self.write_sidecar = True
 
     def request(
         self,
@@ -162,24 +158,97 @@ class EvidenceReader:
         grounding: bool,
         hit_kind: HitKind | None,
         default_kind: HitKind,
+        sidecar: Sidecar | None = None,
     ) -> list[HitData]:
         """One :class:`HitData` per hit: fetched (``request``) or given (``records``),
-        decoded, completed from images where nothing stored suffices, and verified."""
+        decoded (with its ``sidecar`` entry when the source point has no features of its
+        own and the entry is current), completed from images where nothing stored
+        suffices, and verified; features computed from images are then written through to
+        the sidecar."""
         if records is None and request is not None and self.client is not None:
             records = self._fetch(request)
         stored = {str(r.id): r for r in records or ()}
+        entries = self._sidecar_entries(hits, stored, sidecar)
         data = []
         for hit in hits:
             record = stored.get(str(hit.id))
             try:
-                data.append(self._decode(hit, record, layout, stored_words, hit_kind, default_kind))
+                data.append(
+                    self._decode(
+                        hit,
+                        record,
+                        layout,
+                        stored_words,
+                        hit_kind,
+                        default_kind,
+                        entries.get(str(hit.id), {}),
+                    )
+                )
             except QdrantXaiError as exc:
                 payload = {**(hit.payload or {}), **((record.payload if record else None) or {})}
                 kind = hit_kind or layout.kind_of(payload, default=default_kind)
                 data.append(HitData(kind=kind, error=exc))
         self._complete_image_hits(hits, data, method, grounding)
         self._verify_vectors(hits, data)
+        if sidecar is not None:
+            self._write_through(hits, data, sidecar)
         return data
+
+    def _sidecar_entries(
+        self,
+        hits: list[models.ScoredPoint],
+        stored: dict[str, models.Record],
+        sidecar: Sidecar | None,
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Sidecar entries of the hits that carry no fingerprint of their own."""
+        if sidecar is None:
+            return {}
+        foreign = []
+        for hit in hits:
+            record = stored.get(str(hit.id))
+            payload = {**(hit.payload or {}), **((record.payload if record else None) or {})}
+            if payload.get(PayloadKeys.FINGERPRINT) is None:
+                foreign.append(hit.id)
+        return sidecar.read(foreign)
+
+    def _write_through(
+        self, hits: list[models.ScoredPoint], data: list[HitData], sidecar: Sidecar
+    ) -> None:
+        """Stores the features computed from images of verified foreign hits in the
+        sidecar, so their next explanation reads no image. A sidecar that cannot be written
+        (a read-only API key, say) is warned about once and left alone."""
+        entries = [
+            SidecarEntry(
+                hit.id,
+                "image",
+                image_features_payload(
+                    self.encoder,
+                    self.codec,
+                    d.image,
+                    d.computed,
+                    profile="full" if d.computed.last_layer_inputs is not None else "standard",
+                ),
+                d.stored_vector,
+            )
+            for hit, d in zip(hits, data, strict=True)
+            if d.error is None
+            and d.computed is not None
+            and d.image is not None
+            and d.stored_vector is not None
+            and d.unverified is not None  # checked against the stored vector
+        ]
+        if not entries or not self.write_sidecar:
+            return
+        try:
+            sidecar.write(entries)
+        except (QdrantXaiError, UnexpectedResponse, ResponseHandlingException, ValueError) as exc:
+            self.write_sidecar = False
+            warnings.warn(
+                f"cannot write to the sidecar collection {sidecar.name!r} ({brief_repr(str(exc))}"
+                "); explanations go on without caching their features (pass sidecar=False, "
+                "CLI --no-sidecar, to not try)",
+                stacklevel=4,
+            )
 
     def _fetch(self, request: FetchRequest) -> list[models.Record]:
         assert self.client is not None
@@ -208,6 +277,7 @@ class EvidenceReader:
         stored_words: bool,
         hit_kind: HitKind | None,
         default_kind: HitKind,
+        entries: dict[str, dict[str, Any]],
     ) -> HitData:
         payload: dict[str, Any] = {
             **(hit.payload or {}),
@@ -216,22 +286,34 @@ class EvidenceReader:
         stored_vector = record.vector if record is not None else None
         if stored_vector is None:
             stored_vector = hit.vector
-        source = layout.image_source(payload)
+        source = layout.image_source(payload, sources=self.sources)
         text = layout.text(payload)
-        recorded = payload.get(PayloadKeys.KIND)
         kind: HitKind
-        if (hit_kind == "image" and source) or (hit_kind == "text" and text):
+        if layout.image_vector == layout.text_vector:
+            # one vector per point: a point is what it holds, whatever was searched for; one
+            # holding an image and a text (a LangChain image whose page_content is its file
+            # name) was embedded from its image
+            kind = layout.kind_of(payload, default="image", sources=self.sources)
+        elif (hit_kind == "image" and source) or (hit_kind == "text" and text):
             kind = hit_kind  # a point holding both (one image, one caption vector)
         else:
-            kind = layout.kind_of(payload, default=default_kind)
+            kind = layout.kind_of(payload, default=default_kind, sources=self.sources)
         what = f"point {hit.id}"
+        vector = layout.vector_of(stored_vector, kind)
+        from_sidecar = payload.get(PayloadKeys.FINGERPRINT) is None and current_entry(
+            entries.get(kind), fingerprint=self.encoder.fingerprint.key, stored_vector=vector
+        )
+        if from_sidecar:  # the entry's features belong to this very vector (see sidecar.py)
+            payload = {**payload, **entries[kind]}
+        recorded = payload.get(PayloadKeys.KIND)
         fingerprint = payload.get(PayloadKeys.FINGERPRINT)
         if fingerprint is not None:
             self.encoder.fingerprint.check(fingerprint, what=what)
-        data = HitData(kind=kind, source=source, text=text)
+        data = HitData(
+            kind=kind, source=source, text=text, stored_vector=vector, from_sidecar=from_sidecar
+        )
         if kind == "image" and recorded == "image":  # another tool's crop_box means its own
             data.crop_box = stored_crop_box(payload, what)
-        vector = layout.vector_of(stored_vector, kind)
         if vector is not None:
             unit = self._stored_unit(vector, what)
             if fingerprint is not None and recorded == kind:
@@ -330,7 +412,7 @@ class EvidenceReader:
                         d.embedding,
                         what=f"point {hit.id}: its stored {d.kind} vector",
                         model=self.encoder.model_id,
-                        reencoded=_reencoded(d),
+                        reencoded=reencoded(d),
                     )
                 except QdrantXaiError as exc:
                     d.error = exc
@@ -351,7 +433,7 @@ class EvidenceReader:
         todo = [
             i
             for i in images_at
-            if data[i].embedding is None or any(not _has(data[i], f) for f in needs)
+            if data[i].embedding is None or any(not has(data[i], f) for f in needs)
         ]
         opened: list[tuple[int, LoadedImage]] = []
         for i in todo:
@@ -367,12 +449,12 @@ class EvidenceReader:
             last_layer="last_layer_inputs" in needs,
         )
         for (i, image), feats in zip(opened, encoded, strict=True):
-            _fill(data[i], image, feats)
+            fill(data[i], image, feats)
             # the features are this image's now: so is the box (the file may have changed)
             data[i].crop_box = self.encoder.crop_box(image.width, image.height)
 
     def _open(self, hit: models.ScoredPoint, data: HitData, needs: set[str]) -> LoadedImage:
-        missing = _what_is_missing(data, needs, fetched=self.client is not None)
+        missing = what_is_missing(data, needs, fetched=self.client is not None)
         if not data.source:
             raise FeaturesMissingError(
                 f"point {hit.id} has {missing} and no image source to read; re-index "
@@ -390,80 +472,3 @@ class EvidenceReader:
                 "--allow-url-host), or backfill / re-index the collection with qdrant-xai "
                 "(--profile full for gradient methods)"
             ) from exc
-
-
-def needed_fields(method: HeatmapMethod, stored: ImageEvidence) -> set[str]:
-    """The evidence fields to have for every hit: the first option already stored for all
-    hits, else the first option that a read of the image can provide."""
-    for option in method.requires:
-        if all(stored.has(f) for f in option):
-            return set(option)
-    return set(method.requires[0])
-
-
-def stack_evidence(hits: Sequence[HitData]) -> ImageEvidence:
-    """Evidence of several image hits; a field is present only when every hit has it."""
-
-    def stacked(name: str) -> np.ndarray | None:
-        values = [getattr(h, name) for h in hits]
-        return None if any(v is None for v in values) else np.stack(values)
-
-    images = [h.image for h in hits]
-    return ImageEvidence(
-        embeddings=stacked("embedding"),
-        contributions=stacked("contributions"),
-        patch_tokens=stacked("patch_tokens"),
-        last_layer_inputs=stacked("last_layer_inputs"),
-        images=None if any(im is None for im in images) else [im for im in images if im],
-    )
-
-
-def repeat_evidence(features: ImageFeatures, image: LoadedImage, n: int) -> ImageEvidence:
-    """Evidence of one (query) image, repeated for n pairs."""
-
-    def repeated(value: np.ndarray | None) -> np.ndarray | None:
-        return None if value is None else np.repeat(value[None], n, 0)
-
-    return ImageEvidence(
-        embeddings=repeated(features.embedding),
-        contributions=repeated(features.contributions),
-        patch_tokens=repeated(features.patch_tokens),
-        last_layer_inputs=repeated(features.last_layer_inputs),
-        images=[image] * n,
-    )
-
-
-def _fill(data: HitData, image: LoadedImage, feats: ImageFeatures) -> None:
-    """Completes a hit with its image's features, keeping what was stored."""
-    data.embedding = feats.embedding
-    data.contributions = feats.contributions
-    if data.patch_tokens is None:
-        data.patch_tokens = feats.patch_tokens
-    if data.last_layer_inputs is None:
-        data.last_layer_inputs = feats.last_layer_inputs
-    data.image = image
-
-
-def _reencoded(data: HitData) -> str:
-    """What was re-encoded for a hit, quoted briefly (for mismatch messages)."""
-    if data.kind == "text":
-        return f"its text {brief_repr(data.text or '')}"
-    return f"its image {brief_repr(data.source or '')}"
-
-
-def _has(data: HitData, field: str) -> bool:
-    return (data.image if field == "images" else getattr(data, field)) is not None
-
-
-def _what_is_missing(data: HitData, needs: set[str], *, fetched: bool) -> str:
-    absent = [f for f in sorted(needs) if f != "images" and getattr(data, f) is None]
-    if absent:
-        return "no stored " + " or ".join(f.replace("_", " ") for f in absent)
-    if "images" in needs:
-        return "a method that reads the image"
-    if fetched:
-        return "no stored 'image' vector from this model"
-    return (
-        "no 'image' vector in the hit (search with with_vectors=True, or give the explainer "
-        "the client and collection_name to fetch it)"
-    )

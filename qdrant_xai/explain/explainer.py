@@ -16,31 +16,34 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
-from qdrant_xai.errors import FeaturesMissingError, QdrantXaiError
+from qdrant_xai.errors import QdrantXaiError
 from qdrant_xai.explain.base import (
     HEATMAP_METHODS,
     WORD_METHODS,
     HeatmapMethod,
     ImageEvidence,
     WordMethod,
-    WordScores,
 )
-from qdrant_xai.explain.evidence import (
-    EvidenceReader,
-    FetchRequest,
+from qdrant_xai.explain.evidence import EvidenceReader, FetchRequest
+from qdrant_xai.explain.grounding import Grounding, ground
+from qdrant_xai.explain.hits import (
     HitData,
+    failure,
+    layout_of_hits,
     needed_fields,
     repeat_evidence,
+    required,
     stack_evidence,
 )
-from qdrant_xai.explain.grounding import Grounding, ground
 from qdrant_xai.explain.rationales import Rationale, RationaleScorer
-from qdrant_xai.explain.results import Explanation, WordAttribution
+from qdrant_xai.explain.results import Explanation, attributions
 from qdrant_xai.explain.words.occlusion import WordOcclusion
 from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.retry import RetryPolicy
-from qdrant_xai.storage.layouts import CollectionLayout, layout_named
+from qdrant_xai.storage.detect import resolve_layout
+from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
+from qdrant_xai.storage.sidecar import Sidecar
 
 __all__ = ["Explainer"]
 
@@ -85,15 +88,23 @@ class Explainer:
         grounding: attach word-to-region grounding to text-image pairs by default.
         rationales: attach rationales by default; ``True`` uses the default concept
             vocabulary, a :class:`RationaleScorer` uses yours.
-        layout: where the collection keeps vectors, image sources and texts: a preset name
-            (``"qdrant-xai"``, ``"langchain"``, ``"llamaindex"``, ``"fastembed"``,
-            ``"qdrant-tutorial"``, see :mod:`qdrant_xai.storage.layouts`) or a
-            :class:`~qdrant_xai.storage.layouts.CollectionLayout`. Points written by other tools
-            have no stored features: they are recomputed from the image (under
-            ``image_roots``) through the same encoder path as indexing.
+        layout: where the collection keeps vectors, image sources and texts: ``"auto"``
+            (default: detected from the collection, see :mod:`qdrant_xai.storage.detect`),
+            a preset name (``"qdrant-xai"``, ``"langchain"``, ``"llamaindex"``,
+            ``"fastembed"``, ``"qdrant-tutorial"``) or a
+            :class:`~qdrant_xai.storage.layouts.CollectionLayout`. Points written by other
+            tools have no stored features: they come from the sidecar, or are recomputed
+            from the image (under ``image_roots``) through the same encoder path as indexing.
         sources: the policy for reading images named in payloads (overrides
             ``image_roots``/``image_limits``), e.g. to allow URLs from given hosts.
         retry: how Qdrant calls are retried (default: :class:`RetryPolicy` defaults).
+        sidecar: where the features of a collection qdrant-xai did not write are kept
+            (:mod:`qdrant_xai.storage.sidecar`): ``"auto"`` (default) the collection
+            ``"<collection>__xai"``, or a name of your own; ``False``: none. Features read
+            there skip the image; features computed from an image are written there (the
+            sidecar is created on first use), so a hit's next explanation reads no image.
+            The source collection itself is never written to.
+        write_sidecar: ``False`` only reads an existing sidecar (read-only deployments).
     """
 
     def __init__(
@@ -108,9 +119,11 @@ class Explainer:
         word_method: str | WordMethod = "occlusion",
         grounding: bool = False,
         rationales: bool | RationaleScorer = False,
-        layout: str | CollectionLayout = "qdrant-xai",
+        layout: LayoutSpec = AUTO,
         sources: ImageSourcePolicy | None = None,
         retry: RetryPolicy | None = None,
+        sidecar: str | bool = "auto",
+        write_sidecar: bool = True,
     ) -> None:
         self.encoder = encoder
         self.client = client
@@ -122,9 +135,14 @@ class Explainer:
         # reports then read the local files qdrant-xai's own collections name
         configured = bool(self.sources.roots) or self.sources.allow_urls
         self._render_sources = self.sources if configured else None
-        self.layout = layout_named(layout)
+        if layout is not None and layout != AUTO:
+            layout_named(layout)  # an unknown preset name fails here, not at the first call
+        self.layout = layout
         self._layouts: dict[str, CollectionLayout] = {}
         self._reader = EvidenceReader(encoder, client, sources=self.sources, retry=self.retry)
+        self._reader.write_sidecar = write_sidecar
+        self.sidecar = sidecar
+        self._sidecars: dict[str, Sidecar] = {}
         self.heatmap_method = HEATMAP_METHODS.create(heatmap_method)
         self.word_method = WORD_METHODS.create(word_method)
         self.grounding = grounding
@@ -199,7 +217,7 @@ class Explainer:
             scorer=self._rationale_scorer(self.rationales if rationales is None else rationales),
         )
         name = collection_name or self.collection_name
-        layout = self._resolved_layout(name)
+        layout = self._resolved_layout(name, hits)
         request = self._request(hits, name, layout, run.heatmaps)
         data = self._reader.read(
             hits,
@@ -211,6 +229,7 @@ class Explainer:
             grounding=run.grounding,
             hit_kind=hit_kind,
             default_kind="image",
+            sidecar=self._sidecar(name, layout),
         )
         failed = {i: d for i, d in enumerate(data) if d.error is not None}
         if failed and errors == "raise":
@@ -227,12 +246,9 @@ class Explainer:
                 explained = self._explain_image_query(query, ok_hits, ok_data, run)
         results = dict(zip(ok, explained, strict=True))
         return [
-            replace(results[i], rank=i) if i in results else _failure(hits[i], i, query, data[i])
+            replace(results[i], rank=i) if i in results else failure(hits[i], i, query, data[i])
             for i in range(len(hits))
         ]
-
-    def _heatmaps(self, method: str | HeatmapMethod | None) -> HeatmapMethod:
-        return self.heatmap_method if method is None else HEATMAP_METHODS.create(method)
 
     def _rationale_scorer(self, rationales: bool | RationaleScorer) -> RationaleScorer | None:
         if isinstance(rationales, RationaleScorer):
@@ -252,7 +268,7 @@ class Explainer:
         results = self._image_hits(hits, data, query_embedding, query_kind="text", run=run)
         images = list(results)
         if images:
-            embeddings = np.stack([_required(data[i].embedding) for i in images])
+            embeddings = np.stack([required(data[i].embedding) for i in images])
             texts = [query] * len(images)
             words = run.words_by.attribute(self.encoder, texts, embeddings)
             groundings = self._ground(run, texts, [data[i].contributions for i in images])
@@ -261,7 +277,7 @@ class Explainer:
                 results[i] = replace(
                     results[i],
                     text=query,
-                    words=_attributions(words[row]),
+                    words=attributions(words[row]),
                     words_side="query",
                     word_method=run.words_by.name,
                     grounding=groundings[row],
@@ -282,7 +298,7 @@ class Explainer:
                     query_kind="text",
                     hit_kind="text",
                     text=data[i].text,
-                    words=_attributions(scores[row]),
+                    words=attributions(scores[row]),
                     words_side="hit",
                     word_method=run.words_by.name,
                 )
@@ -341,7 +357,7 @@ class Explainer:
                     image=loaded,
                     crop_box=query_box,
                     text=data[i].text,
-                    words=_attributions(words[row]),
+                    words=attributions(words[row]),
                     words_side="hit",
                     word_method=run.words_by.name,
                     grounding=groundings[row],
@@ -389,7 +405,7 @@ class Explainer:
     ) -> list[Grounding | None]:
         if not run.grounding:
             return [None] * len(texts)
-        stacked = np.stack([_required(c) for c in contributions])
+        stacked = np.stack([required(c) for c in contributions])
         return list(ground(self.encoder, texts, stacked, occlusion=self._occlusion))
 
     # -- what to fetch ------------------------------------------------------------------
@@ -414,7 +430,8 @@ class Explainer:
             if heatmap_method is None
             else HEATMAP_METHODS.create(heatmap_method)
         )
-        request = self._request(list(hits), name, self._resolved_layout(name), method)
+        hits = list(hits)
+        request = self._request(hits, name, self._resolved_layout(name, hits), method)
         if request is None:
             raise QdrantXaiError(
                 "fetch_request needs a collection: pass collection_name= here or to Explainer"
@@ -432,13 +449,35 @@ class Explainer:
             return None
         return self._reader.request(hits, collection_name, layout, method)
 
-    def _resolved_layout(self, collection_name: str | None) -> CollectionLayout:
-        """The layout with its vector names resolved against the collection (once each)."""
-        if self.client is None or collection_name is None or self.layout.name == "qdrant-xai":
-            return self.layout
+    def _sidecar(self, collection_name: str | None, layout: CollectionLayout) -> Sidecar | None:
+        """The sidecar of a collection another tool wrote (None for qdrant-xai's own)."""
+        if (
+            self.client is None
+            or collection_name is None
+            or self.sidecar is False
+            or layout.name == "qdrant-xai"
+        ):
+            return None
+        if collection_name not in self._sidecars:
+            name = None if self.sidecar in (True, "auto") else str(self.sidecar)
+            self._sidecars[collection_name] = Sidecar(
+                self.client, collection_name, name=name, retry=self.retry
+            )
+        return self._sidecars[collection_name]
+
+    def _resolved_layout(
+        self, collection_name: str | None, hits: Sequence[models.ScoredPoint] = ()
+    ) -> CollectionLayout:
+        """The layout, detected when asked (``"auto"``) and with its vector names resolved
+        against the collection, once per collection; without a collection to read, the one
+        the hits' payloads name."""
+        if self.client is None or collection_name is None:
+            if self.layout is not None and self.layout != AUTO:
+                return layout_named(self.layout)
+            return layout_of_hits(hits)
         if collection_name not in self._layouts:
-            self._layouts[collection_name] = self.layout.resolve(
-                self.client, collection_name, retry=self.retry
+            self._layouts[collection_name] = resolve_layout(
+                self.client, collection_name, self.layout, retry=self.retry
             )
         return self._layouts[collection_name]
 
@@ -456,30 +495,3 @@ class _Run:
         if self.scorer is None:
             return [()] * len(texts)
         return self.scorer.rationales(texts, images)
-
-
-def _attributions(scores: WordScores) -> tuple[WordAttribution, ...]:
-    words, values = scores
-    return tuple(
-        WordAttribution(word=w.text, score=float(s), span=w.span)
-        for w, s in zip(words, values, strict=True)
-    )
-
-
-def _failure(hit: models.ScoredPoint, rank: int, query: object, data: HitData) -> Explanation:
-    """The explanation of a hit that could not be explained: the hit and the reason."""
-    return Explanation(
-        hit=hit,
-        rank=rank,
-        query_kind="text" if isinstance(query, str) else "image",
-        hit_kind=data.kind,
-        text=data.text,
-        image_source=data.source,
-        error=data.error,
-    )
-
-
-def _required(array: np.ndarray | None) -> np.ndarray:
-    if array is None:  # pragma: no cover - _complete_image_hits fills every image hit
-        raise FeaturesMissingError("internal: image hit without features")
-    return array

@@ -15,12 +15,13 @@ from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.storage.schema import without_features
 
 if TYPE_CHECKING:
+    from qdrant_xai.explain.base import WordScores
     from qdrant_xai.explain.grounding import Grounding
     from qdrant_xai.explain.rationales import Rationale
     from qdrant_xai.images.load import LoadedImage
     from qdrant_xai.images.policy import ImageSourcePolicy
 
-__all__ = ["Explanation", "WordAttribution", "grid_region"]
+__all__ = ["Explanation", "WordAttribution", "attributions", "grid_region"]
 
 Side = Literal["query", "hit"]
 
@@ -218,3 +219,12 @@ def grid_region(row: int, col: int, rows: int, cols: int) -> str:
     if vertical == "middle":
         return "center" if horizontal == "center" else f"middle-{horizontal}"
     return vertical if horizontal == "center" else f"{vertical}-{horizontal}"
+
+
+def attributions(scores: WordScores) -> tuple[WordAttribution, ...]:
+    """Word scores of a method as :class:`WordAttribution` s, in reading order."""
+    words, values = scores
+    return tuple(
+        WordAttribution(word=w.text, score=float(s), span=w.span)
+        for w, s in zip(words, values, strict=True)
+    )

@@ -6,15 +6,17 @@ has vectors but no features. Two tools make it explainable:
 * :func:`check_vectors` re-encodes a small sample of its points with the configured CLIP
   and compares them with the stored vectors, so a heatmap is never drawn with a model the
   collection was not built with.
-* :class:`Backfiller` computes the features of existing points and writes them with
-  ``set_payload`` (vectors untouched), batch by batch. It verifies each point's stored
-  vector against the re-encoded one before writing, skips points that already carry
-  current features (so a rerun resumes), and reports what it did.
+* :class:`Backfiller` computes the features of existing points, batch by batch, and
+  writes them to the collection's *sidecar* (:mod:`qdrant_xai.storage.sidecar`), so the
+  collection itself stays byte-identical; ``in_place=True`` writes them into the points'
+  payloads instead (``set_payload``, vectors untouched), the choice for qdrant-xai's own
+  collections. It verifies each point's stored vector against the re-encoded one before
+  writing, skips points whose features are current (so a rerun resumes), and reports what
+  it did.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,14 +25,15 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder
-from qdrant_xai.encoding.fingerprint import MIN_AGREEMENT, check_agreement, vector_agreement
+from qdrant_xai.encoding.fingerprint import check_agreement
 from qdrant_xai.errors import ImageLoadError, ModelMismatchError, QdrantXaiError
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
-from qdrant_xai.storage.layouts import CollectionLayout, layout_named
+from qdrant_xai.storage.detect import resolve_layout
+from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
 from qdrant_xai.storage.payloads import (
     check_stored_words,
     image_features_payload,
@@ -41,127 +44,15 @@ from qdrant_xai.storage.payloads import (
 from qdrant_xai.storage.schema import (
     PayloadKeys,
     Profile,
-    check_query_dimension,
     check_write_options,
-    require_collection,
 )
+from qdrant_xai.storage.sidecar import Sidecar, SidecarEntry, current_entry
+from qdrant_xai.storage.vector_check import check_dimensions
 
-__all__ = ["BackfillSummary", "Backfiller", "VectorCheck", "check_vectors"]
+__all__ = ["BackfillSummary", "Backfiller"]
 
-
-@dataclass(frozen=True)
-class VectorCheck:
-    """The outcome of :func:`check_vectors`.
-
-    Attributes:
-        checked: points re-encoded and compared.
-        agreement: cosine between stored and re-encoded vector, per checked point.
-        skipped: ``(point id, reason)`` of sampled points that could not be re-encoded.
-    """
-
-    checked: int
-    agreement: tuple[float, ...]
-    skipped: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.checked > 0 and min(self.agreement) >= MIN_AGREEMENT
-
-
-def check_vectors(
-    client: QdrantClient,
-    collection_name: str,
-    encoder: ClipEncoder,
-    *,
-    layout: str | CollectionLayout = "qdrant-xai",
-    sources: ImageSourcePolicy | None = None,
-    sample: int = 8,
-    on_mismatch: Literal["error", "warn"] = "error",
-    retry: RetryPolicy | None = None,
-) -> VectorCheck:
-    """Checks that a collection's vectors come from ``encoder``'s model.
-
-    Re-encodes up to ``sample`` points (images through ``sources``, texts directly) and
-    compares each with its stored vector.
-
-    Raises:
-        ModelMismatchError: a dimension differs, or a stored vector disagrees with its
-            re-encoding (``on_mismatch="warn"`` turns the latter into a warning).
-        QdrantXaiError: no sampled point could be re-encoded (say which sources to allow).
-    """
-    retry = retry or RetryPolicy()
-    resolved = layout_named(layout).resolve(client, collection_name, retry=retry)
-    _check_dimensions(client, collection_name, resolved, encoder, retry)
-    records, _ = retry.call(
-        client.scroll,
-        collection_name,
-        what=f"reading a sample of collection {collection_name!r}",
-        client=client,
-        limit=sample,
-        with_payload=resolved.payload_keys(),
-        with_vectors=resolved.vector_request(),
-    )
-    policy = sources or ImageSourcePolicy()
-    agreement: list[float] = []
-    skipped: list[tuple[str, str]] = []
-    for record in records:
-        try:
-            stored, fresh = _stored_and_fresh(record, resolved, encoder, policy)
-        except QdrantXaiError as exc:
-            skipped.append((str(record.id), str(exc)))
-            continue
-        agreement.append(vector_agreement(stored, fresh))
-    if not agreement:
-        reasons = "; ".join(f"{pid}: {why}" for pid, why in skipped[:3]) or "no points"
-        raise QdrantXaiError(
-            f"cannot check the vectors of {collection_name!r}: no sampled point could be "
-            f"re-encoded ({reasons}). Allow the image folder (image_roots / --image-root) "
-            "or check the layout"
-        )
-    result = VectorCheck(len(agreement), tuple(agreement), tuple(skipped))
-    if not result.ok:
-        message = (
-            f"the vectors of {collection_name!r} do not come from {encoder.model_id}: "
-            f"re-encoding {result.checked} points gives cosine {min(agreement):.3f} at worst "
-            f"(needs {MIN_AGREEMENT}); pass the model the collection was built with"
-        )
-        if on_mismatch == "error":
-            raise ModelMismatchError(message)
-        warnings.warn(message, stacklevel=2)
-    return result
-
-
-def _check_dimensions(
-    client: QdrantClient,
-    collection_name: str,
-    layout: CollectionLayout,
-    encoder: ClipEncoder,
-    retry: RetryPolicy,
-) -> None:
-    info = require_collection(client, collection_name, retry=retry)
-    for name in sorted({layout.image_vector, layout.text_vector}):
-        check_query_dimension(info, collection_name, name, dim=encoder.dim, model=encoder.model_id)
-
-
-def _stored_and_fresh(
-    record: models.Record,
-    layout: CollectionLayout,
-    encoder: ClipEncoder,
-    policy: ImageSourcePolicy,
-) -> tuple[np.ndarray, np.ndarray]:
-    payload = record.payload or {}
-    source = layout.image_source(payload)
-    kind: Literal["image", "text"] = "image" if source is not None else "text"
-    vector = layout.vector_of(record.vector, kind)
-    if vector is None:
-        raise QdrantXaiError(f"no stored {kind} vector")
-    stored = np.asarray(vector, dtype=np.float32)
-    if source is not None:
-        return stored, encoder.embed_images([policy.open(source)])[0]
-    text = layout.text(payload)
-    if text is None:
-        raise QdrantXaiError("neither an image source nor a text in the payload")
-    return stored, encoder.embed_texts([text])[0]
+#: a point, the kind of its features, and the features' payload
+_Written = tuple[models.Record, Literal["image", "text"], dict[str, Any]]
 
 
 @dataclass
@@ -187,7 +78,9 @@ class BackfillSummary:
             f"backfilled {self.updated} points{repaired}; {self.unchanged} unchanged; "
             f"{len(self.failed)} skipped"
         ]
-        lines += [f"  skipped {pid}: {reason}" for pid, reason in self.failed]
+        lines += [f"  skipped {pid}: {reason}" for pid, reason in self.failed[:20]]
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more")
         return "\n".join(lines)
 
 
@@ -207,16 +100,21 @@ class Backfiller:
 
         print(backfiller.run())   # resumable: rerun after an interruption
 
-    Only the payload changes (``set_payload``): ids, vectors and the other payload keys are
-    left alone. Image points get the patch contributions (and the ``full`` profile's
-    last-layer input), caption points their word contributions; both get the model
-    fingerprint, so the explainer then uses the stored vectors and features directly.
+    A collection another tool wrote is never written to: the features go to its sidecar
+    collection (``"<collection>__xai"`` by default), keyed by the same point ids and by a
+    copy of each point's stored vector, so a point re-written later is seen as stale. With
+    ``in_place=True`` (and always for qdrant-xai's own collections) only the points' payloads
+    change (``set_payload``): ids, vectors and the other payload keys are left alone. Image
+    points get the patch contributions (and the ``full`` profile's last-layer input),
+    caption points their word contributions; both get the model fingerprint, so the
+    explainer then uses the stored vectors and features directly.
 
     Args:
         client: any ``QdrantClient``.
         encoder: the CLIP model the collection's vectors were made with.
         collection_name: the existing collection.
-        layout: where its image sources, texts and vectors are (a preset name or layout).
+        layout: where its image sources, texts and vectors are: ``"auto"`` (detected), a
+            preset name or a :class:`~qdrant_xai.storage.layouts.CollectionLayout`.
         sources: which image sources may be read (local roots, URL allow-list).
         codec: payload codec of the features.
         profile: ``"standard"`` or ``"full"`` (see :class:`~qdrant_xai.Indexer`).
@@ -228,6 +126,9 @@ class Backfiller:
         repair: also rewrite points that carry this model's fingerprint but whose stored
             features do not decode for it (damaged or tampered payloads, which the
             explainer refuses); reads every point's features, so slower.
+        sidecar: the sidecar's name (default ``"<collection>__xai"``).
+        in_place: write the features into the collection's own payloads instead of the
+            sidecar (grows every point's payload by its features).
     """
 
     def __init__(
@@ -236,7 +137,7 @@ class Backfiller:
         encoder: ClipEncoder,
         *,
         collection_name: str,
-        layout: str | CollectionLayout = "qdrant-xai",
+        layout: LayoutSpec = AUTO,
         sources: ImageSourcePolicy | None = None,
         codec: Codec = "fp16",
         profile: Profile = "standard",
@@ -244,12 +145,16 @@ class Backfiller:
         verify: bool = True,
         retry: RetryPolicy | None = None,
         repair: bool = False,
+        sidecar: str | None = None,
+        in_place: bool = False,
     ) -> None:
         check_write_options(batch_size=batch_size, profile=profile)
         self.client = client
         self.encoder = encoder
         self.collection_name = collection_name
-        self.layout = layout_named(layout)
+        if layout is not None and layout != AUTO:
+            layout_named(layout)  # an unknown preset name fails here
+        self.layout = layout
         self.sources = sources or ImageSourcePolicy()
         self.codec = PayloadFeatureCodec(codec)
         self.profile = profile
@@ -257,11 +162,22 @@ class Backfiller:
         self.verify = verify
         self.retry = retry or RetryPolicy()
         self.repair = repair
+        self.in_place = in_place
+        self.sidecar_name = sidecar
+        self._sidecar: Sidecar | None = None
 
     def run(self, *, progress: bool = True, max_points: int | None = None) -> BackfillSummary:
         """Backfills every point (or the first ``max_points``), page by page."""
-        layout = self.layout.resolve(self.client, self.collection_name, retry=self.retry)
-        _check_dimensions(self.client, self.collection_name, layout, self.encoder, self.retry)
+        layout = resolve_layout(self.client, self.collection_name, self.layout, retry=self.retry)
+        check_dimensions(self.client, self.collection_name, layout, self.encoder, self.retry)
+        in_place = self.in_place or layout.name == "qdrant-xai"
+        self._sidecar = (
+            None
+            if in_place
+            else Sidecar(
+                self.client, self.collection_name, name=self.sidecar_name, retry=self.retry
+            )
+        )
         summary = BackfillSummary()
         bar = progress_bar(total=self._count(), unit="pt", desc="backfilling", enabled=progress)
         seen = 0
@@ -347,13 +263,24 @@ class Backfiller:
     ) -> None:
         images: list[tuple[models.Record, LoadedImage]] = []
         texts: list[tuple[models.Record, str]] = []
+        entries = self._sidecar.read([r.id for r in records]) if self._sidecar else {}
         for record in records:
             payload = record.payload or {}
-            source = layout.image_source(payload)
+            source = layout.image_source(payload, sources=self.sources)
             text = layout.text(payload) if source is None else None
-            current = is_current(
-                payload, self.encoder.fingerprint.key, self.profile, image=source is not None
-            )
+            kind: Literal["image", "text"] = "image" if source is not None else "text"
+            if self._sidecar is not None:
+                payload = entries.get(str(record.id), {}).get(kind) or {}
+                current = current_entry(
+                    payload,
+                    fingerprint=self.encoder.fingerprint.key,
+                    stored_vector=layout.vector_of(record.vector, kind),
+                    profile=self.profile,
+                )
+            else:
+                current = is_current(
+                    payload, self.encoder.fingerprint.key, self.profile, image=source is not None
+                )
             if current:
                 if not self.repair or self._intact(payload, source is not None, text):
                     summary.unchanged += 1
@@ -371,21 +298,30 @@ class Backfiller:
                 )
                 continue
             texts.append((record, text))
-        operations = [
-            *self._image_operations(images, layout, summary),
-            *self._text_operations(texts, layout, summary),
+        written = [
+            *self._image_payloads(images, layout, summary),
+            *self._text_payloads(texts, layout, summary),
         ]
-        if operations:
+        if self._sidecar is not None:
+            to_write = []
+            for record, kind, payload in written:
+                vector = layout.vector_of(record.vector, kind)
+                if vector is None:  # nothing to tie the entry to: it could never be used
+                    summary.failed.append((str(record.id), f"no stored {kind} vector"))
+                else:
+                    to_write.append(SidecarEntry(record.id, kind, payload, vector))
+            summary.updated += self._sidecar.write(to_write)
+            return
+        if written:
             self.retry.call(
                 self.client.batch_update_points,
                 self.collection_name,
-                operations,
-                what=f"writing the features of {len(operations)} points to "
-                f"{self.collection_name!r}",
+                [_set_payload(record.id, payload) for record, _, payload in written],
+                what=f"writing the features of {len(written)} points to {self.collection_name!r}",
                 client=self.client,
                 wait=True,
             )
-            summary.updated += len(operations)
+            summary.updated += len(written)
 
     def _verified(
         self,
@@ -410,43 +346,43 @@ class Backfiller:
             return False
         return True
 
-    def _image_operations(
+    def _image_payloads(
         self,
         items: list[tuple[models.Record, LoadedImage]],
         layout: CollectionLayout,
         summary: BackfillSummary,
-    ) -> list[models.SetPayloadOperation]:
+    ) -> list[_Written]:
         if not items:
             return []
         features = self.encoder.encode_images(
             [image for _, image in items], last_layer=self.profile == "full"
         )
-        operations = []
+        written: list[_Written] = []
         for (record, image), feats in zip(items, features, strict=True):
             if not self._verified(record, layout, "image", feats.embedding, summary):
                 continue
             payload = image_features_payload(
                 self.encoder, self.codec, image, feats, profile=self.profile
             )
-            operations.append(_set_payload(record.id, payload))
-        return operations
+            written.append((record, "image", payload))
+        return written
 
-    def _text_operations(
+    def _text_payloads(
         self,
         items: list[tuple[models.Record, str]],
         layout: CollectionLayout,
         summary: BackfillSummary,
-    ) -> list[models.SetPayloadOperation]:
+    ) -> list[_Written]:
         if not items:
             return []
         features = self.encoder.encode_texts([text for _, text in items])
-        operations = []
+        written: list[_Written] = []
         for (record, _), feats in zip(items, features, strict=True):
             if not self._verified(record, layout, "text", feats.embedding, summary):
                 continue
             payload = text_features_payload(self.encoder, self.codec, feats)
-            operations.append(_set_payload(record.id, payload))
-        return operations
+            written.append((record, "text", payload))
+        return written
 
 
 def _set_payload(point_id: Any, payload: dict[str, Any]) -> models.SetPayloadOperation:

@@ -77,6 +77,8 @@ class PayloadKeys:
     TEXT = "text"
     WORDS = "words"
     IMAGE_ID = "image_id"
+    #: (sidecar entries) the source point's stored vector the features belong to (fp16)
+    SOURCE_VECTOR = "xai_source_vector"
 
     #: keys too large to return with search results; fetched only for explained hits
     HEAVY = (FEATURES, PATCH_TOKENS, LAST_LAYER)

@@ -13,7 +13,8 @@ Realistic costs come from a CLIP with ViT-B/32's shapes and random weights
 Sections: indexing throughput with feature storage vs. the bare encoder forward; search
 alone vs. search plus explanations; per-hit cost of every method; batched vs. sequential
 leave-one-word-out; payload bytes and codec fidelity; scale (throughput over time, memory,
-latency); bf16 vs. fp32; and where the time goes (profiles, and the SDPA change measured
+latency); bf16 vs. fp32; sidecar storage (payload codec vs. multivectors); and where
+the time goes (profiles, and the SDPA change measured
 before/after).
 """
 
@@ -40,11 +41,22 @@ from tests.benchmarks.payloads import bench_codecs
 from tests.benchmarks.precision import bench_bf16
 from tests.benchmarks.profiling import bench_where
 from tests.benchmarks.scale import bench_scale
+from tests.benchmarks.sidecar import bench_sidecar
 
 __all__ = ["SECTIONS", "main", "run"]
 
 
-SECTIONS = ("indexing", "search", "methods", "loo", "codecs", "scale", "bf16", "where")
+SECTIONS = (
+    "indexing",
+    "search",
+    "methods",
+    "loo",
+    "codecs",
+    "scale",
+    "bf16",
+    "sidecar",
+    "where",
+)
 
 
 def run(
@@ -88,6 +100,10 @@ def run(
                 sections.append(bench_scale(config, models, root))
             elif key == "bf16":
                 sections.append(bench_bf16(config, models))
+            elif key == "sidecar":
+                sections.append(
+                    bench_sidecar(20 if config.quick else 200, 3 if config.quick else 15, root)
+                )
             elif key == "where":
                 sections.append(bench_where(config, models, root))
     elapsed = time.perf_counter() - started

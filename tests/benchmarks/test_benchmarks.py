@@ -187,6 +187,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
         "## 5. Payload bytes per point, and codec fidelity",
         "## 6. Scale",
         "## 7. bf16 vs. fp32 on CPU",
+        "## 8. Sidecar storage: payload codec vs. multivectors",
         "## Where the time goes",
         "### Changed in this run",
     ):

@@ -78,7 +78,7 @@ def test_cli_refuses_another_model_with_a_message_and_exit_status(
     for kind, args in cases.items():
         CountingDecomposition.drawn = 0
         status = main([*args, *common])
-        err = capsys.readouterr().err
+        err = capsys.readouterr().err  # (each hit's reason is also on stdout)
         ok = (
             status == 1
             and err.startswith("error: ")
