@@ -4,28 +4,30 @@
 :class:`~qdrant_xai.explain.Explainer`, indexes with :class:`~qdrant_xai.storage.indexer.Indexer`,
 and reads query images under the server's image roots (paths) or with
 :func:`~qdrant_xai.images.query.load_query_image` (base64, data URIs). It raises
-:class:`~qdrant_xai.QdrantXaiError`; :mod:`qdrant_xai_mcp.server` turns those into tool
-errors, with :func:`with_mcp_hint` naming this server's settings.
+:class:`~qdrant_xai.QdrantXaiError`; :mod:`qdrant_xai_mcp.tools` turns those into tool
+errors, with :func:`~qdrant_xai_mcp.results.with_mcp_hint` naming this server's settings.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image as PILImage
+from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.errors import (
-    FeaturesMissingError,
+    CollectionError,
     InlineImageError,
     ModelMismatchError,
-    PointNotFoundError,
     QdrantXaiError,
     SourceNotAllowedError,
+    brief_repr,
 )
 from qdrant_xai.explain import HEATMAP_METHODS, Explainer, Explanation
 from qdrant_xai.images.load import ImageLimits, LoadedImage
@@ -34,21 +36,33 @@ from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.images.query import load_query_image
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import Searcher
+from qdrant_xai.storage.detect import resolve_layout
 from qdrant_xai.storage.indexer import Indexer
-from qdrant_xai.storage.layouts import layout_named
+from qdrant_xai.storage.layouts import CollectionLayout
 from qdrant_xai.storage.schema import choose_model, require_collection
 from qdrant_xai_mcp.results import (
-    Hit,
     SearchResult,
     explanation_text,
     hit_of,
-    unexplained_hit,
+    short_text,
+    with_mcp_hint,
 )
 from qdrant_xai_mcp.settings import MAX_SEARCH_LIMIT, ServerSettings
 
 __all__ = ["OVERLAY_MAX_SIDE", "XaiBackend", "decode_query_image", "with_mcp_hint"]
 
 OVERLAY_MAX_SIDE = 512
+
+
+@dataclass(frozen=True)
+class ServedCollection:
+    """What the backend keeps per collection it has served: its layout (resolved, or
+    detected), and the searcher and explainer over it."""
+
+    name: str
+    layout: CollectionLayout
+    searcher: Searcher
+    explainer: Explainer
 
 
 class XaiBackend:
@@ -63,15 +77,17 @@ class XaiBackend:
 
         backend.search_images("a red circle", limit=3).hits[0].why
         texts, png = backend.explain_hit(hit_id, query_text="a red circle")
+        backend.search_images("a red circle", collection_name="photos")  # no COLLECTION_NAME
 
-    Calls are serialised by a lock: the embedded Qdrant and the encoder are used from one
-    thread at a time.
+    Each call works on ``settings.collection_name``, or, when that is ``None``, on the
+    collection the call names. Calls are serialised by a lock: the embedded Qdrant and the
+    encoder are used from one thread at a time.
 
     Args:
-        settings: collection, model, image roots, limits.
+        settings: collection, model, layout, image roots, limits.
         client: the Qdrant client to use.
-        encoder: the CLIP encoder; ``None`` loads ``settings.model`` (or the model recorded
-            in the collection) on first use.
+        encoder: the CLIP encoder for every collection; ``None`` loads ``settings.model``
+            (or the model recorded in each collection) on first use.
         retry: how Qdrant calls are retried on transient failures (default policy); a
             server that stays down gives a tool error naming its URL, never its API key.
     """
@@ -88,54 +104,97 @@ class XaiBackend:
         self.retry = retry or RetryPolicy()
         self.sources = ImageSourcePolicy.from_roots(settings.image_roots)
         self.lock = threading.Lock()
-        self.layout = layout_named(settings.layout)
         self._encoder = encoder
-        self._searcher: Searcher | None = None
-        self._explainer: Explainer | None = None
+        self._encoders: dict[str, ClipEncoder] = {}
+        self._served: dict[str, ServedCollection] = {}
 
     @property
-    def collection_name(self) -> str:
+    def collection_name(self) -> str | None:
+        """The configured collection (``COLLECTION_NAME``), or ``None``: named per call."""
         return self.settings.collection_name
+
+    def collection(self, collection_name: str | None = None) -> str:
+        """The collection a call works on: the configured one, else ``collection_name``.
+
+        Raises:
+            QdrantXaiError: no collection named, a name that is not a collection name, or
+                another collection than the configured one.
+        """
+        configured = self.settings.collection_name
+        if configured is not None:
+            if collection_name is not None and collection_name != configured:
+                raise QdrantXaiError(
+                    f"this server serves only collection {configured!r} (COLLECTION_NAME); "
+                    f"got collection_name {brief_repr(collection_name)}"
+                )
+            return configured
+        if collection_name is None or not collection_name.strip():
+            raise QdrantXaiError(
+                "collection_name is required: this server has no COLLECTION_NAME, so each "
+                "call names the collection to work on"
+            )
+        if len(collection_name) > 255 or any(c in collection_name for c in "/\\\0"):
+            raise QdrantXaiError(
+                f"collection_name {brief_repr(collection_name)} is not a collection name "
+                "(at most 255 characters, no '/' or '\\')"
+            )
+        return collection_name
 
     # -- tools --------------------------------------------------------------------------
 
-    def search_images(self, query: str, limit: int | None = None) -> SearchResult:
-        """Image hits for a text query, each with a one-line explanation."""
+    def search_images(
+        self,
+        query: str,
+        limit: int | None = None,
+        *,
+        collection_name: str | None = None,
+        query_filter: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        """Image hits for a text query, each with a one-line explanation (or the reason it
+        has none)."""
         if not query.strip():
             raise QdrantXaiError("the query is empty; describe what the images should show")
-        hits = self.searcher().search_images(query, limit=self._limit(limit))
-        return SearchResult(
-            query=query,
-            collection=self.collection_name,
-            hits=self._explained(query, hits, "image"),
+        served = self.served(collection_name)
+        hits = served.searcher.search_images(
+            query, limit=self._limit(limit), query_filter=_filter(query_filter)
         )
+        return self._result(served, short_text(query, 500), query, hits, "image")
 
     def search_texts(
         self,
         image_path: str | None = None,
         image_base64: str | None = None,
         limit: int | None = None,
+        *,
+        collection_name: str | None = None,
+        query_filter: dict[str, Any] | None = None,
     ) -> SearchResult:
-        """Text hits for an image query, each with a one-line explanation."""
+        """Text hits for an image query, each with a one-line explanation (or the reason it
+        has none)."""
         image = self.query_image(image_path, image_base64, prefix="image")
-        hits = self.searcher().search_texts(image, limit=self._limit(limit))
-        return SearchResult(
-            query=f"image {image.source} ({image.width}x{image.height})",
-            collection=self.collection_name,
-            hits=self._explained(image, hits, "text"),
+        served = self.served(collection_name)
+        hits = served.searcher.search_texts(
+            image, limit=self._limit(limit), query_filter=_filter(query_filter)
         )
+        label = f"image {short_text(image.source, 200)} ({image.width}x{image.height})"
+        return self._result(served, label, image, hits, "text")
 
     def explain_hit(
         self,
         point_id: str | int,
         *,
+        collection_name: str | None = None,
         query_text: str | None = None,
         query_image_path: str | None = None,
         query_image_base64: str | None = None,
         heatmap_method: str = "decomposition",
     ) -> tuple[str, bytes | None]:
         """The explanation of one point for a query: a text summary and a PNG overlay
-        (``None`` for a text query on a text point, which has no image side)."""
+        (``None`` for a text query on a text point, which has no image side).
+
+        Raises:
+            QdrantXaiError: (its subclass) why the point could not be explained.
+        """
         given = [v is not None for v in (query_text, query_image_path, query_image_base64)]
         if sum(given) != 1:
             raise QdrantXaiError(
@@ -149,107 +208,130 @@ class XaiBackend:
             query = query_text
         else:
             query = self.query_image(query_image_path, query_image_base64, prefix="query_image")
+        served = self.served(collection_name)
         # scored exactly as a search would, so the explanation carries the hit's real score
-        (point,) = self.searcher().score_points(query, [point_id])
-        (explanation,) = self.explainer().explain(query, [point], heatmap_method=method)
+        (point,) = served.searcher.score_points(query, [point_id])
+        (explanation,) = served.explainer.explain(query, [point], heatmap_method=method)
+        explanation.raise_for_status()
         png, note = (None, "")
         if explanation.heatmap is not None:
             png, note = self._overlay_png(explanation, query)
-        return explanation_text(explanation, query, self.collection_name, note), png
+        return explanation_text(explanation, query, served.name, note), png
 
-    def index_images(self, folder: str, captions_csv: str | None = None) -> str:
-        """Indexes the images under ``folder`` (under the image roots) and their captions."""
-        if self.layout.name != "qdrant-xai":
+    def index_images(
+        self, folder: str, captions_csv: str | None = None, *, collection_name: str | None = None
+    ) -> str:
+        """Indexes the images under ``folder`` (under the image roots) and their captions
+        into the collection (a qdrant-xai collection, created when missing)."""
+        name = self.collection(collection_name)
+        exists = self.retry.call(
+            self.client.collection_exists,
+            name,
+            what=f"reading collection {name!r}",
+            client=self.client,
+        )
+        layout = self.served(name).layout if exists else None
+        configured = self.settings.layout
+        if (layout is not None and layout.name != "qdrant-xai") or (
+            configured not in ("auto", "qdrant-xai")
+        ):
+            written = layout.name if layout is not None else self.settings.layout_name
             raise QdrantXaiError(
-                f"index_images writes qdrant-xai points; the collection's layout is "
-                f"{self.layout.name!r}. Index into a qdrant-xai collection, or add features to "
+                f"index_images writes qdrant-xai points; collection {name!r} has the "
+                f"{written!r} layout. Index into a qdrant-xai collection, or add features to "
                 "this one with 'qdrant-xai backfill'"
             )
         root = self._allowed(folder, what="folder")
         if not root.is_dir():
-            raise QdrantXaiError(f"{folder}: not a directory")
+            raise QdrantXaiError(f"{short_text(folder, 200)}: not a directory")
         captions = self._allowed(captions_csv, what="captions_csv") if captions_csv else None
         if captions is not None and not captions.is_file():
-            raise QdrantXaiError(f"{captions_csv}: not a file")
+            raise QdrantXaiError(f"{short_text(captions_csv or '', 200)}: not a file")
         if captions is None and (root / "captions.csv").is_file():
             captions = root / "captions.csv"
-        indexer = Indexer(
-            self.client, self.encoder(), collection_name=self.collection_name, retry=self.retry
-        )
+        indexer = Indexer(self.client, self.encoder(name), collection_name=name, retry=self.retry)
         summary = indexer.index_folder(root, captions=captions, progress=False)
         used = f" with captions from {captions}" if captions else " (no captions.csv)"
-        return f"collection {self.collection_name!r}: {summary}\nfolder {root}{used}"
+        return f"collection {name!r}: {summary}\nfolder {root}{used}"
 
     # -- collaborators ------------------------------------------------------------------
 
-    def encoder(self) -> ClipEncoder:
-        """The encoder, loaded on first use (the configured model, else the recorded one)."""
-        if self._encoder is None:
-            self._encoder = ClipEncoder.from_pretrained(
-                self.model_name(), device=self.settings.device
-            )
-        return self._encoder
+    def encoder(self, collection_name: str | None = None) -> ClipEncoder:
+        """The encoder for a collection, loaded on first use (the configured model, else
+        the one recorded in the collection, else qdrant-xai's default)."""
+        if self._encoder is not None:
+            return self._encoder
+        model = self.model_name(collection_name)
+        if model not in self._encoders:
+            self._encoders[model] = ClipEncoder.from_pretrained(model, device=self.settings.device)
+        return self._encoders[model]
 
-    def model_name(self) -> str:
+    def model_name(self, collection_name: str | None = None) -> str:
         """The model to load: ``QDRANT_XAI_MODEL``, the collection's, or the default."""
-        return choose_model(
-            self.settings.model, self.client, self.collection_name, retry=self.retry
-        )
+        if self.settings.model is not None:
+            return self.settings.model
+        name = collection_name or self.settings.collection_name
+        return choose_model(None, self.client, name, retry=self.retry)
 
-    def searcher(self) -> Searcher:
-        """The searcher; the collection must exist (checked before a model is loaded for it)."""
-        if self._searcher is None:
-            require_collection(self.client, self.collection_name, retry=self.retry)
-            self._searcher = Searcher(
-                self.client,
-                self.encoder(),
-                collection_name=self.collection_name,
-                layout=self.layout,
-                retry=self.retry,
+    def served(self, collection_name: str | None = None) -> ServedCollection:
+        """The searcher and explainer of a collection (it must exist: checked before a model
+        is loaded for it), its layout resolved or detected once."""
+        name = self.collection(collection_name)
+        if name not in self._served:
+            require_collection(self.client, name, retry=self.retry)
+            try:
+                layout = resolve_layout(self.client, name, self.settings.layout, retry=self.retry)
+            except CollectionError as exc:
+                raise CollectionError(
+                    f"{exc} (on this MCP server: QDRANT_XAI_LAYOUT names a preset; "
+                    "QDRANT_XAI_VECTOR, QDRANT_XAI_IMAGE_KEY, QDRANT_XAI_TEXT_KEY describe yours)"
+                ) from exc
+            encoder = self.encoder(name)
+            common: dict[str, Any] = {"collection_name": name, "layout": layout}
+            self._served[name] = ServedCollection(
+                name=name,
+                layout=layout,
+                searcher=Searcher(self.client, encoder, retry=self.retry, **common),
+                # a read-only server reads a sidecar of features but never writes one
+                explainer=Explainer(
+                    encoder,
+                    self.client,
+                    sources=self.sources,
+                    retry=self.retry,
+                    write_sidecar=not self.settings.read_only,
+                    **common,
+                ),
             )
-        return self._searcher
-
-    def explainer(self) -> Explainer:
-        if self._explainer is None:
-            self._explainer = Explainer(
-                self.encoder(),
-                self.client,
-                collection_name=self.collection_name,
-                layout=self.layout,
-                sources=self.sources,
-                retry=self.retry,
-            )
-        return self._explainer
+        return self._served[name]
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _explained(
+    def _result(
         self,
+        served: ServedCollection,
+        label: str,
         query: str | LoadedImage,
         hits: list[models.ScoredPoint],
         hit_kind: Literal["image", "text"],
-    ) -> list[Hit]:
+    ) -> SearchResult:
         """The hits with their explanations; a hit that cannot be explained (no stored
-        features, image not readable) is returned with the reason instead of failing the
-        search."""
-        explainer = self.explainer()
-        try:
-            return [hit_of(e) for e in explainer.explain(query, hits, hit_kind=hit_kind)]
-        except ModelMismatchError:
-            raise  # the hits themselves are meaningless with another model
-        except QdrantXaiError:
-            pass
-        results = []
-        for rank, point in enumerate(hits):
-            try:
-                (explanation,) = explainer.explain(query, [point], hit_kind=hit_kind)
-                results.append(hit_of(explanation).model_copy(update={"rank": rank + 1}))
-            except ModelMismatchError:
-                raise
-            except QdrantXaiError as exc:
-                reason = with_mcp_hint(exc)
-                results.append(unexplained_hit(point, rank, hit_kind, self.layout, reason))
-        return results
+        features, image not readable...) comes with the reason, the others are explained.
+
+        Raises:
+            ModelMismatchError: every hit's vector comes from another model than the query's:
+                the ranking itself means nothing, so the search fails with the reason.
+        """
+        explained = served.explainer.explain(query, hits, hit_kind=hit_kind)
+        errors = [e.error for e in explained if e.error is not None]
+        mismatched = [e for e in errors if isinstance(e, ModelMismatchError)]
+        if mismatched and len(mismatched) == len(explained):
+            raise mismatched[0]
+        return SearchResult(
+            query=label,
+            collection=served.name,
+            hits=[hit_of(e) for e in explained],
+            failed=len(errors),
+        )
 
     def query_image(
         self, path: str | None, data: str | None, *, prefix: str = "image"
@@ -274,9 +356,9 @@ class XaiBackend:
         if not any(resolved.is_relative_to(root) for root in self.settings.image_roots):
             roots = ", ".join(str(r) for r in self.settings.image_roots) or "none configured"
             raise SourceNotAllowedError(
-                f"{what} {path!r} is not readable: the server reads files only under "
-                f"QDRANT_XAI_IMAGE_ROOTS (now: {roots}). Pass the image as base64 instead, or "
-                "ask the server's operator to allow the folder"
+                f"{what} {short_text(path, 200)!r} is not readable: the server reads files only "
+                f"under QDRANT_XAI_IMAGE_ROOTS (now: {roots}). Pass the image as base64 "
+                "instead, or ask the server's operator to allow the folder"
             )
         return resolved
 
@@ -298,8 +380,9 @@ class XaiBackend:
                 base = self.sources.open(e.image_source)
             except QdrantXaiError as exc:
                 note = (
-                    f"The hit's image could not be read here ({exc}); the PNG shows the heatmap "
-                    "alone. Set QDRANT_XAI_IMAGE_ROOTS to the image folder to see it overlaid."
+                    f"The hit's image could not be read here ({short_text(str(exc), 300)}); "
+                    "the PNG shows the heatmap alone. Set QDRANT_XAI_IMAGE_ROOTS to the image "
+                    "folder to see it overlaid."
                 )
         elif base is None:
             note = "The point names no image source; the PNG shows the heatmap alone."
@@ -313,6 +396,22 @@ class XaiBackend:
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return buffer.getvalue(), note
+
+
+def _filter(query_filter: dict[str, Any] | None) -> models.Filter | None:
+    """The ``query_filter`` argument as a Qdrant filter (only offered with
+    ``QDRANT_ALLOW_ARBITRARY_FILTER=true``)."""
+    if query_filter is None:
+        return None
+    try:
+        return models.Filter.model_validate(query_filter)
+    except ValidationError as exc:
+        fields = short_text(", ".join(sorted({".".join(map(str, e["loc"])) for e in exc.errors()})))
+        raise QdrantXaiError(
+            f"query_filter is not a Qdrant filter (problems at: {fields}); "
+            'give it as qdrant-client\'s Filter in JSON, e.g. {"must": [{"key": "metadata.kind", '
+            '"match": {"value": "photo"}}]}'
+        ) from exc
 
 
 def decode_query_image(data: str, limits: ImageLimits, *, what: str) -> LoadedImage:
@@ -339,16 +438,3 @@ def decode_query_image(data: str, limits: ImageLimits, *, what: str) -> LoadedIm
         if exc.problem == "media_type":
             raise QdrantXaiError(f"{what}: {exc.reason}") from exc
         raise
-
-
-def with_mcp_hint(exc: QdrantXaiError) -> str:
-    """The error's message, pointing at this server's tools and settings where it names
-    the library's."""
-    message = str(exc)
-    if isinstance(exc, (SourceNotAllowedError, FeaturesMissingError)) and (
-        "QDRANT_XAI_IMAGE_ROOTS" not in message
-    ):
-        message += " (on this MCP server, allow image folders with QDRANT_XAI_IMAGE_ROOTS)"
-    elif isinstance(exc, PointNotFoundError):
-        message += " (search_images or search_texts return them)"
-    return message

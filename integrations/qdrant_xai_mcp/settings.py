@@ -1,26 +1,10 @@
 """Configuration of the MCP server, read from environment variables.
 
 The variables follow the official Qdrant MCP server (``mcp-server-qdrant``) where they
-overlap, so an existing client configuration carries over:
-
-================================  ======================================================
-``QDRANT_URL``                    Qdrant server URL (e.g. ``http://localhost:6333``)
-``QDRANT_API_KEY``                its API key (only with ``QDRANT_URL``; never logged)
-``QDRANT_LOCAL_PATH``             folder of an embedded Qdrant, instead of ``QDRANT_URL``
-``COLLECTION_NAME``               the collection (default ``qdrant_xai``, as the CLI)
-``QDRANT_READ_ONLY``              ``true`` (default) hides the indexing tool
-``QDRANT_SEARCH_LIMIT``           default number of hits per search (default 5, max 50)
-``QDRANT_XAI_MODEL``              CLIP hub id, directory, or ``shapes`` (the bundled demo
-                                  model); default: the model recorded in the collection
-``QDRANT_XAI_IMAGE_ROOTS``        folders (``os.pathsep``-separated) whose images the
-                                  server may read: query images given as paths, hit
-                                  images for overlays, folders to index. Default: none
-``QDRANT_XAI_LAYOUT``             how the collection stores vectors and payloads:
-                                  ``qdrant-xai`` (default) or the layout of the tool that
-                                  wrote it (``langchain``, ``llamaindex``, ``fastembed``,
-                                  ``qdrant-tutorial``; see :mod:`qdrant_xai.storage.layouts`)
-``QDRANT_XAI_DEVICE``             torch device (default ``cpu``)
-================================  ======================================================
+overlap, so an existing client configuration carries over; its variables this server does
+not support are refused at start with a message, never ignored (see
+:mod:`qdrant_xai_mcp.environment`). :data:`ENV_VARS` lists every variable read, with its
+meaning (``qdrant-xai-mcp --help`` prints it).
 
 Empty values count as unset (MCP client configurations often template them).
 """
@@ -33,12 +17,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qdrant_xai.connection import strip_userinfo
-from qdrant_xai.storage.layouts import LAYOUTS
+from qdrant_xai.errors import brief_repr
+from qdrant_xai.storage.layouts import LAYOUTS, CollectionLayout
+from qdrant_xai_mcp.environment import (
+    FASTMCP_VARIABLES,
+    REFUSED,
+    Environment,
+    SettingsError,
+    embedding_model,
+    fastmcp_settings,
+    layout_from_env,
+    refuse_unsupported,
+)
 
-__all__ = ["DEFAULT_COLLECTION", "ENV_VARS", "ServerSettings", "SettingsError"]
+__all__ = [
+    "DEFAULT_SEARCH_LIMIT",
+    "ENV_VARS",
+    "MAX_SEARCH_LIMIT",
+    "SdkSettings",
+    "ServerSettings",
+    "SettingsError",
+]
 
-DEFAULT_COLLECTION = "qdrant_xai"
-DEFAULT_SEARCH_LIMIT = 5
+DEFAULT_SEARCH_LIMIT = 10  # as mcp-server-qdrant
 MAX_SEARCH_LIMIT = 50
 
 #: every variable the server reads, with a one-line meaning (used by ``--help``)
@@ -46,24 +47,60 @@ ENV_VARS: dict[str, str] = {
     "QDRANT_URL": "Qdrant server URL, e.g. http://localhost:6333",
     "QDRANT_API_KEY": "API key of that server (never logged or returned)",
     "QDRANT_LOCAL_PATH": "folder of an embedded Qdrant (instead of QDRANT_URL)",
-    "COLLECTION_NAME": f"collection to serve (default: {DEFAULT_COLLECTION})",
+    "COLLECTION_NAME": "the one collection to serve; unset (default): every tool takes a "
+    "collection_name argument",
     "QDRANT_READ_ONLY": "true (default) or false; false adds the index_images tool",
     "QDRANT_SEARCH_LIMIT": f"default hits per search (default: {DEFAULT_SEARCH_LIMIT}, "
     f"max {MAX_SEARCH_LIMIT})",
+    "QDRANT_ALLOW_ARBITRARY_FILTER": "true: the search tools take a query_filter argument (a "
+    "Qdrant filter as JSON); default false",
     "QDRANT_XAI_MODEL": "CLIP hub id, local directory, or 'shapes' (bundled demo model); "
     "default: the model recorded in the collection",
+    "EMBEDDING_MODEL": "mcp-server-qdrant's: FastEmbed's CLIP 'Qdrant/clip-ViT-B-32-text' is "
+    "loaded as openai/clip-vit-base-patch32; any other model is refused (set QDRANT_XAI_MODEL)",
+    "EMBEDDING_PROVIDER": "mcp-server-qdrant's: 'fastembed' accepted, anything else refused",
     "QDRANT_XAI_IMAGE_ROOTS": f"folders the server may read images from, separated by "
     f"{os.pathsep!r} (default: none)",
-    "QDRANT_XAI_LAYOUT": f"collection layout: {', '.join(LAYOUTS)} (default: qdrant-xai)",
+    "QDRANT_XAI_LAYOUT": f"collection layout: auto (default: detected per collection) or "
+    f"{', '.join(LAYOUTS)}",
+    "QDRANT_XAI_VECTOR": "custom layout: the vector name (default: the collection's only "
+    "vector, or QDRANT_XAI_LAYOUT's)",
+    "QDRANT_XAI_IMAGE_KEY": "custom layout: payload key (dotted path) of the image source",
+    "QDRANT_XAI_TEXT_KEY": "custom layout: payload key (dotted path) of the text",
     "QDRANT_XAI_DEVICE": "torch device (default: cpu)",
+    **{f"FASTMCP_{key}": meaning for key, (_, _, meaning) in FASTMCP_VARIABLES.items()},
+    "FASTMCP_SERVER_*": "the same as FASTMCP_* (as fastmcp 2 spells them); any other "
+    "FASTMCP_* variable is refused",
+    **{name: "refused (mcp-server-qdrant's; the message says why)" for name in REFUSED},
 }
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
+@dataclass(frozen=True)
+class SdkSettings:
+    """What the MCP SDK is told: FastMCP's settings (``FASTMCP_*`` variables).
 
-class SettingsError(ValueError):
-    """The server's configuration is invalid; the message names the variable to fix."""
+    Args:
+        host, port: where the ``sse`` and ``streamable-http`` transports listen.
+        log_level: the SDK's log level (on stderr); ``WARNING`` by default, as ``INFO`` logs
+            every HTTP request to a Qdrant server.
+        debug: the SDK's debug mode.
+        sse_path, message_path: the ``sse`` transport's URL paths.
+        streamable_http_path: the ``streamable-http`` transport's URL path.
+        warn_on_duplicate_resources, warn_on_duplicate_tools, warn_on_duplicate_prompts,
+            dependencies: passed to the SDK as they are.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "WARNING"
+    debug: bool = False
+    sse_path: str = "/sse"
+    message_path: str = "/messages/"
+    streamable_http_path: str = "/mcp"
+    warn_on_duplicate_resources: bool = True
+    warn_on_duplicate_tools: bool = True
+    warn_on_duplicate_prompts: bool = True
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, repr=False)
@@ -80,11 +117,13 @@ class ServerSettings:
     Use::
 
         from qdrant_xai_mcp.server import create_server
-        create_server(settings).run("stdio")
+        create_server(settings).serve("stdio")
         print(settings.describe())                        # safe to log: no API key
 
     Args:
-        collection_name: the collection the tools search and explain.
+        collection_name: the one collection the tools search and explain; ``None``: each
+            tool call names its collection (``collection_name`` argument), as in
+            mcp-server-qdrant.
         url: Qdrant server URL; exclusive with ``local_path``.
         api_key: the server's API key; kept out of ``repr`` and :meth:`describe`.
         local_path: folder of an embedded Qdrant; exclusive with ``url``.
@@ -93,11 +132,14 @@ class ServerSettings:
         read_only: hide the tools that write to Qdrant.
         image_roots: folders whose files the server may read (resolved, symlinks followed).
         search_limit: default number of hits of the search tools.
-        layout: the collection's layout preset (see :mod:`qdrant_xai.storage.layouts`).
+        layout: the collections' layout: ``"auto"`` (or ``None``; detected per collection), a
+            preset name, or a :class:`~qdrant_xai.storage.layouts.CollectionLayout`.
         device: torch device of the encoder.
+        allow_arbitrary_filter: give the search tools a ``query_filter`` argument.
+        sdk: what the MCP SDK is told (host, port, log level...).
     """
 
-    collection_name: str = DEFAULT_COLLECTION
+    collection_name: str | None = None
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     local_path: str | None = None
@@ -105,12 +147,17 @@ class ServerSettings:
     read_only: bool = True
     image_roots: tuple[Path, ...] = ()
     search_limit: int = DEFAULT_SEARCH_LIMIT
-    layout: str = "qdrant-xai"
+    layout: str | CollectionLayout | None = "auto"
     device: str = "cpu"
+    allow_arbitrary_filter: bool = False
+    sdk: SdkSettings = field(default_factory=SdkSettings)
 
     def __post_init__(self) -> None:
-        if not self.collection_name:
-            raise SettingsError("COLLECTION_NAME is empty; name the collection to serve")
+        if self.collection_name is not None and not self.collection_name.strip():
+            raise SettingsError(
+                "COLLECTION_NAME is empty; name the collection to serve, or leave it unset to "
+                "name one in each tool call"
+            )
         if self.url and self.local_path:
             raise SettingsError(
                 "both QDRANT_URL and QDRANT_LOCAL_PATH are set; set QDRANT_URL for a Qdrant "
@@ -126,10 +173,13 @@ class ServerSettings:
                 f"QDRANT_SEARCH_LIMIT must be between 1 and {MAX_SEARCH_LIMIT}, "
                 f"got {self.search_limit}"
             )
-        if self.layout not in LAYOUTS:
+        layout = "auto" if self.layout is None else self.layout
+        if isinstance(layout, str) and layout != "auto" and layout not in LAYOUTS:
             raise SettingsError(
-                f"QDRANT_XAI_LAYOUT must be one of {', '.join(LAYOUTS)}, got {self.layout!r}"
+                f"QDRANT_XAI_LAYOUT must be 'auto' or one of {', '.join(LAYOUTS)}, "
+                f"got {brief_repr(layout)}"
             )
+        object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "image_roots", tuple(Path(r).resolve() for r in self.image_roots))
 
     @classmethod
@@ -138,46 +188,44 @@ class ServerSettings:
 
         Raises:
             SettingsError: a value is malformed, both or neither of ``QDRANT_URL`` and
-                ``QDRANT_LOCAL_PATH`` are set, or an image root is not a directory.
+                ``QDRANT_LOCAL_PATH`` are set, an image root is not a directory, or a
+                variable of mcp-server-qdrant or FastMCP is set that this server does not
+                support (the message says what to set instead).
         """
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        url, local_path = get("QDRANT_URL"), get("QDRANT_LOCAL_PATH")
+        env = Environment(os.environ if environ is None else environ)
+        refuse_unsupported(env)
+        url, local_path = env.text("QDRANT_URL"), env.text("QDRANT_LOCAL_PATH")
         if not url and not local_path:
             raise SettingsError(
                 "set QDRANT_URL (a Qdrant server, e.g. http://localhost:6333) or "
                 "QDRANT_LOCAL_PATH (the folder of an embedded Qdrant, e.g. the --path given "
                 "to 'qdrant-xai index')"
             )
-        roots = []
-        for part in (get("QDRANT_XAI_IMAGE_ROOTS") or "").split(os.pathsep):
-            if not part.strip():
-                continue
-            root = Path(part.strip()).expanduser()
-            if not root.is_dir():
-                raise SettingsError(
-                    f"QDRANT_XAI_IMAGE_ROOTS: {part.strip()!r} is not a directory; list existing "
-                    f"folders separated by {os.pathsep!r}"
-                )
-            roots.append(root)
+        model, from_fastembed = env.text("QDRANT_XAI_MODEL"), embedding_model(env)
+        if model and from_fastembed and model != from_fastembed:
+            raise SettingsError(
+                f"EMBEDDING_MODEL names {from_fastembed} and QDRANT_XAI_MODEL names "
+                f"{brief_repr(model)}; keep QDRANT_XAI_MODEL and unset EMBEDDING_MODEL"
+            )
         return cls(
-            collection_name=get("COLLECTION_NAME") or DEFAULT_COLLECTION,
+            collection_name=env.text("COLLECTION_NAME"),
             url=url,
-            api_key=get("QDRANT_API_KEY"),
+            api_key=env.text("QDRANT_API_KEY"),
             local_path=str(Path(local_path).expanduser()) if local_path else None,
-            model=get("QDRANT_XAI_MODEL"),
-            read_only=_parse_bool("QDRANT_READ_ONLY", get("QDRANT_READ_ONLY"), default=True),
-            image_roots=tuple(roots),
-            search_limit=_parse_int(
-                "QDRANT_SEARCH_LIMIT", get("QDRANT_SEARCH_LIMIT"), default=DEFAULT_SEARCH_LIMIT
-            ),
-            layout=get("QDRANT_XAI_LAYOUT") or "qdrant-xai",
-            device=get("QDRANT_XAI_DEVICE") or "cpu",
+            model=model or from_fastembed,
+            read_only=env.flag("QDRANT_READ_ONLY", True),
+            image_roots=_image_roots(env),
+            search_limit=env.number("QDRANT_SEARCH_LIMIT", DEFAULT_SEARCH_LIMIT),
+            layout=layout_from_env(env),
+            device=env.text("QDRANT_XAI_DEVICE") or "cpu",
+            allow_arbitrary_filter=env.flag("QDRANT_ALLOW_ARBITRARY_FILTER", False),
+            sdk=SdkSettings(**fastmcp_settings(env)),
         )
+
+    @property
+    def layout_name(self) -> str:
+        """``auto``, the preset's name, or the custom layout's."""
+        return self.layout.name if isinstance(self.layout, CollectionLayout) else str(self.layout)
 
     def __repr__(self) -> str:
         # no API key, no credentials in the URL (they never reach a log)
@@ -187,7 +235,8 @@ class ServerSettings:
             f"api_key={'***' if self.api_key else None}, local_path={self.local_path!r}, "
             f"model={self.model!r}, read_only={self.read_only}, "
             f"image_roots={tuple(str(r) for r in self.image_roots)}, "
-            f"search_limit={self.search_limit}, layout={self.layout!r}, device={self.device!r})"
+            f"search_limit={self.search_limit}, layout={self.layout!r}, device={self.device!r}, "
+            f"allow_arbitrary_filter={self.allow_arbitrary_filter}, sdk={self.sdk!r})"
         )
 
     def describe(self) -> str:
@@ -199,28 +248,28 @@ class ServerSettings:
         )
         key = " with API key" if self.api_key else ""
         roots = ", ".join(str(r) for r in self.image_roots) or "none"
+        served = (
+            f"collection {self.collection_name!r}"
+            if self.collection_name
+            else "the collection each call names"
+        )
         return (
-            f"collection {self.collection_name!r} on {where}{key}; model "
-            f"{self.model or 'recorded in the collection'}; "
-            f"layout {self.layout}; {'read-only' if self.read_only else 'read-write'}; "
+            f"{served} on {where}{key}; model {self.model or 'recorded in the collection'}; "
+            f"layout {self.layout_name}; {'read-only' if self.read_only else 'read-write'}; "
             f"image roots: {roots}"
         )
 
 
-def _parse_bool(name: str, value: str | None, *, default: bool) -> bool:
-    if value is None:
-        return default
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise SettingsError(f"{name} must be true or false (or 1/0, yes/no, on/off), got {value!r}")
-
-
-def _parse_int(name: str, value: str | None, *, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+def _image_roots(env: Environment) -> tuple[Path, ...]:
+    roots = []
+    for part in (env.text("QDRANT_XAI_IMAGE_ROOTS") or "").split(os.pathsep):
+        if not part.strip():
+            continue
+        root = Path(part.strip()).expanduser()
+        if not root.is_dir():
+            raise SettingsError(
+                f"QDRANT_XAI_IMAGE_ROOTS: {part.strip()!r} is not a directory; list existing "
+                f"folders separated by {os.pathsep!r}"
+            )
+        roots.append(root)
+    return tuple(roots)

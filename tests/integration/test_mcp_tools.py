@@ -1,5 +1,5 @@
-"""The MCP server's tools over the SDK's in-process client: results, overlays, errors,
-collections written by other tools, indexing."""
+"""The MCP server's tools over the SDK's in-process client (1.x or 2.x, whichever is
+installed): results, overlays, errors, collections written by other tools, indexing."""
 
 from __future__ import annotations
 
@@ -12,17 +12,29 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp extra (SDK 2.x)")
+pytest.importorskip("mcp", reason="needs the mcp extra")
 
-from mcp import Client
 from mcp.types import ImageContent, TextContent
 from PIL import Image
-from qdrant_client import QdrantClient, models
-from qdrant_xai_mcp import ServerSettings, SettingsError, create_server
+from qdrant_client import QdrantClient
+from qdrant_xai_mcp import ServerSettings, create_server
 
 from qdrant_xai import ClipEncoder, Searcher, load_image
 from qdrant_xai.storage.schema import PayloadKeys
-from tests.integration._mcp import READ_TOOLS, call, error_of, index, six_scenes, text_of
+from tests.integration._mcp import (
+    READ_TOOLS,
+    call,
+    connect,
+    dump,
+    error_of,
+    hits_of,
+    index,
+    is_error,
+    six_scenes,
+    structured,
+    text_of,
+    tools_of,
+)
 
 
 @pytest.fixture
@@ -50,21 +62,23 @@ async def test_read_only_lists_only_read_tools(
     server = create_server(
         ServerSettings(collection_name=collection_name), client=memory, encoder=tiny_encoder
     )
-    async with Client(server) as client:
-        tools = {t.name: t for t in (await client.list_tools()).tools}
+    async with connect(server) as client:
+        tools = await tools_of(client)
         assert set(tools) == READ_TOOLS
         for tool in tools.values():
-            assert tool.annotations is not None and tool.annotations.read_only_hint is True
-            assert tool.description and len(tool.description) > 100
-        assert set(tools["explain_hit"].input_schema["properties"]) == {
+            assert tool["annotations"]["readOnlyHint"] is True
+            assert len(tool["description"]) > 100
+        # COLLECTION_NAME set: no collection_name argument (as mcp-server-qdrant), no filter
+        assert set(tools["explain_hit"]["inputSchema"]["properties"]) == {
             "point_id",
             "query_text",
             "query_image_path",
             "query_image_base64",
             "heatmap_method",
         }
-        assert tools["explain_hit"].input_schema["required"] == ["point_id"]
-        assert tools["search_images"].output_schema is not None
+        assert tools["explain_hit"]["inputSchema"]["required"] == ["point_id"]
+        assert set(tools["search_images"]["inputSchema"]["properties"]) == {"query", "limit"}
+        assert tools["search_images"]["outputSchema"]
         # a hidden tool cannot be called either
         result = await client.call_tool("index_images", {"folder": "."})
         assert "index_images" in error_of(result)
@@ -74,12 +88,12 @@ async def test_read_only_lists_only_read_tools(
         client=memory,
         encoder=tiny_encoder,
     )
-    async with Client(writable) as client:
-        tools = {t.name: t for t in (await client.list_tools()).tools}
+    async with connect(writable) as client:
+        tools = await tools_of(client)
     assert set(tools) == READ_TOOLS | {"index_images"}
-    annotations = tools["index_images"].annotations
-    assert annotations is not None and annotations.read_only_hint is False
-    assert annotations.destructive_hint is False
+    for name in tools:  # explaining may store features in the sidecar: not read-only
+        annotations = tools[name]["annotations"]
+        assert annotations["readOnlyHint"] is False and annotations["destructiveHint"] is False
 
 
 async def test_search_images_returns_the_searchers_hits_with_explanations(
@@ -94,12 +108,13 @@ async def test_search_images_returns_the_searchers_hits_with_explanations(
     )
     query = "a red circle"
     result = await call(server, "search_images", {"query": query, "limit": 3})
-    assert not result.is_error, text_of(result)
+    assert not is_error(result), text_of(result)
     expected = Searcher(client, tiny_encoder, collection_name=collection_name).search_images(
         query, limit=3
     )
-    data = result.structured_content
-    assert data is not None and data["query"] == query and data["collection"] == collection_name
+    data = structured(result)
+    assert data["query"] == query and data["collection"] == collection_name
+    assert data["failed"] == 0
     assert json.loads(text_of(result)) == data  # the text block carries the same JSON
     hits = data["hits"]
     assert [h["id"] for h in hits] == [str(h.id) for h in expected]
@@ -107,6 +122,7 @@ async def test_search_images_returns_the_searchers_hits_with_explanations(
     assert [h["rank"] for h in hits] == [1, 2, 3]
     for hit in hits:
         assert hit["kind"] == "image" and hit["text"] is None
+        assert hit["status"] == "ok" and hit["error"] is None
         assert Path(hit["source"]).parent == scenes[0].resolve()
         assert not any(k.startswith("xai_") for k in hit["payload"])
         assert {w["word"] for w in hit["top_words"]} <= {"a", "red", "circle"}
@@ -135,15 +151,15 @@ async def test_search_texts_by_path_base64_and_data_uri(
         load_image(picture), limit=4
     )
     encoded = base64.b64encode(picture.read_bytes()).decode()
-    async with Client(server) as client:
+    async with connect(server) as client:
         for arguments in (
             {"image_path": str(picture)},
             {"image_base64": encoded},
             {"image_base64": "data:image/png;base64," + encoded},
         ):
             result = await client.call_tool("search_texts", {**arguments, "limit": 4})
-            assert not result.is_error, text_of(result)
-            hits = (result.structured_content or {})["hits"]
+            assert not is_error(result), text_of(result)
+            hits = hits_of(result)
             assert [h["id"] for h in hits] == [str(h.id) for h in expected]
             for hit, point in zip(hits, expected, strict=True):
                 assert hit["text"] == (point.payload or {})[PayloadKeys.TEXT]
@@ -169,7 +185,7 @@ async def test_search_texts_by_path_base64_and_data_uri(
 
 
 def decode_png(block: ImageContent) -> Image.Image:
-    assert block.mime_type == "image/png"
+    assert dump(block)["mimeType"] == "image/png"
     image = Image.open(io.BytesIO(base64.b64decode(block.data)))
     image.load()
     assert image.format == "PNG"
@@ -189,11 +205,11 @@ async def test_explain_hit_returns_the_overlay_png_and_word_attributions(
         encoder=tiny_encoder,
     )
     query = "a red circle"
-    async with Client(server) as client:
+    async with connect(server) as client:
         found = await client.call_tool("search_images", {"query": query, "limit": 2})
-        hit = (found.structured_content or {})["hits"][1]
+        hit = hits_of(found)[1]
         result = await client.call_tool("explain_hit", {"point_id": hit["id"], "query_text": query})
-    assert not result.is_error, text_of(result)
+    assert not is_error(result), text_of(result)
     texts = [c for c in result.content if isinstance(c, TextContent)]
     pngs = [c for c in result.content if isinstance(c, ImageContent)]
     assert len(texts) == 1 and len(pngs) == 1
@@ -213,7 +229,7 @@ async def test_explain_hit_returns_the_overlay_png_and_word_attributions(
         ServerSettings(collection_name=collection_name), client=memory, encoder=tiny_encoder
     )
     result = await call(closed, "explain_hit", {"point_id": hit["id"], "query_text": query})
-    assert not result.is_error, text_of(result)
+    assert not is_error(result), text_of(result)
     assert "heatmap alone" in text_of(result) and "QDRANT_XAI_IMAGE_ROOTS" in text_of(result)
     pngs = [c for c in result.content if isinstance(c, ImageContent)]
     rows, cols = tiny_encoder.grid
@@ -233,13 +249,13 @@ async def test_explain_hit_with_an_image_query_on_a_caption(
         encoder=tiny_encoder,
     )
     picture = sorted(images.glob("*.png"))[2]
-    async with Client(server) as client:
+    async with connect(server) as client:
         found = await client.call_tool("search_texts", {"image_path": str(picture), "limit": 1})
-        hit = (found.structured_content or {})["hits"][0]
+        hit = hits_of(found)[0]
         result = await client.call_tool(
             "explain_hit", {"point_id": hit["id"], "query_image_path": str(picture)}
         )
-    assert not result.is_error, text_of(result)
+    assert not is_error(result), text_of(result)
     text = text_of(result)
     assert "text hit" in text and "over the query image" in text
     for word in hit["text"].split():
@@ -249,7 +265,7 @@ async def test_explain_hit_with_an_image_query_on_a_caption(
 
     # a text query on a caption: words only, no image side, so no PNG
     result = await call(server, "explain_hit", {"point_id": hit["id"], "query_text": "a cross"})
-    assert not result.is_error, text_of(result)
+    assert not is_error(result), text_of(result)
     assert not any(isinstance(c, ImageContent) for c in result.content)
     assert "Word attributions of the hit's text" in text_of(result)
 
@@ -260,7 +276,7 @@ async def test_errors_become_tool_errors_with_clear_messages(
     server = create_server(
         ServerSettings(collection_name=collection_name), client=memory, encoder=tiny_encoder
     )
-    async with Client(server) as client:
+    async with connect(server) as client:
         for arguments, expected in [
             ({"point_id": "not-an-id", "query_text": "a"}, "not a Qdrant point id"),
             ({"point_id": str(uuid.uuid4()), "query_text": "a"}, "no point"),
@@ -277,76 +293,13 @@ async def test_errors_become_tool_errors_with_clear_messages(
         )
         # the server keeps serving after errors
         result = await client.call_tool("search_images", {"query": "a blue square"})
-        assert not result.is_error and len((result.structured_content or {})["hits"]) == 5
+        assert len(hits_of(result)) == 6  # every image: the default limit is 10
 
     missing = create_server(
         ServerSettings(collection_name="no_such_collection"), client=memory, encoder=tiny_encoder
     )
     message = error_of(await call(missing, "search_images", {"query": "a red circle"}))
     assert "'no_such_collection' does not exist" in message
-
-
-def langchain_collection(
-    client: QdrantClient, name: str, encoder: ClipEncoder, images: Path
-) -> list[Path]:
-    """What langchain-qdrant writes: one unnamed vector, page_content and metadata.source;
-    no qdrant-xai features."""
-    client.create_collection(
-        name, vectors_config=models.VectorParams(size=encoder.dim, distance=models.Distance.COSINE)
-    )
-    paths = sorted(images.glob("*.png"))
-    vectors = encoder.embed_images(paths)
-    client.upsert(
-        name,
-        points=[
-            models.PointStruct(
-                id=i,
-                vector=vectors[i].tolist(),
-                payload={"page_content": p.name, "metadata": {"source": str(p)}},
-            )
-            for i, p in enumerate(paths)
-        ],
-    )
-    return paths
-
-
-async def test_collections_written_by_other_tools(
-    tiny_encoder: ClipEncoder, scenes: tuple[Path, Path], collection_name: str
-) -> None:
-    images, _ = scenes
-    client = QdrantClient(":memory:")
-    langchain_collection(client, collection_name, tiny_encoder, images)
-    settings = ServerSettings(collection_name=collection_name, layout="langchain")
-    # without image roots the hits are found but cannot be explained: they say why
-    blind = create_server(settings, client=client, encoder=tiny_encoder)
-    result = await call(blind, "search_images", {"query": "a red circle", "limit": 3})
-    assert not result.is_error, text_of(result)
-    hits = (result.structured_content or {})["hits"]
-    assert [h["rank"] for h in hits] == [1, 2, 3] and all(h["peak"] is None for h in hits)
-    assert all("QDRANT_XAI_IMAGE_ROOTS" in h["why"] for h in hits)
-
-    # with the folder allowed, features are recomputed from the images
-    server = create_server(
-        ServerSettings(collection_name=collection_name, layout="langchain", image_roots=(images,)),
-        client=client,
-        encoder=tiny_encoder,
-    )
-    async with Client(server) as mcp:
-        result = await mcp.call_tool("search_images", {"query": "a red circle", "limit": 3})
-        assert not result.is_error, text_of(result)
-        explained = (result.structured_content or {})["hits"]
-        assert [h["id"] for h in explained] == [h["id"] for h in hits]
-        assert all(h["peak_on"] == "hit image" for h in explained)
-        assert all(Path(h["source"]).parent == images for h in explained)
-        result = await mcp.call_tool(
-            "explain_hit", {"point_id": explained[0]["id"], "query_text": "a red circle"}
-        )
-    assert not result.is_error, text_of(result)
-    assert any(isinstance(c, ImageContent) for c in result.content)
-    client.close()
-
-    with pytest.raises(SettingsError, match="QDRANT_XAI_LAYOUT"):
-        ServerSettings(layout="chroma")
 
 
 async def test_index_images_when_writable(
@@ -359,15 +312,15 @@ async def test_index_images_when_writable(
         client=client,
         encoder=tiny_encoder,
     )
-    async with Client(server) as mcp:
+    async with connect(server) as mcp:
         result = await mcp.call_tool("index_images", {"folder": str(images)})
-        assert not result.is_error, text_of(result)
+        assert not is_error(result), text_of(result)
         assert "indexed 6 images and 6 texts" in text_of(result)
         assert "captions.csv" in text_of(result)
         again = await mcp.call_tool("index_images", {"folder": str(images)})
         assert "6 unchanged" in text_of(again)
         found = await mcp.call_tool("search_images", {"query": "a red circle", "limit": 2})
-        assert len((found.structured_content or {})["hits"]) == 2
+        assert len(hits_of(found)) == 2
         message = error_of(await mcp.call_tool("index_images", {"folder": str(tmp_path)}))
         assert "QDRANT_XAI_IMAGE_ROOTS" in message
     assert client.count("fresh").count == 12
