@@ -11,8 +11,14 @@
     tools = create_tools(retriever)        # search_images_by_text, search_texts_by_image,
                                            # explain_hit (content_and_artifact)
 
+The retriever detects how the collection was written (qdrant-xai, langchain-qdrant,
+LlamaIndex, FastEmbed; ``layout=`` to say it): on a collection langchain-qdrant wrote it
+returns the Documents ``QdrantVectorStore.as_retriever()`` returns, plus score and
+explanation.
+
 The package: :mod:`~langchain_qdrant_xai.retriever` (the retriever, over the core's
-searcher and explainer), :mod:`~langchain_qdrant_xai.documents` (hits and explanations as
+searcher and explainer), :mod:`~langchain_qdrant_xai.collection` (what it works with once
+the layout is known), :mod:`~langchain_qdrant_xai.documents` (hits and explanations as
 Documents), :mod:`~langchain_qdrant_xai.embeddings`, :mod:`~langchain_qdrant_xai.tools`,
 :mod:`~langchain_qdrant_xai.formatting` (documents as text, chat content and HTML).
 

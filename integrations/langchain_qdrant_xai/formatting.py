@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from langchain_core.documents import Document
 
+from langchain_qdrant_xai.documents import xai_value
 from qdrant_xai.explain.results import grid_region
+from qdrant_xai.storage.layouts import looks_like_base64_image
 
 __all__ = ["describe_document", "describe_documents", "documents_html", "documents_to_content"]
 
@@ -20,42 +22,61 @@ def describe_document(document: Document, number: int | None = None) -> str:
     For example ``1. scene_03.png ("a red circle") score 0.612: matched query words
     circle (+0.44), red (+0.28); against: a (-0.02); heatmap peak row 2 col 5 of 8x8
     (top-right; 0-based from the top-left); id 1f0c…``. Rows and columns count from 0 at
-    the top left, as in every output of qdrant-xai.
+    the top left, as in every output of qdrant-xai. A hit that could not be explained says
+    why: ``...score 0.412: not explained (FeaturesMissingError: ...); id 7``.
     """
     meta = document.metadata
-    number = meta.get("rank", 0) + 1 if number is None else number
-    if meta.get("kind") == "image":
-        name = os.path.basename(str(meta.get("source") or "")) or "image"
-        caption = meta.get("caption")
+    number = xai_value(meta, "rank", 0) + 1 if number is None else number
+    if xai_value(meta, "kind") == "image":
+        source = xai_value(meta, "source")
+        name = "image" if not isinstance(source, str) else _file_name(source)
+        caption = xai_value(meta, "caption")
         label = f"{name} ({_quoted(caption)})" if caption else name
     else:
         label = _quoted(document.page_content)
-    line = f"{number}. {label} score {float(meta.get('score', 0.0)):.3f}"
-    why = meta.get("explanation")
-    if why:
-        details = []
-        scored = [(w[0], float(w[1])) for w in why.get("words") or why.get("top_words") or []]
-        ranked = sorted(scored, key=lambda pair: pair[1], reverse=True)
-        raised = [pair for pair in ranked if pair[1] > 0][:3]
-        of_query = why.get("words_side") == "query"
-        if raised:
-            whose = "matched query words " if of_query else "matching words "
-            details.append(whose + ", ".join(f"{w} ({s:+.2f})" for w, s in raised))
-        elif scored:
-            details.append(f"no {'query ' if of_query else ''}word raised the score")
-        if ranked and ranked[-1][1] < 0:
-            word, score = ranked[-1]
-            details.append(f"against: {word} ({score:+.2f})")
-        peak, grid = why.get("peak"), why.get("grid")
-        if peak and grid:
-            where = "heatmap peak" if why.get("heatmap_side") == "hit" else "query image peak"
-            details.append(
-                f"{where} row {peak[0]} col {peak[1]} of {grid[0]}x{grid[1]} "
-                f"({grid_region(*peak, *grid)}; 0-based from the top-left)"
-            )
+    line = f"{number}. {label} score {float(xai_value(meta, 'score', 0.0)):.3f}"
+    why = xai_value(meta, "explanation")
+    if isinstance(why, Mapping) and why.get("status") == "failed":
+        error = why.get("error") or {}
+        reason = f"{error.get('type', 'error')}: {error.get('message', '')}"
+        line += f": not explained ({_cut(reason, _REASON_LIMIT)})"
+    elif isinstance(why, Mapping) and why:
+        details = _why(why)
         if details:
             line += ": " + "; ".join(details)
     return f"{line}; id {meta.get('_id')}"
+
+
+def _why(why: Mapping[str, Any]) -> list[str]:
+    """The parts of a line saying why a hit matched: words and where the heatmap peaks."""
+    details = []
+    scored = [(w[0], float(w[1])) for w in why.get("words") or why.get("top_words") or []]
+    ranked = sorted(scored, key=lambda pair: pair[1], reverse=True)
+    raised = [pair for pair in ranked if pair[1] > 0][:3]
+    of_query = why.get("words_side") == "query"
+    if raised:
+        whose = "matched query words " if of_query else "matching words "
+        details.append(whose + ", ".join(f"{w} ({s:+.2f})" for w, s in raised))
+    elif scored:
+        details.append(f"no {'query ' if of_query else ''}word raised the score")
+    if ranked and ranked[-1][1] < 0:
+        word, score = ranked[-1]
+        details.append(f"against: {word} ({score:+.2f})")
+    peak, grid = why.get("peak"), why.get("grid")
+    if peak and grid:
+        where = "heatmap peak" if why.get("heatmap_side") == "hit" else "query image peak"
+        details.append(
+            f"{where} row {peak[0]} col {peak[1]} of {grid[0]}x{grid[1]} "
+            f"({grid_region(*peak, *grid)}; 0-based from the top-left)"
+        )
+    return details
+
+
+def _file_name(source: str) -> str:
+    """The file name of an image source; an inline image (base64, data URI) is "image"."""
+    if source.startswith("data:") or looks_like_base64_image(source):
+        return "image"
+    return _cut(os.path.basename(source), 80) or "image"
 
 
 def describe_documents(documents: Sequence[Document]) -> str:
@@ -96,10 +117,10 @@ def documents_to_content(
     )
     for i, document in enumerate(documents):
         blocks.append({"type": "text", "text": describe_document(document, i + 1)})
-        image = document.metadata.get("image")
+        image = xai_value(document.metadata, "image")
         if images and isinstance(image, str):
             blocks.append(_image_block(image, block_format))
-        overlay = (document.metadata.get("explanation") or {}).get("overlay")
+        overlay = (xai_value(document.metadata, "explanation") or {}).get("overlay")
         if overlays and isinstance(overlay, str):
             blocks.append({"type": "text", "text": f"heatmap of hit {i + 1}:"})
             blocks.append(_image_block(overlay, block_format))
@@ -140,8 +161,8 @@ def _document_html(document: Document, number: int) -> str:
     images = [
         f"<img src='{html.escape(uri)}' alt='{alt}'>"
         for uri, alt in (
-            (meta.get("image"), "hit"),
-            ((meta.get("explanation") or {}).get("overlay"), "heatmap"),
+            (xai_value(meta, "image"), "hit"),
+            ((xai_value(meta, "explanation") or {}).get("overlay"), "heatmap"),
         )
         if isinstance(uri, str) and uri.startswith("data:image/")
     ]
@@ -171,5 +192,12 @@ def _image_block(uri: str, block_format: str) -> dict[str, Any]:
 
 
 def _quoted(text: str, limit: int = 80) -> str:
-    text = " ".join(str(text).split())
-    return f'"{text if len(text) <= limit else text[: limit - 1] + "…"}"'
+    return f'"{_cut(" ".join(str(text).split()), limit)}"'
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: the most characters of a failure's reason a line quotes
+_REASON_LIMIT = 240

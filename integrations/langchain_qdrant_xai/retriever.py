@@ -9,6 +9,7 @@ module reads with the async client, when there is one), and
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,17 +23,26 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
+from langchain_qdrant_xai.collection import CollectionParts
 from langchain_qdrant_xai.documents import (
-    DocumentShaper,
     caption_ids,
     caption_request,
     caption_texts,
 )
-from qdrant_xai import ClipEncoder, Explainer, ImageLimits, LoadedImage, PayloadKeys
+from qdrant_xai import (
+    ClipEncoder,
+    CollectionLayout,
+    Explainer,
+    ImageLimits,
+    LoadedImage,
+    PayloadKeys,
+)
+from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.images.query import load_query_image
 from qdrant_xai.retry import RetryPolicy
-from qdrant_xai.search import AsyncSearcher, Searcher
+from qdrant_xai.storage.detect import aresolve_layout, resolve_layout
+from qdrant_xai.storage.layouts import layout_named
 
 __all__ = ["QdrantXaiRetriever"]
 
@@ -46,8 +56,9 @@ _QUERY_KIND: dict[HitKind, QueryKind] = {"image": "text", "text": "image"}
 
 
 class QdrantXaiRetriever(BaseRetriever):
-    """Retrieves images by text (or texts by image) from a qdrant-xai collection, with
-    an explanation of every hit in its metadata.
+    """Retrieves from a Qdrant collection, with an explanation of every hit in its
+    metadata: images by text (or texts by image) from a collection qdrant-xai wrote, and
+    the documents of a collection langchain-qdrant, LlamaIndex or FastEmbed wrote.
 
     Setup::
 
@@ -63,6 +74,11 @@ class QdrantXaiRetriever(BaseRetriever):
             image_roots=["photos/"],     # lets include_image / include_overlay read the hits
             include_image=True,          # the hit image as a data URI, for multimodal models
         )
+
+        # a drop-in for QdrantVectorStore(client, "docs", embeddings).as_retriever()
+        # on a collection langchain-qdrant wrote with these CLIP embeddings
+        docs_retriever = QdrantXaiRetriever(client=client, encoder=encoder,
+                                            collection_name="docs", image_roots=["photos/"])
 
     Use::
 
@@ -80,18 +96,28 @@ class QdrantXaiRetriever(BaseRetriever):
         retriever.explain_points([point_id], "a red car")   # any point, not only hits
 
     Each hit becomes one :class:`~langchain_core.documents.Document`, in Qdrant's order,
-    with Qdrant's scores. ``page_content`` is the hit's text; for an image hit it is its
-    first caption, else its source. ``metadata`` holds ``_id`` and ``_collection_name``
-    (as langchain-qdrant names them), ``score`` (Qdrant's), ``rank`` (0-based), ``kind``
-    (``"image"`` or ``"text"``), ``source``, ``caption`` (image hits), ``image_id``
-    (captions), and for the explained hits ``explanation`` (``peak`` is 0-based)::
+    with Qdrant's scores. On a collection another tool wrote, it is the Document that
+    tool's retriever returns (langchain-qdrant: the same ``page_content`` and ``metadata``),
+    with the keys below added beside the stored ones (a stored key of the same name is
+    kept; ours then goes under ``xai_<key>``). On a qdrant-xai collection ``page_content``
+    is the hit's text; for an image hit its first caption, else its source.
 
-        {"top_words": [[word, score], ...], "words": [[word, score, [start, end]], ...],
+    ``metadata`` holds ``_id`` and ``_collection_name`` (as langchain-qdrant names them),
+    ``score`` (Qdrant's), ``rank`` (0-based), ``kind`` (``"image"`` or ``"text"``), on
+    qdrant-xai collections ``source``, ``caption`` (image hits) and ``image_id`` (captions),
+    and for the explained hits ``explanation`` (``peak`` is 0-based)::
+
+        {"status": "ok", "error": None,
+         "top_words": [[word, score], ...], "words": [[word, score, [start, end]], ...],
          "text": the attributed text, "words_side": "query" | "hit", "word_method": ...,
          "heatmap": [[...], ...] (rows x cols, signed), "heatmap_side": "hit" | "query",
          "heatmap_method": ..., "grid": [rows, cols], "peak": [row, col],
          "crop_box": [x0, y0, x1, y1], "overlay": "data:image/png;base64,..." (include_overlay),
          "grounding": {...} (grounding=True), "rationales": [...] (rationales=True)}
+
+    A hit that cannot be explained (its image may not be read, ...) is still returned, with
+    ``{"status": "failed", "error": {"type": ..., "message": why}}`` as its explanation
+    (``errors="raise"``: the first such reason is raised instead).
 
     ``metadata["image"]`` carries the hit image as a PNG data URI when ``include_image``
     is set (image hits). An image that cannot be read for the overlay or ``image`` is
@@ -103,9 +129,14 @@ class QdrantXaiRetriever(BaseRetriever):
             awaited, the CPU work runs in a thread). Without it, ``ainvoke`` runs the
             sync path in a thread.
         encoder: the CLIP encoder the collection was indexed with.
-        collection_name: a collection written by qdrant-xai.
+        collection_name: the collection to search.
+        layout: which tool wrote the collection and where it keeps vectors, images and
+            texts: ``"auto"`` (default) detects it on first use; a preset name
+            (``"qdrant-xai"``, ``"langchain"``, ``"llamaindex"``, ``"fastembed"``,
+            ``"qdrant-tutorial"``) or a :class:`~qdrant_xai.CollectionLayout` says it.
         hit_kind: what is searched: ``"image"`` hits for a text query, or ``"text"`` hits
-            (captions) for an image query given as a data URI, raw base64 or a path.
+            (captions) for an image query given as a data URI, raw base64 or a path (on a
+            collection with one vector for both, it only says what the query is).
         k: number of hits.
         explain: attach explanations.
         explain_top_n: explain only the first n hits (``None``: all).
@@ -114,8 +145,8 @@ class QdrantXaiRetriever(BaseRetriever):
         image_max_side: images and overlays put in metadata are shrunk to this many pixels
             on their long side (``None``: full size).
         image_roots: folders the hits' images may be read from (payload sources are not
-            trusted); needed by ``include_image``/``include_overlay`` on image hits and by
-            methods that read pixels.
+            trusted); needed by ``include_image``/``include_overlay``, by methods that read
+            pixels and by image hits without stored features.
         query_image_roots: folders an image query given as a path may be read from.
             ``None`` (default) reads any local path: the query is the application's own
             input. Give a list (possibly empty) when queries come from users or models.
@@ -123,6 +154,11 @@ class QdrantXaiRetriever(BaseRetriever):
         heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
         grounding, rationales: add word-to-region grounding / rationales to explanations.
         top_words: how many words ``top_words`` lists.
+        sidecar, write_sidecar: where the features of a collection another tool wrote are
+            kept (``"auto"``: ``<collection>__xai``; a name; ``False``: none) and whether
+            explaining stores them there, as :class:`~qdrant_xai.Explainer` takes them.
+        errors: ``"report"`` (default) puts a failed hit's reason in its metadata;
+            ``"raise"`` raises the first one (as :meth:`~qdrant_xai.Explainer.explain`).
         query_filter, score_threshold, search_params: passed to ``query_points``.
         retry: how Qdrant calls (sync and async) are retried on transient failures
             (default: :class:`~qdrant_xai.RetryPolicy` defaults); a server that stays down
@@ -135,6 +171,7 @@ class QdrantXaiRetriever(BaseRetriever):
     async_client: AsyncQdrantClient | None = None
     encoder: ClipEncoder
     collection_name: str
+    layout: str | CollectionLayout | None = "auto"
     hit_kind: HitKind = "image"
     k: int = Field(default=4, ge=1)
     explain: bool = True
@@ -150,16 +187,18 @@ class QdrantXaiRetriever(BaseRetriever):
     grounding: bool = False
     rationales: bool = False
     top_words: int = Field(default=3, ge=0)
+    sidecar: str | bool = "auto"
+    write_sidecar: bool = True
+    errors: Literal["report", "raise"] = "report"
     query_filter: models.Filter | None = None
     score_threshold: float | None = None
     search_params: models.SearchParams | None = None
     retry: RetryPolicy | None = None
 
     _retry: RetryPolicy = PrivateAttr()
-    _searcher: Searcher | None = PrivateAttr(default=None)
-    _asearcher: AsyncSearcher | None = PrivateAttr(default=None)
-    _explainer: Explainer = PrivateAttr()
-    _shaper: DocumentShaper = PrivateAttr()
+    _images: ImageSourcePolicy = PrivateAttr()
+    _parts: CollectionParts | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @model_validator(mode="after")
     def _configure(self) -> QdrantXaiRetriever:
@@ -177,34 +216,13 @@ class QdrantXaiRetriever(BaseRetriever):
                 "include_image and include_overlay read the hits' images: pass "
                 "image_roots=[folder, ...] with the folders they were indexed from"
             )
+        # unknown method and preset names raise here (both are ValueErrors)
+        HEATMAP_METHODS.create(self.heatmap_method)
+        WORD_METHODS.create(self.word_method)
+        if self.layout is not None and self.layout != "auto":
+            layout_named(self.layout)
         self._retry = self.retry or RetryPolicy()
-        searching: dict[str, Any] = {"collection_name": self.collection_name, "retry": self._retry}
-        if self.client is not None:
-            self._searcher = Searcher(self.client, self.encoder, **searching)
-        if self.async_client is not None:
-            self._asearcher = AsyncSearcher(self.async_client, self.encoder, **searching)
-        images = ImageSourcePolicy.from_roots(self.image_roots, limits=self.image_limits)
-        # unknown method names raise here (UnknownMethodError is a ValueError); with only an
-        # async client the explainer reads nothing itself: it is given the records
-        self._explainer = Explainer(
-            self.encoder,
-            self.client,
-            sources=images,
-            heatmap_method=self.heatmap_method,
-            word_method=self.word_method,
-            grounding=self.grounding,
-            rationales=self.rationales,
-            **searching,
-        )
-        self._shaper = DocumentShaper(
-            collection_name=self.collection_name,
-            images=images,
-            include_image=self.include_image,
-            include_overlay=self.include_overlay,
-            image_max_side=self.image_max_side,
-            top_words=self.top_words,
-            rationales=self.rationales,
-        )
+        self._images = ImageSourcePolicy.from_roots(self.image_roots, limits=self.image_limits)
         return self
 
     # -- LangChain entry points -----------------------------------------------------------
@@ -212,26 +230,30 @@ class QdrantXaiRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        searcher = self._sync_searcher()
+        parts = self._sync_parts()
+        searcher = parts.searcher
+        assert searcher is not None
         options = self._search_options(kwargs)
         parsed = self._parse_query(query, _QUERY_KIND[self.hit_kind])
         hits = searcher.search(parsed, hit_kind=self.hit_kind, **options)
         explained = hits[: self._n_explained(len(hits))]
-        return self._documents(parsed, hits, explained, self.hit_kind)
+        return self._documents(parts, parsed, hits, explained, self.hit_kind)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        searcher = self._asearcher
-        if searcher is None:
+        if self.async_client is None:
             return await asyncio.to_thread(
                 self._get_relevant_documents, query, run_manager=run_manager.get_sync(), **kwargs
             )
+        parts = await self._async_parts()
+        searcher = parts.asearcher
+        assert searcher is not None
         options = self._search_options(kwargs)
         parsed = await asyncio.to_thread(self._parse_query, query, _QUERY_KIND[self.hit_kind])
         hits = await searcher.search(parsed, hit_kind=self.hit_kind, **options)
         explained = hits[: self._n_explained(len(hits))]
-        return await self._adocuments(searcher.client, parsed, hits, explained, self.hit_kind)
+        return await self._adocuments(parts, parsed, hits, explained, self.hit_kind)
 
     # -- explaining given points ----------------------------------------------------------
 
@@ -256,10 +278,11 @@ class QdrantXaiRetriever(BaseRetriever):
             PointNotFoundError: an id that is not in the collection.
             PointIdError: an id that is not a Qdrant point id (also a ``ValueError``).
         """
-        searcher = self._sync_searcher()
+        parts = self._sync_parts()
+        assert parts.searcher is not None
         parsed = self._parse_query(query, query_kind or _QUERY_KIND[self.hit_kind])
-        hits = searcher.score_points(parsed, ids)
-        return self._documents(parsed, hits, hits, None)
+        hits = parts.searcher.score_points(parsed, ids)
+        return self._documents(parts, parsed, hits, hits, None)
 
     async def aexplain_points(
         self,
@@ -269,18 +292,51 @@ class QdrantXaiRetriever(BaseRetriever):
         query_kind: QueryKind | None = None,
     ) -> list[Document]:
         """Async :meth:`explain_points` (on ``async_client``, else in a thread)."""
-        searcher = self._asearcher
-        if searcher is None:
+        if self.async_client is None:
             return await asyncio.to_thread(self.explain_points, ids, query, query_kind=query_kind)
+        parts = await self._async_parts()
+        assert parts.asearcher is not None
         kind = query_kind or _QUERY_KIND[self.hit_kind]
         parsed = await asyncio.to_thread(self._parse_query, query, kind)
-        hits = await searcher.score_points(parsed, ids)
-        return await self._adocuments(searcher.client, parsed, hits, hits, None)
+        hits = await parts.asearcher.score_points(parsed, ids)
+        return await self._adocuments(parts, parsed, hits, hits, None)
+
+    # -- the collection's layout ----------------------------------------------------------
+
+    def _sync_parts(self) -> CollectionParts:
+        if self.client is None:
+            raise ValueError(
+                "this QdrantXaiRetriever has only an async_client: use ainvoke, or pass "
+                "client=QdrantClient(...) as well"
+            )
+        with self._lock:  # batch() calls invoke from several threads
+            if self._parts is None:
+                layout = resolve_layout(
+                    self.client, self.collection_name, self.layout, retry=self._retry
+                )
+                self._parts = CollectionParts.build(
+                    self, layout, images=self._images, retry=self._retry
+                )
+            return self._parts
+
+    async def _async_parts(self) -> CollectionParts:
+        """The parts, the layout resolved on the async client (called with one only)."""
+        if self._parts is None:
+            assert self.async_client is not None
+            layout = await aresolve_layout(
+                self.async_client, self.collection_name, self.layout, retry=self._retry
+            )
+            if self._parts is None:  # another call may have resolved it meanwhile
+                self._parts = CollectionParts.build(
+                    self, layout, images=self._images, retry=self._retry
+                )
+        return self._parts
 
     # -- steps ----------------------------------------------------------------------------
 
     def _documents(
         self,
+        parts: CollectionParts,
         query: Query,
         hits: list[models.ScoredPoint],
         explained: list[models.ScoredPoint],
@@ -289,22 +345,22 @@ class QdrantXaiRetriever(BaseRetriever):
         """The hits as Documents, the first ones (``explained``) explained, on the sync
         client; ``hit_kind`` is the kind searched (``None``: each point's own)."""
         self._check_models(hits)
-        client = self._sync_searcher().client
+        assert self.client is not None
         ids = caption_ids(hits)
         captions = (
             self._retry.call(
-                client.retrieve,
+                self.client.retrieve,
                 self.collection_name,
                 **caption_request(self.collection_name, ids),
             )
             if ids
             else []
         )
-        return self._explained(query, hits, captions, explained, None, hit_kind)
+        return self._explained(parts, query, hits, captions, explained, None, hit_kind)
 
     async def _adocuments(
         self,
-        client: AsyncQdrantClient,
+        parts: CollectionParts,
         query: Query,
         hits: list[models.ScoredPoint],
         explained: list[models.ScoredPoint],
@@ -314,30 +370,30 @@ class QdrantXaiRetriever(BaseRetriever):
         are read at once, then the explainer runs in a thread on those records."""
         self._check_models(hits)
         captions, records = await asyncio.gather(
-            self._aread_captions(client, hits), self._aread_evidence(client, explained)
+            self._aread_captions(hits), self._aread_evidence(parts.explainer, explained)
         )
         return await asyncio.to_thread(
-            self._explained, query, hits, captions, explained, records, hit_kind
+            self._explained, parts, query, hits, captions, explained, records, hit_kind
         )
 
-    async def _aread_captions(
-        self, client: AsyncQdrantClient, hits: list[models.ScoredPoint]
-    ) -> list[models.Record]:
+    async def _aread_captions(self, hits: list[models.ScoredPoint]) -> list[models.Record]:
         ids = caption_ids(hits)
-        if not ids:
+        if not ids or self.async_client is None:
             return []
         return await self._retry.acall(
-            client.retrieve, self.collection_name, **caption_request(self.collection_name, ids)
+            self.async_client.retrieve,
+            self.collection_name,
+            **caption_request(self.collection_name, ids),
         )
 
     async def _aread_evidence(
-        self, client: AsyncQdrantClient, explained: list[models.ScoredPoint]
+        self, explainer: Explainer, explained: list[models.ScoredPoint]
     ) -> list[models.Record]:
-        if not explained:
+        if not explained or self.async_client is None:
             return []
-        request = self._explainer.fetch_request(explained)
+        request = explainer.fetch_request(explained)
         return await self._retry.acall(
-            client.retrieve,
+            self.async_client.retrieve,
             request.collection_name,
             what=f"reading the features of {len(explained)} hits from {self.collection_name!r}",
             **request.kwargs(),
@@ -345,6 +401,7 @@ class QdrantXaiRetriever(BaseRetriever):
 
     def _explained(
         self,
+        parts: CollectionParts,
         query: Query,
         hits: list[models.ScoredPoint],
         captions: Sequence[models.Record],
@@ -353,21 +410,15 @@ class QdrantXaiRetriever(BaseRetriever):
         hit_kind: HitKind | None,
     ) -> list[Document]:
         """Explains ``explained`` (from ``records``, else the explainer reads them) and
-        shapes every hit into a Document."""
+        shapes every hit into a Document; a hit that cannot be explained carries why."""
         explanations = (
-            self._explainer.explain(query, explained, records=records) if explained else []
+            parts.explainer.explain(query, explained, records=records, errors=self.errors)
+            if explained
+            else []
         )
-        return self._shaper.documents(
+        return parts.shaper.documents(
             hits, caption_texts(captions), explanations, query, hit_kind or "image"
         )
-
-    def _sync_searcher(self) -> Searcher:
-        if self._searcher is None:
-            raise ValueError(
-                "this QdrantXaiRetriever has only an async_client: use ainvoke, or pass "
-                "client=QdrantClient(...) as well"
-            )
-        return self._searcher
 
     def _search_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The search arguments of one call: its options over the retriever's fields."""

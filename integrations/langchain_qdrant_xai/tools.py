@@ -1,5 +1,5 @@
-"""Agent tools: search a qdrant-xai collection and explain hits, text for the model and
-explained documents as the tool message's artifact."""
+"""Agent tools: search a Qdrant collection (its layout detected, as the retriever does) and
+explain hits, text for the model and explained documents as the tool message's artifact."""
 
 from __future__ import annotations
 
@@ -76,8 +76,10 @@ def create_tools(
     Every tool answers with ``response_format="content_and_artifact"``: the content is a
     short text the model can read (one line per hit: score, the words that drove the match,
     where the heatmap peaks, the id for ``explain_hit``); the artifact is the list of
-    :class:`~langchain_core.documents.Document` the retriever returns. Bad input and
-    qdrant-xai errors come back as an error message for the model to act on.
+    :class:`~langchain_core.documents.Document` the retriever returns. A hit that cannot be
+    explained is listed with its reason (``not explained (FeaturesMissingError: ...)``) and
+    the others explained. Bad input and qdrant-xai errors come back as an error message for
+    the model to act on.
 
     Image arguments come from the model, so they are data URIs or base64; paths are read
     only under ``query_image_roots`` (default: the retriever's ``query_image_roots`` if it

@@ -116,6 +116,7 @@ def test_langchain_retriever_refuses_another_model_before_drawing(
             collection_name=collection,
             heatmap_method=COUNTING,
             image_roots=[mismatch_scenes],
+            errors="raise",  # all-or-nothing; per-hit reports: tests/integration/test_langchain_*
             **kw,
         )
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from langchain_core.messages import ToolMessage
 from langchain_qdrant_xai import create_tools, describe_documents
+from langchain_qdrant_xai.documents import xai_value
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder
@@ -20,6 +21,8 @@ from tests.integration._langchain import (  # noqa: F401 (fixtures indexed, scen
     indexed_fixture,
     make_retriever,
     scene_dir_fixture,
+    stored_metadata,
+    write_langchain_collection,
 )
 
 
@@ -110,3 +113,36 @@ async def test_tools_run_async(
         }
     )
     assert explained.artifact[0].metadata["_id"] == point
+
+
+def test_tools_on_a_collection_langchain_qdrant_wrote(
+    client: QdrantClient, collection_name: str, shapes_encoder: ClipEncoder, scene_dir: Path
+) -> None:
+    store = write_langchain_collection(client, collection_name, shapes_encoder, scene_dir)
+    n = client.count(collection_name).count
+    tools = {
+        t.name: t
+        for t in create_tools(
+            client=client, encoder=shapes_encoder, collection_name=collection_name, k=n
+        )
+    }  # no layout given, no image_roots: the image paths cannot be read
+    message = _call(tools["search_images_by_text"], {"query": QUERY})
+    docs = message.artifact
+    theirs = store.as_retriever(search_kwargs={"k": n}).invoke(QUERY)
+    assert [d.metadata["_id"] for d in docs] == [d.metadata["_id"] for d in theirs]
+    assert [stored_metadata(d) for d in docs] == [d.metadata for d in theirs]
+    lines = str(message.content).splitlines()
+    assert len(lines) == n and all(len(line) < 600 for line in lines)
+    statuses = [xai_value(d.metadata, "explanation")["status"] for d in docs]
+    assert statuses.count("failed") == 4  # the four images named by path
+    for line, status in zip(lines, statuses, strict=True):
+        assert ("not explained (FeaturesMissingError" in line) == (status == "failed")
+
+    row = next(d for d in docs if str(d.metadata.get("source")).endswith("captions.csv"))
+    explained = _call(tools["explain_hit"], {"point_id": row.metadata["_id"], "query": QUERY})
+    (doc,) = explained.artifact
+    assert doc.page_content == row.page_content and stored_metadata(doc) == {**stored_metadata(row)}
+    why = doc.metadata["explanation"]
+    assert doc.metadata["kind"] == "text" and why["status"] == "ok"
+    assert why["text"] == row.page_content and why["words_side"] == "hit"
+    assert doc.metadata["score"] == pytest.approx(row.metadata["score"], abs=1e-5)

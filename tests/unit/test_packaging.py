@@ -36,6 +36,7 @@ def test_the_wheel_holds_the_library_only(tmp_path: Path) -> None:
     assert modules - names == set(), "package modules missing from the wheel"
     assert {"qdrant_xai/demo/model/model.safetensors", "qdrant_xai/py.typed"} <= names
     assert any(n.startswith("langchain_qdrant_xai/") for n in names)
+    assert any(n.startswith("llama_index_qdrant_xai/") for n in names)
     assert any(n.startswith("qdrant_xai_mcp/") for n in names)
     shipped = [n for n in names if n.endswith(".py")]
     unwanted = [
