@@ -217,7 +217,7 @@ def test_oversized_fields_are_refused_before_allocation(
     ]
     for payload in hostile:
         hit = scored(point, payload)
-        error, seconds, peak = _refusal(explainer.explain, "a red circle", [hit])
+        error, seconds, peak = _refusal(explainer.explain, "a red circle", [hit], errors="raise")
         assert issubclass(error, QdrantXaiError)
         assert seconds < 2.0 and peak < 8 * 1024 * 1024, (seconds, peak)
         worst_seconds = max(worst_seconds, seconds)

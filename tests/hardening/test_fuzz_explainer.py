@@ -66,7 +66,9 @@ def test_explainer_handles_hostile_payloads_in_memory(
         hits = [scored(point, payload)]
         asked = fuzz_world.query_image if query == "image" else query
         explanations = fuzz_tally.run(
-            lambda: explainers[layout].explain(asked, hits, word_method=words, hit_kind=hit_kind)
+            lambda: explainers[layout].explain(
+                asked, hits, word_method=words, hit_kind=hit_kind, errors="raise"
+            )
         )
         if explanations is None:
             return
@@ -132,7 +134,9 @@ def test_explainer_refuses_fields_that_disagree(
         point, payload = case
         hits = [scored(point, payload)]
         asked = fuzz_world.query_image if query == "image" else query
-        explanations = fuzz_tally.run(lambda: explainer.explain(asked, hits, word_method=words))
+        explanations = fuzz_tally.run(
+            lambda: explainer.explain(asked, hits, word_method=words, errors="raise")
+        )
         if explanations is not None:
             check_explanations(fuzz_world, payload, explanations, hits)
 

@@ -138,7 +138,7 @@ def _explain(
     explainer = Explainer(
         encoder, client, collection_name=COLLECTION, layout="qdrant-tutorial", sources=policy
     )
-    return explainer.explain(TEXT, hits, hit_kind="image")
+    return explainer.explain(TEXT, hits, hit_kind="image", errors="raise")
 
 
 def _classify(exc: BaseException) -> str:

@@ -4,7 +4,8 @@ A collection as langchain-qdrant writes it (one unnamed vector, no features) is 
 by real child processes of the command line (forked by :mod:`tests.hardening._children`) on
 an embedded Qdrant folder, killed with SIGKILL at seeded random moments and at least once
 as soon as the storage shows a point being written, and rerun until a run completes. After
-every kill and at the end a fresh client checks every point: vectors and the foreign
+every kill and at the end a fresh client checks every point (``--in-place``, the option
+that writes into the collection itself, so the one with something to lose): vectors and the foreign
 payload untouched, features whole or absent, and at the end every point backfilled like an
 uninterrupted run's, with a final summary that adds up.
 """
@@ -146,7 +147,7 @@ def test_backfill_survives_sigkill(
 
     def argv(path: Path) -> list[str]:
         return [
-            "backfill", "--collection", FOREIGN, "--layout", "langchain",
+            "backfill", "--collection", FOREIGN, "--layout", "langchain", "--in-place",
             "--image-root", str(corpus.folder), "--model", str(tiny_model_dir),
             "--path", str(path), "--batch-size", str(BATCH), "--threads", "1",
         ]  # fmt: skip
