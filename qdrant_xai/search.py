@@ -16,7 +16,7 @@ from typing import Any, Literal
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
-from qdrant_xai.errors import CollectionError, PointNotFoundError
+from qdrant_xai.errors import CollectionError, PointNotFoundError, QdrantXaiError
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.detect import aresolve_collection, resolve_collection
 from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
@@ -56,6 +56,8 @@ class _Requests:
 
     def _vector(self, query: str | ImageInput) -> list[float]:
         if isinstance(query, str):
+            if not query.strip():
+                raise QdrantXaiError("the text query is empty; say what the hits should show")
             return self.encoder.embed_texts([query])[0].tolist()
         return self.encoder.embed_images([query])[0].tolist()
 

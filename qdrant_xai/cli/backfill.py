@@ -31,9 +31,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     options.add_source_options(parser)
     options.add_profile_option(parser)
     options.add_codec_option(parser)
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--max-points", type=int, default=None, metavar="N", help="stop after N points"
+        "--batch-size",
+        type=options.positive_int,
+        default=32,
+        help="points per page, forward pass and write (default: 32)",
+    )
+    parser.add_argument(
+        "--max-points",
+        type=options.positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N points",
     )
     parser.add_argument(
         "--no-verify",

@@ -41,7 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "dataset has splits)",
     )
     parser.add_argument(
-        "--max-images", type=int, default=None, metavar="N", help="first N images only (quick runs)"
+        "--max-images",
+        type=options.positive_int,
+        default=None,
+        metavar="N",
+        help="first N images only (quick runs)",
     )
     parser.add_argument(
         "--images", metavar="DIR", help="image folder (default: found next to the captions)"
@@ -54,12 +58,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--no-explain", action="store_true", help="skip the explained pass and invariance check"
     )
     parser.add_argument(
-        "--explain-top", type=int, default=10, help="hits explained per query (default: 10)"
+        "--explain-top",
+        type=options.positive_int,
+        default=10,
+        help="hits explained per query (default: 10)",
     )
     options.add_method_choices(parser, described=False)
     parser.add_argument(
         "--max-rank",
-        type=int,
+        type=options.positive_int,
         default=DEFAULT_CAP,
         help="ranks counted per query (default: %(default)s); a relevant item beyond is a miss "
         "for R@K and ranks N+1 for the median",
@@ -76,7 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     options.add_codec_option(parser)
     options.add_profile_option(parser)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=options.positive_int,
+        default=32,
+        help="images per forward pass (default: 32)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     options.add_qdrant_options(parser, derived_collection="xai_eval_<dataset name>")
 

@@ -18,7 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--captions", metavar="CSV", help="CSV with header image,caption")
     options.add_codec_option(parser, described=True)
     options.add_profile_option(parser, described=True)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size",
+        type=options.positive_int,
+        default=16,
+        help="images per forward pass and write (default: 16)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     options.add_qdrant_options(parser)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, quiet_transformers
+from qdrant_xai.errors import brief_repr
 from qdrant_xai.explain.base import HEATMAP_METHODS, WORD_METHODS
 from qdrant_xai.storage.codec import Codec
 from qdrant_xai.storage.layouts import AUTO, LAYOUTS
@@ -51,6 +52,7 @@ __all__ = [
     "layout_from_args",
     "load_encoder",
     "open_qdrant",
+    "positive_int",
     "read_query",
     "retry_policy",
     "source_policy",
@@ -63,6 +65,19 @@ _CODECS = get_args(Codec)
 
 
 # -- argument groups ----------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, sizes, limits)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of at least 1, got {brief_repr(text)}"
+        )
+    return value
 
 
 def add_qdrant_options(
@@ -100,7 +115,7 @@ def add_qdrant_options(
     )
     group.add_argument(
         "--retries",
-        type=int,
+        type=positive_int,
         default=5,
         metavar="N",
         help="attempts per Qdrant request when the server is unreachable, times out or "
@@ -120,7 +135,7 @@ def add_qdrant_options(
         help="model weights' dtype (default: float32)",
     )
     group.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)"
     )
 
 

@@ -32,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="kind of hits (default: images for a text query, texts for an image query)",
     )
-    parser.add_argument("--limit", type=int, default=5, help="number of hits (default: 5)")
+    parser.add_argument(
+        "--limit", type=options.positive_int, default=5, help="number of hits (default: 5)"
+    )
     parser.add_argument("--explain", action="store_true", help="explain every hit")
     options.add_hit_options(parser)
     options.add_qdrant_options(parser)

@@ -86,7 +86,8 @@ def read_captions_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """
     captions: dict[str, list[str]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: the byte-order mark Excel writes is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
                 raise QdrantXaiError(

@@ -108,3 +108,25 @@ def test_every_layout_and_inspect_option_is_described() -> None:
         for action_ in action.choices[name]._actions:
             if layout_flags & set(action_.option_strings):
                 assert action_.help, (name, action_.dest)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "x", "--limit", "0"],
+        ["search", "x", "--limit", "-1"],
+        ["index", "imgs", "--batch-size", "0"],
+        ["backfill", "--batch-size", "zero"],
+        ["backfill", "--max-points", "0"],
+        ["search", "x", "--threads", "0"],
+        ["eval", "data", "--max-images", "-3"],
+    ],
+)
+def test_counts_below_one_are_argument_errors_not_tracebacks(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be a whole number of at least 1" in err and "Traceback" not in err
