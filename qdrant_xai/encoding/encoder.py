@@ -328,6 +328,21 @@ class ClipEncoder:
             return_tensors="pt",
         )
 
+    def words_in_context(self, text: str, words: Sequence[Word] | None = None) -> int:
+        """How many leading words of ``text`` reach the model (a token of theirs is inside
+        its context of :attr:`max_text_tokens`); the words after them are cut off by
+        truncation and change no embedding. Tokenizes at most the first
+        ``max_text_tokens`` words (each word is at least one token), whatever the text's
+        length."""
+        words = split_words(text) if words is None else words
+        if not words:
+            return 0
+        head = words[: self.max_text_tokens]
+        batch = self._tokenize([text[: head[-1].end]], offsets=True)
+        offsets = [tuple(pair) for pair in batch["offset_mapping"][0].tolist()]
+        kept = np.asarray(token_word_matrix(offsets, head).any(axis=0))
+        return int(kept.sum())
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> list[TextFeatures]:
         """Embeddings, words and per-word contributions for a batch, in one forward pass."""

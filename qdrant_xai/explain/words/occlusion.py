@@ -13,6 +13,12 @@ averages the clipped drops over the n-grams covering each word.
 
 All variants (the original text and one per word or window) of every distinct text are
 encoded in one batched forward pass; scoring against many images is one matrix product.
+
+Only the words that reach the model are occluded: those past its context length are cut
+off by the tokenizer and change no embedding (their leave-one-out score is exactly 0), so
+they are left out of the attributions, as the ``tokens`` method leaves them out. The
+variants are built from the text up to the last word that removing others could pull into
+the context, so one input's cost is bounded by the context length, not by its length.
 """
 
 from __future__ import annotations
@@ -28,7 +34,19 @@ from qdrant_xai.explain.base import WordMethod, WordScores, register_word_method
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
 
-__all__ = ["ContextOcclusion", "WordOcclusion", "embed_variants"]
+__all__ = ["ContextOcclusion", "WordOcclusion", "embed_variants", "occludable"]
+
+
+def occludable(encoder: ClipEncoder, text: str) -> tuple[tuple[Word, ...], str]:
+    """The words of ``text`` that reach the model, and the prefix of ``text`` to build
+    variants from: removing words frees at most ``max_text_tokens`` tokens, so at most that
+    many later words can move into the context; what follows them never reaches the model.
+    """
+    words = split_words(text)
+    kept = encoder.words_in_context(text, words)
+    reach = min(len(words), kept + encoder.max_text_tokens)
+    prefix = text[: words[reach - 1].end] if reach else text
+    return words[:kept], prefix
 
 
 def embed_variants(
@@ -70,14 +88,12 @@ class WordOcclusion(WordMethod):
     def variant_embeddings(
         self, encoder: ClipEncoder, texts: Sequence[str]
     ) -> list[tuple[tuple[Word, ...], np.ndarray]]:
-        """For each text: its words and [1 + n_words, P] embeddings (original first)."""
-        words_of = [split_words(t) for t in texts]
-        groups = [
-            [text, *(text_without(text, [w]) for w in words)]
-            for text, words in zip(texts, words_of, strict=True)
-        ]
+        """For each text: its words that reach the model (:func:`occludable`) and
+        [1 + n_words, P] embeddings (original first)."""
+        cut = [occludable(encoder, t) for t in texts]
+        groups = [[prefix, *(text_without(prefix, [w]) for w in words)] for words, prefix in cut]
         embeds = embed_variants(encoder, groups, max_batch=self.max_batch)
-        return list(zip(words_of, embeds, strict=True))
+        return [(words, e) for (words, _), e in zip(cut, embeds, strict=True)]
 
     def attribute(
         self,
@@ -149,13 +165,14 @@ class ContextOcclusion(WordMethod):
         stored: Sequence[np.ndarray | None] | None = None,
     ) -> list[WordScores]:
         distinct, index = unique_texts(texts)
-        words_of = [split_words(t) for t in distinct]
+        cut = [occludable(encoder, t) for t in distinct]
+        words_of = [words for words, _ in cut]
         groups, rows_of, cover_of = [], [], []
-        for text, words in zip(distinct, words_of, strict=True):
+        for words, prefix in cut:
             spans = self.windows(len(words))
             # two windows can leave the same text ("a a"): each variant is encoded once
             variants, rows = unique_texts(
-                [text, *(text_without(text, words[a:b]) for a, b in spans)]
+                [prefix, *(text_without(prefix, words[a:b]) for a, b in spans)]
             )
             cover = np.zeros((len(spans), len(words)), dtype=np.float32)  # [n_windows, n_words]
             for k, (a, b) in enumerate(spans):
