@@ -42,6 +42,8 @@ ImageInput = str | os.PathLike[str] | bytes | LoadedImage | Any  # Any: a PIL im
 
 #: single-text embeddings remembered per encoder (a search and its explanation share them)
 QUERY_CACHE_SIZE = 256
+#: texts per forward pass of the text tower: a caption batch of any size is chunked
+TEXT_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class ClipEncoder:
         #: plain embedding paths (:meth:`embed_texts`, :meth:`embed_images`,
         #: :meth:`embed_pixels`) run the hook-free SDPA twin and never take it.
         self.forward_lock = threading.RLock()
+        #: texts per forward pass of the text tower (longer lists are chunked)
+        self.text_batch_size = TEXT_BATCH_SIZE
         self.processor = processor
         self.model_id = model_id
         self.device = next(model.parameters()).device
@@ -343,9 +347,18 @@ class ClipEncoder:
         kept = np.asarray(token_word_matrix(offsets, head).any(axis=0))
         return int(kept.sum())
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> list[TextFeatures]:
-        """Embeddings, words and per-word contributions for a batch, in one forward pass."""
+        """Embeddings, words and per-word contributions for a batch, in forward passes of
+        at most :attr:`text_batch_size` texts (memory stays bounded however many captions
+        one batch of images has)."""
+        return [
+            features
+            for start in range(0, len(texts), self.text_batch_size)
+            for features in self._encode_texts(texts[start : start + self.text_batch_size])
+        ]
+
+    @torch.inference_mode()
+    def _encode_texts(self, texts: Sequence[str]) -> list[TextFeatures]:
         if not texts:
             return []
         batch = self._tokenize(texts, offsets=True)
@@ -402,12 +415,15 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        batch = self._tokenize(texts, offsets=False)
-        text = self._embedder.text_model(
-            input_ids=batch["input_ids"].to(self.device),
-            attention_mask=batch["attention_mask"].to(self.device),
-        )
-        return _normalised(self._embedder.text_projection(text.pooler_output))
+        chunks = []
+        for start in range(0, len(texts), self.text_batch_size):  # bounded memory per pass
+            batch = self._tokenize(texts[start : start + self.text_batch_size], offsets=False)
+            text = self._embedder.text_model(
+                input_ids=batch["input_ids"].to(self.device),
+                attention_mask=batch["attention_mask"].to(self.device),
+            )
+            chunks.append(_normalised(self._embedder.text_projection(text.pooler_output)))
+        return np.concatenate(chunks)
 
     def _text_weights_version(self) -> int:
         # in-place updates (optimiser steps, load_state_dict) bump a tensor's version counter
