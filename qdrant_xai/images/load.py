@@ -45,12 +45,16 @@ class ImageLimits:
         max_aspect_ratio: long side / short side above this is refused; CLIP would see a
             sliver of the image after its centre crop, and resizing it costs memory.
         min_side: images with a side shorter than this are refused.
+        max_batch_pixels: pixels held decoded at once by one batch (indexing); a batch
+            whose images add up to more is encoded in several passes, so memory is bounded
+            per batch and not only per image.
     """
 
     max_pixels: int = 64_000_000
     max_bytes: int = 100 * 1024 * 1024
     max_aspect_ratio: float = 20.0
     min_side: int = 2
+    max_batch_pixels: int = 64_000_000
 
 
 @dataclass(frozen=True)

@@ -252,13 +252,28 @@ class Indexer:
             else:
                 todo.append(record)
         loaded: list[tuple[ImageRecord, LoadedImage]] = []
+        pixels, budget = 0, self.image_limits.max_batch_pixels
         for record in todo:
             try:
-                loaded.append((record, load_image(record.source, limits=self.image_limits)))
+                image = load_image(record.source, limits=self.image_limits)
             except ImageLoadError as exc:
                 summary.failed.append((record.source, exc.reason))
-        if not loaded:
-            return
+                continue
+            if loaded and pixels + image.width * image.height > budget:
+                self._write_loaded(loaded, ids, summary)  # bounded memory per pass
+                loaded, pixels = [], 0
+            loaded.append((record, image))
+            pixels += image.width * image.height
+        if loaded:
+            self._write_loaded(loaded, ids, summary)
+
+    def _write_loaded(
+        self,
+        loaded: list[tuple[ImageRecord, LoadedImage]],
+        ids: dict[str, str],
+        summary: IndexSummary,
+    ) -> None:
+        """Encodes decoded images and writes them with their captions."""
         features = self._encode_images([image for _, image in loaded], summary)
         points: list[models.PointStruct] = []
         captions: list[tuple[str, str, str | None]] = []
