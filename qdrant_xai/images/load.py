@@ -6,6 +6,7 @@ failure becomes an :class:`~qdrant_xai.ImageLoadError` naming the source and the
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -96,6 +97,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def file_digest(path: str | os.PathLike[str], limits: ImageLimits | None = None) -> str | None:
+    """A hash of a file's bytes (what decides whether an indexed image changed: its
+    content, not its path or size), or None when it cannot be read or is over
+    ``limits.max_bytes`` (then loading it reports why)."""
+    limit = (limits or ImageLimits()).max_bytes
+    digest, size = hashlib.blake2b(digest_size=16), 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    return None
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def load_image(

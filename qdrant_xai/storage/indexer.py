@@ -8,7 +8,6 @@ is read, so an interrupted run resumes where it stopped and a second run changes
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,10 +16,17 @@ from pathlib import Path
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
-from qdrant_xai.errors import ImageLoadError, QdrantXaiError
-from qdrant_xai.images.load import ImageLimits, LoadedImage, iter_image_files, load_image
+from qdrant_xai.errors import ImageLoadError
+from qdrant_xai.images.load import (
+    ImageLimits,
+    LoadedImage,
+    file_digest,
+    iter_image_files,
+    load_image,
+)
 from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
+from qdrant_xai.storage.captions import read_captions_csv
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.storage.payloads import (
     image_features_payload,
@@ -76,29 +82,6 @@ class IndexSummary:
         lines += [f"  skipped {source}: {reason}" for source, reason in self.failed]
         lines += [f"  note {source}: {remark}" for source, remark in self.notes]
         return "\n".join(lines)
-
-
-def read_captions_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Captions by image from a CSV with an ``image,caption`` header (several rows per image).
-
-    Image names are kept as written; :meth:`Indexer.index_folder` resolves them against the
-    folder being indexed.
-    """
-    captions: dict[str, list[str]] = {}
-    try:
-        # utf-8-sig: the byte-order mark Excel writes is not part of the first column's name
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
-                raise QdrantXaiError(
-                    f"{path}: the captions CSV needs a header row with columns 'image' and "
-                    f"'caption', found {reader.fieldnames}"
-                )
-            for row in reader:
-                captions.setdefault((row["image"] or "").strip(), []).append(row["caption"] or "")
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise QdrantXaiError(f"{path}: cannot read the captions CSV ({exc})") from exc
-    return captions
 
 
 class Indexer:
@@ -224,7 +207,7 @@ class Indexer:
         for start in range(0, len(storable), self.batch_size):
             chunk = list(storable[start : start + self.batch_size])
             ids = [text_point_id(t) for t in chunk]
-            current = self._current(ids)
+            current, _ = self._current(ids, {})
             fresh = [(t, i) for t, i in zip(chunk, ids, strict=True) if i not in current]
             summary.unchanged += len(chunk) - len(fresh)
             points = self._text_points([(t, i, None) for t, i in fresh], summary)
@@ -244,7 +227,12 @@ class Indexer:
         caption_ids = {
             r.source: [text_point_id(c, r.source) for c in r.captions if c.strip()] for r in batch
         }
-        current = self._current([*ids.values(), *(i for v in caption_ids.values() for i in v)])
+        # an image is current only with the same bytes: a file overwritten in place is
+        # re-encoded, whatever its path and size
+        digests = {ids[r.source]: file_digest(r.source, self.image_limits) for r in batch}
+        current, stored_captions = self._current(
+            [*ids.values(), *(i for v in caption_ids.values() for i in v)], digests
+        )
         todo = []
         for record in batch:
             if ids[record.source] in current and set(caption_ids[record.source]) <= current:
@@ -260,23 +248,27 @@ class Indexer:
                 summary.failed.append((record.source, exc.reason))
                 continue
             if loaded and pixels + image.width * image.height > budget:
-                self._write_loaded(loaded, ids, summary)  # bounded memory per pass
-                loaded, pixels = [], 0
+                self._write_loaded(loaded, ids, digests, stored_captions, summary)
+                loaded, pixels = [], 0  # bounded memory per pass
             loaded.append((record, image))
             pixels += image.width * image.height
         if loaded:
-            self._write_loaded(loaded, ids, summary)
+            self._write_loaded(loaded, ids, digests, stored_captions, summary)
 
     def _write_loaded(
         self,
         loaded: list[tuple[ImageRecord, LoadedImage]],
         ids: dict[str, str],
+        digests: dict[str, str | None],
+        stored_captions: dict[str, list[str]],
         summary: IndexSummary,
     ) -> None:
-        """Encodes decoded images and writes them with their captions."""
+        """Encodes decoded images and writes them with their captions; caption points of
+        those images whose caption is no longer given are deleted."""
         features = self._encode_images([image for _, image in loaded], summary)
         points: list[models.PointStruct] = []
         captions: list[tuple[str, str, str | None]] = []
+        stale: list[str] = []
         for (record, image), feats in zip(loaded, features, strict=True):
             if feats is None:
                 continue
@@ -290,9 +282,20 @@ class Indexer:
                     continue
                 kept.append(cid)
                 captions.append((caption, cid, ids[record.source]))
-            points.append(self._image_point(ids[record.source], image, feats, kept))
+            image_id = ids[record.source]
+            points.append(self._image_point(image_id, image, feats, kept, digests.get(image_id)))
+            stale += [c for c in stored_captions.get(image_id, []) if c not in kept]
         text_points = self._text_points(captions, summary)
         self._upsert([*text_points, *points])
+        if stale:  # edited captions: the old caption points go with the old captions
+            self.retry.call(
+                self.client.delete,
+                self.collection_name,
+                what=f"deleting {len(stale)} replaced caption points",
+                client=self.client,
+                points_selector=models.PointIdsList(points=list(dict.fromkeys(stale))),
+                wait=True,
+            )
         summary.indexed_images += len(points)
         summary.indexed_texts += len(text_points)
 
@@ -318,12 +321,19 @@ class Indexer:
         )
 
     def _image_point(
-        self, point_id: str, image: LoadedImage, feats: ImageFeatures, caption_ids: list[str]
+        self,
+        point_id: str,
+        image: LoadedImage,
+        feats: ImageFeatures,
+        caption_ids: list[str],
+        digest: str | None,
     ) -> models.PointStruct:
         payload = image_features_payload(
             self.encoder, self.codec, image, feats, profile=self.profile
         )
         payload[PayloadKeys.SOURCE] = image.source
+        if digest is not None:
+            payload[PayloadKeys.CONTENT] = digest
         payload[PayloadKeys.CAPTION_IDS] = caption_ids
         return models.PointStruct(
             id=point_id, vector={IMAGE_VECTOR: feats.embedding.tolist()}, payload=payload
@@ -363,31 +373,42 @@ class Indexer:
 
     # -- Qdrant I/O ---------------------------------------------------------------------
 
-    def _current(self, ids: list[str]) -> set[str]:
-        """Ids among ``ids`` already stored with this model's fingerprint and (image points)
-        at least this run's feature profile."""
+    def _current(
+        self, ids: list[str], digests: dict[str, str | None]
+    ) -> tuple[set[str], dict[str, list[str]]]:
+        """Ids among ``ids`` already stored with this model's fingerprint, (image points) at
+        least this run's feature profile and the file bytes hashing to ``digests[id]``;
+        and the caption ids each stored image point lists."""
         if not ids:
-            return set()
+            return set(), {}
         found = self.retry.call(
             self.client.retrieve,
             self.collection_name,
             what=f"reading {len(ids)} points of collection {self.collection_name!r}",
             client=self.client,
             ids=ids,
-            with_payload=[PayloadKeys.FINGERPRINT, PayloadKeys.KIND, PayloadKeys.PROFILE],
+            with_payload=[
+                PayloadKeys.FINGERPRINT,
+                PayloadKeys.KIND,
+                PayloadKeys.PROFILE,
+                PayloadKeys.CONTENT,
+                PayloadKeys.CAPTION_IDS,
+            ],
             with_vectors=False,
         )
         key = self.encoder.fingerprint.key
-        return {
-            str(p.id)
-            for p in found
-            if is_current(
-                p.payload or {},
-                key,
-                self.profile,
-                image=(p.payload or {}).get(PayloadKeys.KIND) == "image",
-            )
-        }
+        current, captions = set(), {}
+        for p in found:
+            payload = p.payload or {}
+            image = payload.get(PayloadKeys.KIND) == "image"
+            if image and isinstance(payload.get(PayloadKeys.CAPTION_IDS), list):
+                captions[str(p.id)] = [str(c) for c in payload[PayloadKeys.CAPTION_IDS]]
+            digest = digests.get(str(p.id)) if image else None
+            if (not image or digest is not None) and is_current(
+                payload, key, self.profile, image=image, content=digest
+            ):
+                current.add(str(p.id))
+        return current, captions
 
     def _upsert(self, points: list[models.PointStruct]) -> None:
         chunk: list[models.PointStruct] = []

@@ -72,10 +72,20 @@ def text_features_payload(
 # -- reading back: what the indexer, the backfill and the explainer demand of a point ----
 
 
-def is_current(payload: dict[str, Any], fingerprint: str, profile: Profile, *, image: bool) -> bool:
+def is_current(
+    payload: dict[str, Any],
+    fingerprint: str,
+    profile: Profile,
+    *,
+    image: bool,
+    content: str | None = None,
+) -> bool:
     """Whether a stored point already holds the features of the model with ``fingerprint``,
-    at least at ``profile`` for an image point: then indexing and backfill leave it alone."""
+    at least at ``profile`` for an image point, and (when ``content`` is given) of the
+    image whose bytes hash to ``content``: then indexing and backfill leave it alone."""
     if payload.get(PayloadKeys.FINGERPRINT) != fingerprint:
+        return False
+    if content is not None and payload.get(PayloadKeys.CONTENT) != content:
         return False
     return not image or profile == "standard" or payload.get(PayloadKeys.PROFILE) == profile
 

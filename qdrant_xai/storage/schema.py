@@ -77,6 +77,8 @@ class PayloadKeys:
     TEXT = "text"
     WORDS = "words"
     IMAGE_ID = "image_id"
+    #: (image points) hash of the image file's bytes when it was indexed
+    CONTENT = "xai_content"
     #: (sidecar entries) the source point's stored vector the features belong to (fp16)
     SOURCE_VECTOR = "xai_source_vector"
 
