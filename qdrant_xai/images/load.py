@@ -101,20 +101,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def file_digest(path: str | os.PathLike[str], limits: ImageLimits | None = None) -> str | None:
     """A hash of a file's bytes (what decides whether an indexed image changed: its
-    content, not its path or size), or None when it cannot be read or is over
-    ``limits.max_bytes`` (then loading it reports why)."""
-    limit = (limits or ImageLimits()).max_bytes
-    digest, size = hashlib.blake2b(digest_size=16), 0
+    content, not its path or size), or None when it cannot be read (not a regular file,
+    over ``limits.max_bytes``, ...: then loading it reports why). Read as
+    :func:`load_image` reads, so a FIFO or a device never blocks or streams."""
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    return None
-                digest.update(chunk)
-    except OSError:
+        data = _read_file(Path(path), str(path), limits or ImageLimits())
+    except ImageLoadError:
         return None
-    return digest.hexdigest()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def load_image(

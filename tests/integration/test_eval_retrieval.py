@@ -234,5 +234,7 @@ def test_cli_eval_prints_the_table_and_writes_json(
 
     assert main(["eval", str(world), "--split", "holdout", *common]) == 1
     assert "unknown split 'holdout'" in capsys.readouterr().err
-    assert main(["eval", str(world), "--max-images", "0", *common]) == 1
-    assert "--max-images must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # an argument error, before any work
+        main(["eval", str(world), "--max-images", "0", *common])
+    assert exited.value.code == 2
+    assert "must be a whole number of at least 1" in capsys.readouterr().err
