@@ -109,6 +109,7 @@ class EvidenceReader:
         client: where to fetch stored features; ``None``: only what the hits carry.
         sources: the policy under which images named in payloads may be read.
         retry: how Qdrant calls are retried.
+        write_sidecar: whether features computed from images are written to a sidecar.
     """
 
     def __init__(
@@ -118,14 +119,16 @@ class EvidenceReader:
         *,
         sources: ImageSourcePolicy,
         retry: RetryPolicy,
+        write_sidecar: bool = True,
     ) -> None:
         self.encoder = encoder
         self.client = client
         self.sources = sources
         self.retry = retry
         self.codec = PayloadFeatureCodec()
-        #: whether features computed from images may be written to a sidecar
-        self.write_sidecar = True
+        #: whether features computed from images may be written to a sidecar (turned off
+        #: for good when a write fails)
+        self.write_sidecar = write_sidecar
 
     def request(
         self,

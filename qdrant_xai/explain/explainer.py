@@ -139,8 +139,9 @@ class Explainer:
             layout_named(layout)  # an unknown preset name fails here, not at the first call
         self.layout = layout
         self._layouts: dict[str, CollectionLayout] = {}
-        self._reader = EvidenceReader(encoder, client, sources=self.sources, retry=self.retry)
-        self._reader.write_sidecar = write_sidecar
+        self._reader = EvidenceReader(
+            encoder, client, sources=self.sources, retry=self.retry, write_sidecar=write_sidecar
+        )
         self.sidecar = sidecar
         self._sidecars: dict[str, Sidecar] = {}
         self.heatmap_method = HEATMAP_METHODS.create(heatmap_method)

@@ -7,7 +7,6 @@ the heatmap methods: stacked per batch of image hits, or one query image repeate
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +20,7 @@ from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
 from qdrant_xai.explain.results import Explanation
 from qdrant_xai.images.load import LoadedImage
 from qdrant_xai.storage.layouts import LAYOUTS, CollectionLayout
-from qdrant_xai.storage.writers import writer_of
+from qdrant_xai.storage.writers import named_writer
 
 __all__ = [
     "HitData",
@@ -162,12 +161,9 @@ def failure(hit: models.ScoredPoint, rank: int, query: object, data: HitData) ->
 def layout_of_hits(hits: Sequence[models.ScoredPoint]) -> CollectionLayout:
     """The layout the hits' payloads name, for an explainer with no collection to read:
     the writer most of them carry the signature of, else qdrant-xai's own."""
-    writers = (
-        writer_of(h.payload or {}, sorted(h.vector) if isinstance(h.vector, dict) else [""])
-        for h in hits
-    )
-    votes = Counter(w for w in writers if w is not None)
-    return LAYOUTS[votes.most_common(1)[0][0] if votes else "qdrant-xai"]
+    vectors = next((h.vector for h in hits if isinstance(h.vector, dict)), None)
+    names = sorted(vectors) if vectors is not None else [""]
+    return LAYOUTS[named_writer([h.payload or {} for h in hits], names) or "qdrant-xai"]
 
 
 def required(array: np.ndarray | None) -> np.ndarray:

@@ -39,7 +39,14 @@ from qdrant_xai.storage.layouts import (
 )
 from qdrant_xai.storage.schema import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys
 
-__all__ = ["UNKNOWN", "WRITERS", "detected_layout", "unknown_layout_error", "writer_of"]
+__all__ = [
+    "UNKNOWN",
+    "WRITERS",
+    "detected_layout",
+    "named_writer",
+    "unknown_layout_error",
+    "writer_of",
+]
 
 UNKNOWN = "unknown"
 
@@ -73,6 +80,12 @@ def writer_of(payload: Mapping[str, Any], names: Sequence[str]) -> str | None:
     return None
 
 
+def named_writer(payloads: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str | None:
+    """The writer most of ``payloads`` carry the signature of (None: none does)."""
+    votes = Counter(w for w in (writer_of(p, names) for p in payloads) if w is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
 def detected_layout(
     info: models.CollectionInfo, payloads: Sequence[Mapping[str, Any]], collection_name: str
 ) -> CollectionLayout:
@@ -84,9 +97,9 @@ def detected_layout(
     keeps ``"*"``: resolving it raises :class:`CollectionError` asking for the vector.
     """
     names = vector_names(info)
-    votes = Counter(w for w in (writer_of(p, names) for p in payloads) if w is not None)
-    if votes:
-        writer = votes.most_common(1)[0][0]
+    named = named_writer(payloads, names)
+    if named is not None:
+        writer = named
     elif payloads:
         writer = UNKNOWN
     else:
