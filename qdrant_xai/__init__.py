@@ -45,6 +45,10 @@ _EXPORTS = {
     "FeatureCodecError": "qdrant_xai.errors",
     "FeaturesMissingError": "qdrant_xai.errors",
     "ImageFeatures": "qdrant_xai.encoding.encoder",
+    "DeviceUnavailableError": "qdrant_xai.errors",
+    "DiskFullError": "qdrant_xai.errors",
+    "InputTooLargeError": "qdrant_xai.errors",
+    "StaleFeaturesError": "qdrant_xai.errors",
     "ImageLimits": "qdrant_xai.images.load",
     "ImageLoadError": "qdrant_xai.errors",
     "ImageRecord": "qdrant_xai.storage.indexer",
@@ -65,6 +69,7 @@ _EXPORTS = {
     "SourceNotAllowedError": "qdrant_xai.errors",
     "StorageLockedError": "qdrant_xai.errors",
     "TextFeatures": "qdrant_xai.encoding.encoder",
+    "TextLimits": "qdrant_xai.encoding.text_limits",
     "VectorCheck": "qdrant_xai.storage.vector_check",
     "Word": "qdrant_xai.encoding.words",
     "WordAttribution": "qdrant_xai.explain.results",
@@ -83,18 +88,23 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL
     from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
     from qdrant_xai.encoding.fingerprint import ModelFingerprint
+    from qdrant_xai.encoding.text_limits import TextLimits
     from qdrant_xai.encoding.words import Word
     from qdrant_xai.errors import (
         CollectionError,
+        DeviceUnavailableError,
+        DiskFullError,
         FeatureCodecError,
         FeaturesMissingError,
         ImageLoadError,
+        InputTooLargeError,
         ModelLoadError,
         ModelMismatchError,
         QdrantUnavailableError,
         QdrantXaiError,
         SchemaMismatchError,
         SourceNotAllowedError,
+        StaleFeaturesError,
         StorageLockedError,
     )
     from qdrant_xai.explain.explainer import Explainer

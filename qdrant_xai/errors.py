@@ -5,6 +5,7 @@ message says what went wrong and what to do next::
 
     QdrantXaiError
     ├── ModelLoadError            a CLIP checkpoint could not be loaded
+│   └── DeviceUnavailableError  the torch device asked for is not available here
     ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
     │   └── InlineImageError      a base64 / data-URI image that cannot be decoded (says why)
     ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
@@ -17,6 +18,9 @@ message says what went wrong and what to do next::
     ├── FeatureCodecError         stored features are corrupt, tampered with or unknown
     ├── FeaturesMissingError      a hit has no stored features and none can be recomputed
     ├── ModelMismatchError        features or vectors come from another model
+    ├── StaleFeaturesError        stored features describe another version of the source
+    ├── InputTooLargeError        one input is over a limit (also a ValueError); names it
+    ├── DiskFullError             the disk filled up while writing (also an OSError)
     ├── PointIdError              a value that is not a Qdrant point id (also a ValueError)
     ├── UnknownMethodError        a method name that is not registered (also a ValueError)
     └── DatasetError              a retrieval dataset is malformed or incomplete
@@ -35,12 +39,15 @@ from typing import Literal
 __all__ = [
     "CollectionError",
     "DatasetError",
+    "DeviceUnavailableError",
     "DimensionMismatchError",
+    "DiskFullError",
     "FeatureCodecError",
     "FeaturesMissingError",
     "ImageLoadError",
     "InlineImageError",
     "InlineProblem",
+    "InputTooLargeError",
     "ModelLoadError",
     "ModelMismatchError",
     "PointIdError",
@@ -49,6 +56,7 @@ __all__ = [
     "QdrantXaiError",
     "SchemaMismatchError",
     "SourceNotAllowedError",
+    "StaleFeaturesError",
     "StorageLockedError",
     "UnknownMethodError",
     "brief_repr",
@@ -61,6 +69,11 @@ class QdrantXaiError(Exception):
 
 class ModelLoadError(QdrantXaiError):
     """A CLIP checkpoint could not be loaded (unknown id, missing files, not a CLIP model)."""
+
+
+class DeviceUnavailableError(ModelLoadError):
+    """The torch device asked for (``cuda``, ``mps``, ``cuda:3``) is not available with the
+    torch installed here; the message names the devices that are."""
 
 
 class ImageLoadError(QdrantXaiError):
@@ -124,6 +137,35 @@ class FeaturesMissingError(QdrantXaiError):
 
 class ModelMismatchError(QdrantXaiError):
     """Features or vectors were produced by a different model than the one explaining them."""
+
+
+class StaleFeaturesError(QdrantXaiError):
+    """A point's stored vector and features describe another version of its source: the
+    image file was overwritten, or the text edited, since it was indexed. Index it again."""
+
+
+class InputTooLargeError(QdrantXaiError, ValueError):
+    """One input is over a limit that bounds the work (and memory) it may cost.
+
+    Attributes:
+        setting: the limit's name as a user sets it, e.g. ``"TextLimits.max_chars"``.
+        limit: the limit's value.
+        size: the input's size in the limit's unit.
+    """
+
+    def __init__(self, message: str, *, setting: str, limit: int, size: int) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.limit = limit
+        self.size = size
+
+
+class DiskFullError(QdrantXaiError, OSError):
+    """The disk filled up while writing (Qdrant's storage, a report, a feature sidecar).
+
+    What was written before stays; free space and run the same command again (indexing and
+    backfill resume where they stopped).
+    """
 
 
 class DimensionMismatchError(SchemaMismatchError, ModelMismatchError):
