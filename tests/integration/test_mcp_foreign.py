@@ -76,7 +76,7 @@ async def test_each_call_names_its_collection_and_its_layout_is_detected(
     mixed = langchain_writers.write_mixed(qdrant, "lc", tiny_encoder, scenes)
     memories = mcp_writers.write_memories(qdrant, "memories", tiny_encoder, scenes)
     names = collection_names(qdrant)
-    before = {name: snapshot(qdrant, name) for name in ("lc", "memories")}
+    before = {name: snapshot(qdrant, name) for name in ("ours", "lc", "memories")}
     server = server_for(qdrant, tiny_encoder, image_roots=(scenes.root,))
 
     async with connect(server) as client:
@@ -121,9 +121,7 @@ async def test_each_call_names_its_collection_and_its_layout_is_detected(
         )
         assert "Word attributions of the hit's text" in text_of(explained)
 
-    # read-only: nothing written, no sidecar created, every foreign point as it was ("ours"
-    # is not compared: a query in qdrant-client's :memory: mode changes the last bit of some
-    # stored cosine vectors, seen with plain qdrant-client calls too)
+    # read-only: nothing written, no sidecar created, every point as it was
     assert collection_names(qdrant) == names
     assert {name: snapshot(qdrant, name) for name in before} == before
 

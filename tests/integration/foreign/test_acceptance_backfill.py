@@ -64,10 +64,10 @@ class UserView:
         after = self.state()
         before, now = self.before["points"], after["points"]
         for key in ("params", "points_count"):
-            assert now[key] == before[key], f"collection {key} changed {when}"
-        changed = sorted(i for i, p in before["points"].items() if now["points"].get(i) != p)
-        assert not changed, f"points {changed} changed {when}: " + "; ".join(
-            f"{before['points'][i][:300]} -> {now['points'].get(i, '')[:300]}" for i in changed[:2]
+            assert getattr(now, key) == getattr(before, key), f"collection {key} changed {when}"
+        changed = sorted(i for i, p in before.payloads.items() if now.payloads.get(i) != p)
+        assert not changed, f"payloads of {changed} changed {when}: " + "; ".join(
+            f"{before.payloads[i][:300]} -> {now.payloads.get(i, '')[:300]}" for i in changed[:2]
         )
         for part, value in self.before.items():
             assert after[part] == value, f"{part} changed {when}"

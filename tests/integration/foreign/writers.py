@@ -5,15 +5,18 @@ to compare a collection before and after qdrant-xai touched it.
 Written``: LangChain (:mod:`.langchain_writers`), LlamaIndex (:mod:`.llamaindex_writers`),
 mcp-server-qdrant (:mod:`.mcp_writers`). :func:`user_search` is the raw ``query_points``
 each library sends, :func:`library_search` what its users get back; :func:`snapshot` is
-every point of a collection (ids, all vectors, full payload) as exact text.
+every point of a collection (ids, all vectors, full payload), compared exactly
+(payloads) and to 1e-6 (vectors).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder
@@ -24,6 +27,7 @@ __all__ = [
     "WRITERS",
     "Scene",
     "Scenes",
+    "Snapshot",
     "Written",
     "WrittenPoint",
     "collection_names",
@@ -60,27 +64,63 @@ def collection_names(client: QdrantClient) -> list[str]:
     return sorted(c.name for c in client.get_collections().collections)
 
 
-def snapshot(client: QdrantClient, collection_name: str) -> dict[str, Any]:
-    """The collection's vector parameters and every point (id, all vectors, full payload),
-    each as exact JSON text: equal snapshots mean byte-identical points."""
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """A collection's vector parameters and every point: payloads as exact JSON text,
+    vectors as float32 arrays compared to 1e-6 (embedded Qdrant may hand back a stored
+    cosine vector one float32 step apart after a query in the same process)."""
+
+    params: str
+    points_count: int | None
+    payloads: dict[str, str]
+    vectors: dict[str, dict[str, np.ndarray]]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            (self.params, self.points_count, self.payloads)
+            == (other.params, other.points_count, other.payloads)
+            and self.vectors.keys() == other.vectors.keys()
+            and all(_same_vectors(self.vectors[k], other.vectors[k]) for k in self.vectors)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.params, self.points_count, tuple(sorted(self.payloads.items()))))
+
+
+def _same_vectors(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and np.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a
+    )
+
+
+def snapshot(client: QdrantClient, collection_name: str) -> Snapshot:
+    """The collection's vector parameters and every point (id, all vectors, full payload):
+    equal snapshots mean the same points with the same payloads byte for byte."""
     info = client.get_collection(collection_name)
-    points: dict[str, str] = {}
+    payloads: dict[str, str] = {}
+    vectors: dict[str, dict[str, np.ndarray]] = {}
     offset: Any = None
     while True:
         records, offset = client.scroll(
             collection_name, limit=256, offset=offset, with_payload=True, with_vectors=True
         )
         for r in records:
-            points[point_key(r.id)] = json.dumps(
-                {"vector": r.vector, "payload": r.payload}, ensure_ascii=False
-            )
+            key = point_key(r.id)
+            payloads[key] = json.dumps(r.payload, ensure_ascii=False)
+            named = r.vector if isinstance(r.vector, dict) else {"": r.vector}
+            vectors[key] = {
+                name: np.asarray(v, dtype=np.float32) for name, v in named.items() if v is not None
+            }
         if offset is None:
             break
-    return {
-        "params": info.config.params.model_dump_json(),
-        "points_count": info.points_count,
-        "points": points,
-    }
+    return Snapshot(
+        params=info.config.params.model_dump_json(),
+        points_count=info.points_count,
+        payloads=payloads,
+        vectors=vectors,
+    )
 
 
 def query_vector(encoder: ClipEncoder, query: str) -> list[float]:
