@@ -77,6 +77,9 @@ _EXPORTS = {
     "ensure_collection": "qdrant_xai.storage.schema",
     "load_image": "qdrant_xai.images.load",
     "open_client": "qdrant_xai.connection",
+    "detect_layout": "qdrant_xai.storage.detect",
+    "inspect_collection": "qdrant_xai.storage.detect",
+    "resolve_layout": "qdrant_xai.storage.detect",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -115,6 +118,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from qdrant_xai.search import Searcher
     from qdrant_xai.storage.backfill import Backfiller, BackfillSummary
     from qdrant_xai.storage.codec import PayloadFeatureCodec
+    from qdrant_xai.storage.detect import detect_layout, inspect_collection, resolve_layout
     from qdrant_xai.storage.indexer import ImageRecord, Indexer, IndexSummary
     from qdrant_xai.storage.layouts import LAYOUTS, CollectionLayout
     from qdrant_xai.storage.schema import IMAGE_VECTOR, TEXT_VECTOR, PayloadKeys, ensure_collection
