@@ -123,6 +123,37 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "tools' collections) through the Python API, the CLI, LangChain and MCP; a counting "
         "heatmap method proves no heatmap is drawn.",
     ),
+    "stale": (
+        "Staleness",
+        "`test_stale_model.py`: what changed since a point was written must never pass as "
+        "current: an image file overwritten in place with another picture of the same size, "
+        "an edited caption, a model whose inner weights changed (a merged LoRA keeps the "
+        "projections), points written with the fingerprint of an older release. Each is "
+        "re-encoded by `index` / `backfill` or refused per hit at explain time, never "
+        "reported unchanged.",
+    ),
+    "one-input": (
+        "One input, bounded cost",
+        "`test_one_input_cost.py`: one long caption, query or query image must cost bounded "
+        "time and memory (measured in child processes), through the Python API and the MCP "
+        "server; a text over the limit is refused with the limit named, and one client's "
+        "request never holds the others for long.",
+    ),
+    "ingest": (
+        "Ingest as people feed it",
+        "`test_ingest_faults.py`: many maximum-size images in one batch (indexing and "
+        "backfill, peak memory of the child process), captions CSVs as spreadsheets write "
+        "them (BOM, very long fields, relative and absolute image paths), formats Pillow "
+        "cannot read, multi-page files, control characters in file names, 16-bit images.",
+    ),
+    "endings": (
+        "Endings: interrupts, full disks, bad arguments",
+        "`test_cli_endings.py`: the CLI as a child process, interrupted with SIGINT and "
+        "SIGTERM, writing onto a full disk, given out-of-range arguments, an unavailable "
+        "device, a collection schema it cannot use: each ends with one line on stderr that "
+        "says what to do, the documented exit status, no traceback and no partial file; "
+        "a rerun after an interrupt equals a clean run.",
+    ),
 }
 
 
