@@ -15,7 +15,14 @@ NEEDS_CLIENT = True
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("index", help="index every image under DIR (and its captions)")
     parser.add_argument("directory", metavar="DIR")
-    parser.add_argument("--captions", metavar="CSV", help="CSV with header image,caption")
+    parser.add_argument(
+        "--captions",
+        metavar="CSV",
+        help="CSV with header image,caption (several rows per image); image paths relative "
+        "to DIR or to the CSV's folder, or absolute inside DIR. A row whose caption is over "
+        "100,000 characters (TextLimits.max_chars) or names no image is listed as skipped "
+        "by its row number, and the rest is indexed",
+    )
     options.add_codec_option(parser, described=True)
     options.add_profile_option(parser, described=True)
     parser.add_argument(

@@ -6,16 +6,18 @@ failure becomes an :class:`~qdrant_xai.ImageLoadError` naming the source and the
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import io
 import os
 import stat
 import struct
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,12 +30,30 @@ __all__ = [
     "LoadedImage",
     "iter_image_files",
     "load_image",
+    "load_in_passes",
     "to_rgb",
+    "unsupported_reason",
 ]
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+    | {".ico", ".avif", ".heic", ".heif"}
 )
+"""Suffixes of the image files a folder is indexed from (case-insensitive). AVIF needs a
+Pillow built with it (the wheels since 11.3), HEIC/HEIF the ``pillow-heif`` plugin; without
+them those files are listed as skipped with what to install (:func:`unsupported_reason`)."""
+
+_CONVERT = "convert it to PNG or JPEG to index it"
+_RAW = f"a camera RAW file, which Pillow cannot decode; {_CONVERT} (e.g. with darktable or rawpy)"
+_NEVER_READ = {
+    ".svg": f"an SVG vector drawing, which has no pixels until rendered; {_CONVERT} "
+    "(e.g. rsvg-convert -o out.png in.svg)",
+    ".svgz": f"a compressed SVG vector drawing, which has no pixels until rendered; {_CONVERT}",
+    ".jxl": f"a JPEG XL image, which Pillow does not read; {_CONVERT}",
+    **dict.fromkeys((".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"), _RAW),
+}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,30 +86,41 @@ class LoadedImage:
         image: the RGB image, EXIF orientation applied.
         source: the path or URL it was read from.
         width, height: size of ``image`` in pixels.
+        frames: pages or frames in the file (a multi-page TIFF, an animated GIF, WebP or
+            PNG); only the first is decoded, and the indexer notes it.
     """
 
     image: Image.Image
     source: str
     width: int
     height: int
+    frames: int = 1
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Converts any Pillow mode (CMYK, P, LA, RGBA, I;16, F, 1, …) to 8-bit RGB.
+def to_rgb(image: Image.Image, *, max_value: float | None = None) -> Image.Image:
+    """Converts any Pillow mode (CMYK, P, LA, RGBA, I;16, I, F, 1, …) to 8-bit RGB.
 
-    Transparency is composited on white; 16-bit and float images are rescaled to their
-    own range rather than clipped (a 16-bit PNG would otherwise be mostly white).
+    Transparency is composited on white. Deep grey images keep their brightness: a value
+    is scaled by the largest its bit depth allows, so a dim 16-bit photo stays dim rather
+    than being stretched to full contrast.
+
+    Args:
+        image: any Pillow image.
+        max_value: the value that maps to white for integer grey modes (``I``, ``I;16``).
+            Default: 65,535 (16 bits; what ``I;16`` holds, and what Pillow widens 9- to
+            16-bit PGMs to); :func:`load_image` passes the range a TIFF declares
+            (BitsPerSample, SampleFormat), e.g. 2**31 - 1 for signed 32-bit samples.
+            Negative values become black, values over it white.
+
+    Float (``F``) images whose finite values all lie in [0, 1] are read as intensities
+    (1.0 is white); any other float range (depth maps, scientific data) has no declared
+    white, so it is stretched from its minimum to its maximum. NaN and infinities become
+    black.
     """
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        with np.errstate(all="ignore"):  # NaN and infinities become black
-            array = np.asarray(image, dtype=np.float64)
-            finite = array[np.isfinite(array)]
-            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-            scaled = np.zeros_like(array) if hi <= lo else (array - lo) / (hi - lo) * 255.0
-            clean = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, 255)
-        return Image.fromarray(clean.astype(np.uint8), mode="L").convert("RGB")
+        return _grey_to_rgb(image, max_value)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -97,6 +128,108 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _grey_to_rgb(image: Image.Image, max_value: float | None) -> Image.Image:
+    with np.errstate(all="ignore"):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            finite = array[np.isfinite(array)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            if lo >= 0.0 and hi <= 1.0:
+                lo, hi = 0.0, 1.0  # intensities: 1.0 is white
+        else:
+            lo, hi = 0.0, float(max_value or 65535)
+        scaled = np.zeros_like(array) if hi <= lo else (array - lo) / (hi - lo) * 255.0
+        clean = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0), 0, 255)
+    return Image.fromarray(np.rint(clean).astype(np.uint8), mode="L").convert("RGB")
+
+
+def _declared_max(image: Image.Image) -> float | None:
+    """The largest value a TIFF's integer samples can hold (BitsPerSample, SampleFormat),
+    or None when the file does not say (then 16 bits is assumed)."""
+    tags = getattr(image, "tag_v2", None)
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N") or tags is None:
+        return None
+    try:
+        bits, sample_format = tags.get(258), tags.get(339)
+        bits = int(bits[0] if isinstance(bits, tuple) else bits)
+        signed = int(sample_format[0] if isinstance(sample_format, tuple) else sample_format or 1)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not 1 <= bits <= 32:
+        return None
+    return float(2 ** (bits - 1) - 1 if signed == 2 else 2**bits - 1)
+
+
+def unsupported_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why a file with this suffix is not indexed and what to do, or None when it is read
+    (or is no image file at all). AVIF and HEIC/HEIF depend on what is installed."""
+    suffix = Path(path).suffix.lower()
+    if suffix in _NEVER_READ:
+        return f"unsupported format: {_NEVER_READ[suffix]}"
+    if suffix == ".avif" and not _pillow_reads_avif():
+        return (
+            "unsupported format: this Pillow has no AVIF support; upgrade Pillow (11.3 or "
+            f"later reads AVIF: pip install -U pillow), or {_CONVERT}"
+        )
+    if suffix in (".heic", ".heif") and not _heif_plugin():
+        return (
+            "unsupported format: HEIC/HEIF needs the pillow-heif plugin; install it "
+            f"(pip install 'qdrant-xai[heif]' or pip install pillow-heif), or {_CONVERT}"
+        )
+    return None
+
+
+@functools.cache
+def _pillow_reads_avif() -> bool:
+    from PIL import features
+
+    try:
+        return bool(features.check_module("avif"))
+    except (ValueError, ImportError):  # a Pillow too old to know the module
+        return False
+
+
+@functools.cache
+def _heif_plugin() -> bool:
+    """Whether pillow-heif is installed (its opener is registered on the first decode)."""
+    return importlib.util.find_spec("pillow_heif") is not None
+
+
+@functools.cache
+def _register_plugins() -> None:
+    if _heif_plugin():
+        try:
+            from pillow_heif import register_heif_opener
+
+            register_heif_opener()
+        except Exception:  # a broken plugin only means no HEIC: each file says it cannot be read
+            pass
+
+
+def load_in_passes(
+    items: Iterable[T], load: Callable[[T], LoadedImage | None], *, max_pixels: int
+) -> Iterator[list[tuple[T, LoadedImage]]]:
+    """Decodes ``items`` one by one and yields them in passes whose decoded pixels add up
+    to at most ``max_pixels`` (:attr:`ImageLimits.max_batch_pixels`), so the memory a batch
+    holds decoded is bounded by the budget, not by the batch size. An image over the budget
+    on its own is a pass of one. ``load`` returns None for an item it could not decode (and
+    reports it itself). Used by the indexer and the backfill alike."""
+    passes: list[tuple[T, LoadedImage]] = []
+    pixels = 0
+    for item in items:
+        image = load(item)
+        if image is None:
+            continue
+        size = image.width * image.height
+        if passes and pixels + size > max_pixels:
+            yield passes
+            passes, pixels = [], 0
+        passes.append((item, image))
+        pixels += size
+    if passes:
+        yield passes
 
 
 def file_digest(path: str | os.PathLike[str], limits: ImageLimits | None = None) -> str | None:
@@ -203,6 +336,7 @@ def _check_file(info: os.stat_result, label: str, limits: ImageLimits) -> None:
 
 
 def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
+    _register_plugins()
     try:
         with warnings.catch_warnings():
             # Pillow's remarks on damaged metadata (corrupt EXIF, oversized tags) are not
@@ -222,8 +356,9 @@ def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
                 if opened.format == "PNG":
                     _verify_png(stream)
                 opened.load()
-                rgb = to_rgb(_upright(opened))
+                rgb = to_rgb(_upright(opened), max_value=_declared_max(opened))
                 rgb.load()
+                frames = _frames(opened)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -232,7 +367,19 @@ def _decode(stream: io.BytesIO, label: str, limits: ImageLimits) -> LoadedImage:
         raise ImageLoadError(label, "not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ImageLoadError(label, f"corrupt or truncated image ({exc})") from exc
-    return _checked(rgb, label, limits)
+    return _checked(rgb, label, limits, frames)
+
+
+def _frames(opened: Image.Image) -> int:
+    """How many pages or frames the file holds (1 when it cannot tell: the first one is
+    decoded already). An MPO's further images are previews and depth maps of the photo, not
+    pages, so a phone's JPEG counts as one."""
+    if opened.format == "MPO":
+        return 1
+    try:
+        return max(1, int(getattr(opened, "n_frames", 1)))
+    except Exception:  # damaged later frames (plugins raise anything): the first one is good
+        return 1
 
 
 def _verify_png(stream: io.BytesIO) -> None:
@@ -269,7 +416,7 @@ def _upright(image: Image.Image) -> Image.Image:
     return image.transpose(method) if method is not None else image.copy()
 
 
-def _checked(image: Image.Image, label: str, limits: ImageLimits) -> LoadedImage:
+def _checked(image: Image.Image, label: str, limits: ImageLimits, frames: int = 1) -> LoadedImage:
     width, height = image.size
     short, long = min(width, height), max(width, height)
     if short < limits.min_side:
@@ -285,17 +432,22 @@ def _checked(image: Image.Image, label: str, limits: ImageLimits) -> LoadedImage
         )
     if width * height > limits.max_pixels:
         raise ImageLoadError(label, f"{width}x{height} pixels exceeds the limit")
-    return LoadedImage(image=image, source=label, width=width, height=height)
+    return LoadedImage(image=image, source=label, width=width, height=height, frames=frames)
 
 
 def iter_image_files(
-    directory: str | os.PathLike[str], *, on_error: Callable[[OSError], None] | None = None
+    directory: str | os.PathLike[str],
+    *,
+    on_error: Callable[[OSError], None] | None = None,
+    on_unsupported: Callable[[Path, str], None] | None = None,
 ) -> Iterator[Path]:
     """Every file with an image suffix under ``directory``, recursively, in sorted order.
 
     Sorted order makes runs reproducible and lets an interrupted run resume in place.
     Symlinked folders are not followed. A folder that cannot be listed (permissions) is
-    passed to ``on_error`` as the ``OSError`` naming it, and skipped.
+    passed to ``on_error`` as the ``OSError`` naming it, and skipped. An image file of a
+    format that is not read (SVG, camera RAW, HEIC without its plugin, ...) is passed to
+    ``on_unsupported`` with the reason and what to do (:func:`unsupported_reason`).
     """
     root = Path(directory)
     if not root.is_dir():
@@ -304,5 +456,9 @@ def iter_image_files(
         dirnames.sort()
         for filename in sorted(filenames):
             path = Path(dirpath, filename)
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            reason = unsupported_reason(path)
+            if reason is not None:
+                if on_unsupported is not None:
+                    on_unsupported(path, reason)
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
                 yield path

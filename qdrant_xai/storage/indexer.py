@@ -9,24 +9,25 @@ is read, so an interrupted run resumes where it stopped and a second run changes
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
-from qdrant_xai.errors import ImageLoadError
+from qdrant_xai.encoding.text_limits import TextLimits
+from qdrant_xai.errors import ImageLoadError, InputTooLargeError
 from qdrant_xai.images.load import (
     ImageLimits,
     LoadedImage,
     file_digest,
-    iter_image_files,
     load_image,
+    load_in_passes,
 )
 from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
-from qdrant_xai.storage.captions import read_captions_csv
+from qdrant_xai.storage.captions import list_folder, printable, read_captions_csv
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.storage.payloads import (
     image_features_payload,
@@ -47,6 +48,8 @@ from qdrant_xai.storage.schema import (
 __all__ = ["ImageRecord", "IndexSummary", "Indexer", "read_captions_csv"]
 
 _POINT_OVERHEAD = 2048  # bytes of JSON around the vector and features of one point
+# what would break a summary entry into several lines: C0/C1 controls, Unicode separators
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,12 @@ class IndexSummary:
     Attributes:
         indexed_images, indexed_texts: points written in this run.
         unchanged: images (with their captions) already present for this model, skipped.
-        failed: ``(source, reason)`` for every image or caption that was skipped.
-        notes: ``(source, remark)`` for items indexed with a caveat (truncated captions).
+        failed: ``(source, reason)`` for every image, caption or CSV row that was skipped.
+        notes: ``(source, remark)`` for items indexed with a caveat (truncated captions,
+            the first page of a multi-page file).
+
+    ``str()`` gives one line per entry: control characters in names (a newline in a file
+    name) are shown escaped, as ``repr`` shows them.
     """
 
     indexed_images: int = 0
@@ -79,8 +86,8 @@ class IndexSummary:
             f"indexed {self.indexed_images} images and {self.indexed_texts} texts; "
             f"{self.unchanged} unchanged; {len(self.failed)} skipped"
         ]
-        lines += [f"  skipped {source}: {reason}" for source, reason in self.failed]
-        lines += [f"  note {source}: {remark}" for source, remark in self.notes]
+        lines += [f"  skipped {_one_line(s)}: {_one_line(r)}" for s, r in self.failed]
+        lines += [f"  note {_one_line(s)}: {_one_line(r)}" for s, r in self.notes]
         return "\n".join(lines)
 
 
@@ -106,7 +113,9 @@ class Indexer:
         codec: payload codec of the features, ``"fp16"`` or ``"int8"``.
         batch_size: images per forward pass.
         max_request_bytes: upper bound of one upsert request (Qdrant refuses 32 MB).
-        image_limits: size bounds for decoding.
+        image_limits: size bounds for decoding; a batch is decoded and encoded in passes of
+            at most ``image_limits.max_batch_pixels`` pixels.
+        text_limits: bounds on one caption or text; one over them is skipped and listed.
         patch_tokens: also store the raw projected patch tokens (the "patch similarity"
             baseline; doubles the payload). The direct contributions are always stored.
         profile: ``"standard"`` stores the direct patch contributions (every stored-feature
@@ -131,6 +140,7 @@ class Indexer:
         patch_tokens: bool = False,
         profile: Profile = "standard",
         retry: RetryPolicy | None = None,
+        text_limits: TextLimits | None = None,
     ) -> None:
         check_write_options(batch_size=batch_size, profile=profile)
         self.client = client
@@ -143,6 +153,7 @@ class Indexer:
         self.patch_tokens = patch_tokens
         self.profile = profile
         self.retry = retry or RetryPolicy()
+        self.text_limits = text_limits or TextLimits()
 
     # -- entry points -------------------------------------------------------------------
 
@@ -153,30 +164,19 @@ class Indexer:
         captions: str | os.PathLike[str] | None = None,
         progress: bool = True,
     ) -> IndexSummary:
-        """Indexes every image under ``directory`` (and its captions from a CSV)."""
-        root = Path(directory)
-        by_name = read_captions_csv(captions) if captions is not None else {}
-        unlisted: list[OSError] = []
-        files = list(iter_image_files(root, on_error=unlisted.append))
-        known: set[str] = set()
+        """Indexes every image under ``directory`` (and its captions from a CSV).
 
-        def records() -> Iterator[ImageRecord]:
-            for path in files:
-                rel = path.relative_to(root).as_posix()
-                known.add(rel)
-                yield ImageRecord(_absolute(path), tuple(by_name.get(rel, ())))
-
-        summary = self.index(records(), total=len(files), progress=progress)
-        for exc in unlisted:
-            summary.failed.append(
-                (
-                    _display(str(exc.filename)),
-                    f"cannot list the folder ({exc.strerror or exc}); its images were not "
-                    "indexed. Fix its permissions and run again",
-                )
-            )
-        for name in sorted(set(by_name) - known):
-            summary.failed.append((name, f"listed in {captions} but no such image under {root}"))
+        The CSV's image paths may be relative to ``directory`` or to the CSV's folder, or
+        absolute (inside ``directory``); a row that matches no image, or whose caption is
+        over :attr:`text_limits`, is listed in the summary by its row number, and the rest
+        is indexed."""
+        folder = list_folder(directory, captions=captions, text_limits=self.text_limits)
+        records = (
+            ImageRecord(source, tuple(folder.captions.get(source, ())))
+            for _, source in folder.files
+        )
+        summary = self.index(records, total=len(folder.files), progress=progress)
+        summary.failed += folder.failed
         return summary
 
     def index(
@@ -203,7 +203,7 @@ class Indexer:
         """Indexes standalone texts (not tied to an image) as ``text`` points."""
         ensure_collection(self.client, self.collection_name, dim=self.encoder.dim, retry=self.retry)
         summary = IndexSummary()
-        storable = [t for t in texts if _storable_text(t, summary)]
+        storable = [t for t in texts if self._acceptable_text(t, summary)]
         for start in range(0, len(storable), self.batch_size):
             chunk = list(storable[start : start + self.batch_size])
             ids = [text_point_id(t) for t in chunk]
@@ -219,7 +219,7 @@ class Indexer:
 
     def _index_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> None:
         batch = [
-            ImageRecord(r.source, tuple(c for c in r.captions if _storable_text(c, summary)))
+            ImageRecord(r.source, tuple(c for c in r.captions if self._acceptable_text(c, summary)))
             for r in batch
             if _storable_source(r.source, summary)
         ]
@@ -239,20 +239,16 @@ class Indexer:
                 summary.unchanged += 1
             else:
                 todo.append(record)
-        loaded: list[tuple[ImageRecord, LoadedImage]] = []
-        pixels, budget = 0, self.image_limits.max_batch_pixels
-        for record in todo:
+
+        def load(record: ImageRecord) -> LoadedImage | None:
             try:
-                image = load_image(record.source, limits=self.image_limits)
+                return load_image(record.source, limits=self.image_limits)
             except ImageLoadError as exc:
                 summary.failed.append((record.source, exc.reason))
-                continue
-            if loaded and pixels + image.width * image.height > budget:
-                self._write_loaded(loaded, ids, digests, stored_captions, summary)
-                loaded, pixels = [], 0  # bounded memory per pass
-            loaded.append((record, image))
-            pixels += image.width * image.height
-        if loaded:
+                return None
+
+        # bounded memory per batch: decoded and encoded in passes of at most the budget
+        for loaded in load_in_passes(todo, load, max_pixels=self.image_limits.max_batch_pixels):
             self._write_loaded(loaded, ids, digests, stored_captions, summary)
 
     def _write_loaded(
@@ -282,6 +278,8 @@ class Indexer:
                     continue
                 kept.append(cid)
                 captions.append((caption, cid, ids[record.source]))
+            if image.frames > 1:
+                summary.notes.append((record.source, f"indexed its first page of {image.frames}"))
             image_id = ids[record.source]
             points.append(self._image_point(image_id, image, feats, kept, digests.get(image_id)))
             stale += [c for c in stored_captions.get(image_id, []) if c not in kept]
@@ -298,6 +296,17 @@ class Indexer:
             )
         summary.indexed_images += len(points)
         summary.indexed_texts += len(text_points)
+
+    def _acceptable_text(self, text: str, summary: IndexSummary) -> bool:
+        """Whether ``text`` is valid Unicode within :attr:`text_limits`; reported if not."""
+        if not _storable_text(text, summary):
+            return False
+        try:
+            self.text_limits.check(text, what="the text")
+        except InputTooLargeError as exc:
+            summary.failed.append((printable(text[:60]), f"{exc}; the text is not indexed"))
+            return False
+        return True
 
     def _encode_images(
         self, images: list[LoadedImage], summary: IndexSummary
@@ -435,22 +444,9 @@ class Indexer:
         )
 
 
-def _absolute(path: Path) -> str:
-    """The resolved path (the point's source), or the absolute one when it cannot be
-    resolved (a broken symlink, a symlink loop): reading it then fails and is reported
-    under the name the folder shows, not the missing target's."""
-    try:
-        return str(path.resolve(strict=True))
-    except (OSError, RuntimeError):
-        return str(path.absolute())
-
-
-def _display(source: str) -> str:
-    """``source`` printable and storable: bytes of non-UTF-8 file names as ``\\xe9``."""
-    try:
-        return source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return source.encode("utf-8", "backslashreplace").decode("utf-8")
+def _one_line(text: str) -> str:
+    """``text`` on one line: control characters and line separators escaped as repr does."""
+    return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _storable_source(source: str, summary: IndexSummary) -> bool:
@@ -460,7 +456,7 @@ def _storable_source(source: str, summary: IndexSummary) -> bool:
     except UnicodeEncodeError:
         summary.failed.append(
             (
-                _display(source),
+                printable(source),
                 "the file name is not valid UTF-8, so it cannot be stored as the point's "
                 "source; rename the file to UTF-8 (e.g. convmv -f latin1 -t utf8) and run again",
             )
@@ -476,7 +472,7 @@ def _storable_text(text: str, summary: IndexSummary) -> bool:
     except UnicodeEncodeError:
         summary.failed.append(
             (
-                _display(text[:60]),
+                printable(text[:60]),
                 "the text is not valid Unicode (lone surrogate characters, e.g. bytes decoded "
                 "with surrogateescape); decode it properly and index it again",
             )

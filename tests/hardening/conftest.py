@@ -141,10 +141,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "ingest": (
         "Ingest as people feed it",
-        "`test_ingest_faults.py`: many maximum-size images in one batch (indexing and "
-        "backfill, peak memory of the child process), captions CSVs as spreadsheets write "
-        "them (BOM, very long fields, relative and absolute image paths), formats Pillow "
-        "cannot read, multi-page files, control characters in file names, 16-bit images.",
+        "`test_ingest_faults.py`: batches of maximum-size images (black 8000x8000 PNGs) "
+        "indexed and backfilled by the CLI in a child process under a 4 GB address-space "
+        "cap, its peak resident memory measured; captions CSVs with a 200,000-character and "
+        "a 1 MB field and image paths written `./x.png`, relative to the CSV, absolute "
+        "inside and outside the folder; `.ico`, `.avif`, `.heic`, `.svg`, multi-page and "
+        "animated files, a dim 16-bit PNG and file names with a newline.",
     ),
     "endings": (
         "Endings: interrupts, full disks, bad arguments",

@@ -140,16 +140,16 @@ def test_rgba_png_is_composited_on_white() -> None:
     assert (pixels(loaded)[:, 10:] == (255, 0, 0)).all()
 
 
-def test_16_bit_png_is_rescaled_to_its_own_range() -> None:
-    # values 1000..1599: clipping to 8 bits would make it all white
+def test_16_bit_png_keeps_its_brightness() -> None:
+    # values 1000..1599 of 65535: scaled by the bit depth (/257), not stretched or clipped
     array = (1000 + np.arange(W * H).reshape(H, W)).astype(np.uint16)
     data = encoded(Image.fromarray(array), "PNG")
     assert mode_of(data).startswith("I")
     loaded = load_image(data)
     assert_rgb(loaded)
     grey = pixels(loaded)
-    assert grey[0, 0].tolist() == [0, 0, 0]
-    assert grey[-1, -1].tolist() == [255, 255, 255]
+    assert grey[0, 0].tolist() == [4, 4, 4]
+    assert grey[-1, -1].tolist() == [6, 6, 6]
     assert (np.diff(grey[..., 0].reshape(-1)) >= 0).all()  # order kept
 
 
@@ -165,11 +165,11 @@ def test_float_tiff_is_rescaled_and_nan_tolerated() -> None:
     assert to_rgb(Image.fromarray(array, mode="F")).mode == "RGB"
 
 
-def test_constant_16_bit_image_does_not_divide_by_zero() -> None:
+def test_constant_16_bit_image_keeps_its_value() -> None:
     image = Image.fromarray(np.full((H, W), 4242, dtype=np.uint16))
     loaded = load_image(encoded(image, "PNG"))
     assert_rgb(loaded)
-    assert (pixels(loaded) == 0).all()
+    assert (pixels(loaded) == round(4242 / 257)).all()
 
 
 def test_1_bit_png_becomes_black_and_white() -> None:
