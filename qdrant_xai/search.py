@@ -16,7 +16,10 @@ from typing import Any, Literal
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
+from qdrant_xai.encoding.text_limits import TextLimits
 from qdrant_xai.errors import CollectionError, PointNotFoundError, QdrantXaiError
+from qdrant_xai.images.load import LoadedImage, load_image
+from qdrant_xai.images.query import bounded_query_image
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.detect import aresolve_collection, resolve_collection
 from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
@@ -43,6 +46,7 @@ class _Requests:
         collection_name: str,
         layout: LayoutSpec,
         retry: RetryPolicy | None,
+        text_limits: TextLimits | None,
     ) -> None:
         if isinstance(layout, str) and layout != AUTO:
             layout_named(layout)  # an unknown preset fails here, not at the first search
@@ -51,15 +55,24 @@ class _Requests:
         #: the layout as given: a preset name, a layout, or "auto"/None (detected)
         self.layout = layout
         self.retry = retry or RetryPolicy()
+        self.text_limits = text_limits or TextLimits()
         # the collection's info and resolved layout, read once per collection name
         self._collections: dict[str, tuple[models.CollectionInfo, CollectionLayout]] = {}
 
-    def _vector(self, query: str | ImageInput) -> list[float]:
+    def _check(self, query: str | ImageInput) -> None:
+        """Refuses an empty or over-long text query, before any Qdrant call or model work."""
         if isinstance(query, str):
             if not query.strip():
                 raise QdrantXaiError("the text query is empty; say what the hits should show")
+            self.text_limits.check(query, what="the text query")
+
+    def _vector(self, query: str | ImageInput) -> list[float]:
+        self._check(query)
+        if isinstance(query, str):
             return self.encoder.embed_texts([query])[0].tolist()
-        return self.encoder.embed_images([query])[0].tolist()
+        # scaled down as the explainer scales it: search and explanation see the same query
+        loaded = query if isinstance(query, LoadedImage) else load_image(query)
+        return self.encoder.embed_images([bounded_query_image(loaded)])[0].tolist()
 
     def _using(
         self, info: models.CollectionInfo, layout: CollectionLayout, hit_kind: HitKind
@@ -176,6 +189,8 @@ class Searcher(_Requests):
             :mod:`qdrant_xai.storage.layouts`). Resolved once per collection, at the first
             request.
         retry: how Qdrant calls are retried (default: :class:`RetryPolicy` defaults).
+        text_limits: bounds on a text query (default :class:`TextLimits`); a longer one
+            raises :class:`~qdrant_xai.errors.InputTooLargeError` before any model work.
     """
 
     def __init__(
@@ -186,8 +201,9 @@ class Searcher(_Requests):
         collection_name: str,
         layout: LayoutSpec = AUTO,
         retry: RetryPolicy | None = None,
+        text_limits: TextLimits | None = None,
     ) -> None:
-        super().__init__(encoder, collection_name, layout, retry)
+        super().__init__(encoder, collection_name, layout, retry, text_limits)
         self.client = client
 
     def search_images(
@@ -235,6 +251,7 @@ class Searcher(_Requests):
         search_params: models.SearchParams | None = None,
     ) -> list[models.ScoredPoint]:
         """Hits of kind ``hit_kind`` for a text or image query, best first."""
+        self._check(query)
         using = self._using(*self._collection(), hit_kind)
         response = self.retry.call(
             self.client.query_points,
@@ -270,6 +287,7 @@ class Searcher(_Requests):
             PointIdError: an id that is not a Qdrant point id.
             PointNotFoundError: an id that is not in the collection.
         """
+        self._check(query)
         point_ids = [parse_point_id(i) for i in ids]
         info, layout = self._collection()
         records = self.retry.call(
@@ -333,8 +351,9 @@ class AsyncSearcher(_Requests):
         collection_name: str,
         layout: LayoutSpec = AUTO,
         retry: RetryPolicy | None = None,
+        text_limits: TextLimits | None = None,
     ) -> None:
-        super().__init__(encoder, collection_name, layout, retry)
+        super().__init__(encoder, collection_name, layout, retry, text_limits)
         self.client = client
 
     async def search_images(
@@ -382,6 +401,7 @@ class AsyncSearcher(_Requests):
         search_params: models.SearchParams | None = None,
     ) -> list[models.ScoredPoint]:
         """Hits of kind ``hit_kind`` for a text or image query, best first."""
+        self._check(query)
         (info, layout), vector = await asyncio.gather(
             self._collection(), asyncio.to_thread(self._vector, query)
         )
@@ -408,6 +428,7 @@ class AsyncSearcher(_Requests):
         hit_kind: HitKind | None = None,
     ) -> list[models.ScoredPoint]:
         """Async :meth:`Searcher.score_points`."""
+        self._check(query)
         point_ids = [parse_point_id(i) for i in ids]
         (info, layout), vector = await asyncio.gather(
             self._collection(), asyncio.to_thread(self._vector, query)

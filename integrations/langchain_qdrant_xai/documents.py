@@ -50,6 +50,8 @@ _EXPLANATION_KEYS = (
     "heatmap",
     "heatmap_side",
     "heatmap_method",
+    "words_left_out",
+    "chars_left_out",
 )
 
 

@@ -36,6 +36,7 @@ from qdrant_xai import (
     ImageLimits,
     LoadedImage,
     PayloadKeys,
+    TextLimits,
 )
 from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS
 from qdrant_xai.images.policy import ImageSourcePolicy
@@ -151,6 +152,8 @@ class QdrantXaiRetriever(BaseRetriever):
             ``None`` (default) reads any local path: the query is the application's own
             input. Give a list (possibly empty) when queries come from users or models.
         image_limits: decoding bounds for every image read.
+        text_limits: bounds on a text query (:class:`~qdrant_xai.TextLimits`); a longer one
+            raises :class:`~qdrant_xai.InputTooLargeError` before any search or model work.
         heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
         grounding, rationales: add word-to-region grounding / rationales to explanations.
         top_words: how many words ``top_words`` lists.
@@ -182,6 +185,7 @@ class QdrantXaiRetriever(BaseRetriever):
     image_roots: list[str | Path] = Field(default_factory=list)
     query_image_roots: list[str | Path] | None = None
     image_limits: ImageLimits = Field(default_factory=ImageLimits)
+    text_limits: TextLimits = Field(default_factory=TextLimits)
     heatmap_method: str = "decomposition"
     word_method: str = "occlusion"
     grounding: bool = False
@@ -445,6 +449,7 @@ class QdrantXaiRetriever(BaseRetriever):
         if kind == "text":
             if not query.strip():
                 raise ValueError("the text query is empty")
+            self.text_limits.check(query, what="the text query", setting="text_limits")
             return query
         return load_query_image(query, roots=self.query_image_roots, limits=self.image_limits)
 

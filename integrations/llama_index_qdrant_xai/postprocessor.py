@@ -22,6 +22,7 @@ from qdrant_xai import (
     ImageLimits,
     LoadedImage,
     QdrantXaiError,
+    TextLimits,
 )
 from qdrant_xai.errors import PointIdError
 from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS
@@ -37,7 +38,16 @@ __all__ = ["QdrantXaiNodePostprocessor", "explanation_metadata"]
 logger = logging.getLogger(__name__)
 
 #: what ``Explanation.to_dict`` gives that the metadata carries, in its order
-_KEYS = ("words", "text", "words_side", "word_method", "heatmap", "heatmap_side")
+_KEYS = (
+    "words",
+    "text",
+    "words_side",
+    "word_method",
+    "words_left_out",
+    "chars_left_out",
+    "heatmap",
+    "heatmap_side",
+)
 
 
 class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
@@ -79,6 +89,8 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
          "top_words": [[word, score], ...], "words": [[word, score, [start, end]], ...],
          "text": the attributed text (for a text node: the metadata lines and text it was
          embedded with), "words_side": "query" | "hit", "word_method": ...,
+         "words_left_out": words of "text" past the model's context (not attributed),
+         "chars_left_out": characters past ``text_limits.max_chars`` (not read),
          "heatmap": [[...], ...] (rows x cols, signed) or None, "heatmap_side": "hit" |
          "query" | None, "heatmap_method": ..., "grid": [rows, cols], "peak": [row, col]
          (0-based from the top-left), "crop_box": [x0, y0, x1, y1]}
@@ -105,6 +117,8 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
         query_image_roots: folders an image query's ``image_path`` may be read from
             (``None``: any local path, the query being the application's own).
         image_limits: decoding bounds for every image read.
+        text_limits: bounds on a text query (:class:`~qdrant_xai.TextLimits`); a longer
+            ``query_str`` raises :class:`~qdrant_xai.InputTooLargeError` before any work.
         heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
         top_words: how many words ``top_words`` lists.
         metadata_key: the metadata key the explanation is put under.
@@ -125,6 +139,7 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
     image_roots: list[str | Path] = Field(default_factory=list)
     query_image_roots: list[str | Path] | None = None
     image_limits: ImageLimits = Field(default_factory=ImageLimits, exclude=True)
+    text_limits: TextLimits = Field(default_factory=TextLimits, exclude=True)
     heatmap_method: str = "decomposition"
     word_method: str = "occlusion"
     top_words: int = Field(default=3, ge=0)
@@ -179,6 +194,7 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
             )
         if not query_bundle.query_str.strip():
             raise ValueError("the query bundle has neither a query_str nor an image_path")
+        self.text_limits.check(query_bundle.query_str, what="query_str", setting="text_limits")
         return query_bundle.query_str
 
     def _collection_of(self, hit: NodeWithScore) -> str:
@@ -233,6 +249,7 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
                     retry=retry,
                     sidecar=self.sidecar,
                     write_sidecar=self.write_sidecar,
+                    text_limits=self.text_limits,
                 )
             return self._explainers[collection_name]
 

@@ -122,8 +122,15 @@ def quiet_construction() -> Iterator[None]:
         yield
 
 
-def run_server(server: ServerBase, transport: Transport, sdk: SdkSettings) -> None:
-    """Runs ``server`` on ``transport`` until it stops (host, port and paths from ``sdk``)."""
+def run_server(
+    server: ServerBase, transport: Transport, sdk: SdkSettings, *, max_request_bytes: int
+) -> None:
+    """Runs ``server`` on ``transport`` until it stops (host, port and paths from ``sdk``).
+
+    On the HTTP transports of SDK 2.x, a request body over ``max_request_bytes`` is answered
+    413 before it is read whole (the SDK's ``RequestBodyLimitMiddleware``: the declared
+    ``Content-Length``, then the bytes as they arrive). SDK 1.x has no such bound.
+    """
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
     if SDK_MAJOR < 2 or transport == "stdio":
@@ -135,6 +142,7 @@ def run_server(server: ServerBase, transport: Transport, sdk: SdkSettings) -> No
             port=sdk.port,
             sse_path=sdk.sse_path,
             message_path=sdk.message_path,
+            max_request_body_size=max_request_bytes,
         )
     else:
         server.run(
@@ -142,6 +150,7 @@ def run_server(server: ServerBase, transport: Transport, sdk: SdkSettings) -> No
             host=sdk.host,
             port=sdk.port,
             streamable_http_path=sdk.streamable_http_path,
+            max_request_body_size=max_request_bytes,
         )
 
 

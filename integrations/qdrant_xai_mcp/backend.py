@@ -10,6 +10,7 @@ errors, with :func:`~qdrant_xai_mcp.results.with_mcp_hint` naming this server's 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.errors import (
     CollectionError,
     InlineImageError,
+    InputTooLargeError,
     ModelMismatchError,
     QdrantXaiError,
     SourceNotAllowedError,
@@ -33,7 +35,7 @@ from qdrant_xai.explain import HEATMAP_METHODS, Explainer, Explanation
 from qdrant_xai.images.load import ImageLimits, LoadedImage
 from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.images.policy import ImageSourcePolicy
-from qdrant_xai.images.query import load_query_image
+from qdrant_xai.images.query import bounded_query_image, load_query_image
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import Searcher
 from qdrant_xai.storage.detect import resolve_layout
@@ -47,6 +49,7 @@ from qdrant_xai_mcp.results import (
     short_text,
     with_mcp_hint,
 )
+from qdrant_xai_mcp.serial import serial_client
 from qdrant_xai_mcp.settings import MAX_SEARCH_LIMIT, ServerSettings
 
 __all__ = ["OVERLAY_MAX_SIDE", "XaiBackend", "decode_query_image", "with_mcp_hint"]
@@ -80,8 +83,11 @@ class XaiBackend:
         backend.search_images("a red circle", collection_name="photos")  # no COLLECTION_NAME
 
     Each call works on ``settings.collection_name``, or, when that is ``None``, on the
-    collection the call names. Calls are serialised by a lock: the embedded Qdrant and the
-    encoder are used from one thread at a time.
+    collection the call names. Calls run concurrently: the arguments are checked (query
+    length, image size) before any work, an embedded Qdrant is called one call at a time
+    (:attr:`lock`, held for one Qdrant call only, see :mod:`qdrant_xai_mcp.serial`), the
+    encoder serialises its own forward passes, and loading a model or setting up a
+    collection happens once.
 
     Args:
         settings: collection, model, layout, image roots, limits.
@@ -100,10 +106,12 @@ class XaiBackend:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client
+        #: held for each call into an embedded Qdrant (never for model work)
+        self.lock = threading.RLock()
+        self.client = serial_client(client, self.lock)
         self.retry = retry or RetryPolicy()
         self.sources = ImageSourcePolicy.from_roots(settings.image_roots)
-        self.lock = threading.Lock()
+        self._setup = threading.RLock()  # one model load, one setup per collection
         self._encoder = encoder
         self._encoders: dict[str, ClipEncoder] = {}
         self._served: dict[str, ServedCollection] = {}
@@ -154,6 +162,7 @@ class XaiBackend:
         has none)."""
         if not query.strip():
             raise QdrantXaiError("the query is empty; describe what the images should show")
+        self._check_query(query, "query")
         served = self.served(collection_name)
         hits = served.searcher.search_images(
             query, limit=self._limit(limit), query_filter=_filter(query_filter)
@@ -205,6 +214,7 @@ class XaiBackend:
         if query_text is not None:
             if not query_text.strip():
                 raise QdrantXaiError("query_text is empty")
+            self._check_query(query_text, "query_text")
             query = query_text
         else:
             query = self.query_image(query_image_path, query_image_base64, prefix="query_image")
@@ -261,10 +271,13 @@ class XaiBackend:
         the one recorded in the collection, else qdrant-xai's default)."""
         if self._encoder is not None:
             return self._encoder
-        model = self.model_name(collection_name)
-        if model not in self._encoders:
-            self._encoders[model] = ClipEncoder.from_pretrained(model, device=self.settings.device)
-        return self._encoders[model]
+        with self._setup:  # one load, though several calls need the model at once
+            model = self.model_name(collection_name)
+            if model not in self._encoders:
+                self._encoders[model] = ClipEncoder.from_pretrained(
+                    model, device=self.settings.device
+                )
+            return self._encoders[model]
 
     def model_name(self, collection_name: str | None = None) -> str:
         """The model to load: ``QDRANT_XAI_MODEL``, the collection's, or the default."""
@@ -277,6 +290,12 @@ class XaiBackend:
         """The searcher and explainer of a collection (it must exist: checked before a model
         is loaded for it), its layout resolved or detected once."""
         name = self.collection(collection_name)
+        if name in self._served:
+            return self._served[name]
+        with self._setup:  # set up once, though several calls name it at once
+            return self._served.get(name) or self._serve(name)
+
+    def _serve(self, name: str) -> ServedCollection:
         if name not in self._served:
             require_collection(self.client, name, retry=self.retry)
             try:
@@ -345,10 +364,27 @@ class XaiBackend:
         if path is not None:
             self._allowed(path, what=f"{prefix}_path")
             try:  # the policy reads it (regular files under the roots only)
-                return self.sources.open(path)
+                return bounded_query_image(self.sources.open(path))
             except SourceNotAllowedError as exc:
                 raise SourceNotAllowedError(f"{prefix}_path: {exc}") from exc
-        return decode_query_image(data or "", self.sources.limits, what=f"{prefix}_base64")
+        limits = dataclasses.replace(self.sources.limits, max_bytes=self.settings.max_image_bytes)
+        return decode_query_image(
+            data or "", limits, what=f"{prefix}_base64", setting="QDRANT_XAI_MAX_IMAGE_BYTES"
+        )
+
+    def _check_query(self, text: str, what: str) -> None:
+        """Refuses a text query over ``QDRANT_XAI_MAX_QUERY_CHARS``, before any work."""
+        limit = self.settings.max_query_chars
+        if len(text) > limit:
+            raise InputTooLargeError(
+                f"{what} has {len(text):,} characters, over this server's limit of {limit:,} "
+                "(QDRANT_XAI_MAX_QUERY_CHARS): describe the picture in a sentence or two "
+                "(CLIP reads only its first few dozen words); the server's operator can raise "
+                "QDRANT_XAI_MAX_QUERY_CHARS",
+                setting="QDRANT_XAI_MAX_QUERY_CHARS",
+                limit=limit,
+                size=len(text),
+            )
 
     def _allowed(self, path: str, *, what: str) -> Path:
         """``path`` resolved (symlinks followed), if it lies under an image root."""
@@ -414,12 +450,16 @@ def _filter(query_filter: dict[str, Any] | None) -> models.Filter | None:
         ) from exc
 
 
-def decode_query_image(data: str, limits: ImageLimits, *, what: str) -> LoadedImage:
+def decode_query_image(
+    data: str, limits: ImageLimits, *, what: str, setting: str = "ImageLimits.max_bytes"
+) -> LoadedImage:
     """The query image sent as base64 or a data URI (never a path), decoded by
-    :func:`~qdrant_xai.images.query.load_query_image`, its errors worded for the tool
-    argument ``what``.
+    :func:`~qdrant_xai.images.query.load_query_image` (and scaled down by it), its errors
+    worded for the tool argument ``what``.
 
     Raises:
+        InputTooLargeError: more than ``limits.max_bytes`` (judged from the length, before
+            decoding); the message names ``setting``.
         QdrantXaiError: not base64, or a malformed data URI, or one of another media type.
         ImageLoadError: too large, empty, or bytes that are not an image (``<query image>``).
     """
@@ -437,4 +477,14 @@ def decode_query_image(data: str, limits: ImageLimits, *, what: str) -> LoadedIm
             ) from exc
         if exc.problem == "media_type":
             raise QdrantXaiError(f"{what}: {exc.reason}") from exc
+        if exc.problem == "too_large":
+            size = len(data) * 3 // 4
+            raise InputTooLargeError(
+                f"{what} is about {size:,} bytes, over this server's limit of "
+                f"{limits.max_bytes:,} ({setting}): send a smaller image (the model sees "
+                f"224 pixels of it), or ask the server's operator to raise {setting}",
+                setting=setting,
+                limit=limits.max_bytes,
+                size=size,
+            ) from exc
         raise

@@ -130,7 +130,12 @@ def hit_of(e: Explanation) -> Hit:
         **_shown(e.hit, e.rank, e.hit_kind, e.image_source, e.text, e.payload),
         status="ok",
         error=None,
-        why=_why(top, peak, peak_on, words_of=words_of if e.words else None),
+        why=_why(top, peak, peak_on, words_of=words_of if e.words else None)
+        + (
+            f" ({e.words_left_out:,} {words_of} words past the model's context not attributed)"
+            if e.words_left_out
+            else ""
+        ),
         top_words=[WordScore(word=w.word, score=round(w.score, 4)) for w in top],
         peak=peak,
         peak_on=peak_on,
@@ -304,6 +309,9 @@ def explanation_text(
             "similarity, negative = lowered it):"
         )
         lines += [f"  {w.word}: {w.score:+.4f}" for w in e.words]
+    left_out = e.left_out_note()
+    if left_out:
+        lines.append(left_out)
     return "\n".join(lines)
 
 

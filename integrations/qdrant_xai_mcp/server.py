@@ -125,7 +125,8 @@ class QdrantXaiMCPServer(ServerBase):
     def serve(self, transport: Transport = "stdio") -> None:
         """Runs the server on ``transport`` (``stdio``, ``sse`` or ``streamable-http``, on the
         host, port and paths of ``settings.sdk``) until it stops; on either SDK version."""
-        run_server(self, transport, self.backend.settings.sdk)
+        settings = self.backend.settings
+        run_server(self, transport, settings.sdk, max_request_bytes=settings.max_request_bytes)
 
     def close(self) -> None:
         """Closes the Qdrant client if the server opened it."""
@@ -250,18 +251,17 @@ def _preload(backend: XaiBackend) -> None:
     """Loads the model before the first call when it is known: named by the settings, or
     recorded in the configured collection (without either, the first call names it)."""
     name = backend.collection_name
-    try:
-        with backend.lock:
-            if backend.settings.model or (
-                name is not None
-                and backend.retry.call(
-                    backend.client.collection_exists,
-                    name,
-                    what=f"reading collection {name!r}",
-                    client=backend.client,
-                )
-            ):
-                backend.encoder()
+    try:  # a tool call meanwhile waits for this load (XaiBackend.encoder loads once)
+        if backend.settings.model or (
+            name is not None
+            and backend.retry.call(
+                backend.client.collection_exists,
+                name,
+                what=f"reading collection {name!r}",
+                client=backend.client,
+            )
+        ):
+            backend.encoder()
     except Exception as exc:  # reported again, as a tool error, when a tool needs the model
         print(f"qdrant-xai-mcp: could not load the model yet: {exc}", file=sys.stderr)
 

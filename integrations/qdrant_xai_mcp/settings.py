@@ -31,6 +31,9 @@ from qdrant_xai_mcp.environment import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_QUERY_CHARS",
+    "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_SEARCH_LIMIT",
     "ENV_VARS",
     "MAX_SEARCH_LIMIT",
@@ -41,6 +44,12 @@ __all__ = [
 
 DEFAULT_SEARCH_LIMIT = 10  # as mcp-server-qdrant
 MAX_SEARCH_LIMIT = 50
+#: agents send short queries; CLIP reads only its first few dozen words of any
+DEFAULT_MAX_QUERY_CHARS = 2_000
+#: a base64 query image of this many bytes (decoded) fits in one default request
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+#: HTTP transports: bodies over this are refused (413) before they are read whole
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 #: every variable the server reads, with a one-line meaning (used by ``--help``)
 ENV_VARS: dict[str, str] = {
@@ -68,6 +77,12 @@ ENV_VARS: dict[str, str] = {
     "QDRANT_XAI_IMAGE_KEY": "custom layout: payload key (dotted path) of the image source",
     "QDRANT_XAI_TEXT_KEY": "custom layout: payload key (dotted path) of the text",
     "QDRANT_XAI_DEVICE": "torch device (default: cpu)",
+    "QDRANT_XAI_MAX_QUERY_CHARS": "longest text query, in characters (default: "
+    f"{DEFAULT_MAX_QUERY_CHARS:,})",
+    "QDRANT_XAI_MAX_IMAGE_BYTES": "largest base64 query image, in decoded bytes (default: "
+    f"{DEFAULT_MAX_IMAGE_BYTES:,})",
+    "QDRANT_XAI_MAX_REQUEST_BYTES": "sse/streamable-http: largest request body, in bytes "
+    f"(default: {DEFAULT_MAX_REQUEST_BYTES:,}; MCP SDK 2.x)",
     **{f"FASTMCP_{key}": meaning for key, (_, _, meaning) in FASTMCP_VARIABLES.items()},
     "FASTMCP_SERVER_*": "the same as FASTMCP_* (as fastmcp 2 spells them); any other "
     "FASTMCP_* variable is refused",
@@ -136,6 +151,11 @@ class ServerSettings:
             preset name, or a :class:`~qdrant_xai.storage.layouts.CollectionLayout`.
         device: torch device of the encoder.
         allow_arbitrary_filter: give the search tools a ``query_filter`` argument.
+        max_query_chars: longest text query accepted (checked before any other work).
+        max_image_bytes: largest base64 query image (judged from its length, before
+            decoding).
+        max_request_bytes: largest HTTP request body of the sse and streamable-http
+            transports (refused with 413 before it is read whole; MCP SDK 2.x).
         sdk: what the MCP SDK is told (host, port, log level...).
     """
 
@@ -150,6 +170,9 @@ class ServerSettings:
     layout: str | CollectionLayout | None = "auto"
     device: str = "cpu"
     allow_arbitrary_filter: bool = False
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     sdk: SdkSettings = field(default_factory=SdkSettings)
 
     def __post_init__(self) -> None:
@@ -173,6 +196,13 @@ class ServerSettings:
                 f"QDRANT_SEARCH_LIMIT must be between 1 and {MAX_SEARCH_LIMIT}, "
                 f"got {self.search_limit}"
             )
+        for name, value in (
+            ("QDRANT_XAI_MAX_QUERY_CHARS", self.max_query_chars),
+            ("QDRANT_XAI_MAX_IMAGE_BYTES", self.max_image_bytes),
+            ("QDRANT_XAI_MAX_REQUEST_BYTES", self.max_request_bytes),
+        ):
+            if value < 1:
+                raise SettingsError(f"{name} must be a positive number, got {value}")
         layout = "auto" if self.layout is None else self.layout
         if isinstance(layout, str) and layout != "auto" and layout not in LAYOUTS:
             raise SettingsError(
@@ -219,6 +249,9 @@ class ServerSettings:
             layout=layout_from_env(env),
             device=env.text("QDRANT_XAI_DEVICE") or "cpu",
             allow_arbitrary_filter=env.flag("QDRANT_ALLOW_ARBITRARY_FILTER", False),
+            max_query_chars=env.number("QDRANT_XAI_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS),
+            max_image_bytes=env.number("QDRANT_XAI_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
+            max_request_bytes=env.number("QDRANT_XAI_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             sdk=SdkSettings(**fastmcp_settings(env)),
         )
 
@@ -236,7 +269,9 @@ class ServerSettings:
             f"model={self.model!r}, read_only={self.read_only}, "
             f"image_roots={tuple(str(r) for r in self.image_roots)}, "
             f"search_limit={self.search_limit}, layout={self.layout!r}, device={self.device!r}, "
-            f"allow_arbitrary_filter={self.allow_arbitrary_filter}, sdk={self.sdk!r})"
+            f"allow_arbitrary_filter={self.allow_arbitrary_filter}, "
+            f"max_query_chars={self.max_query_chars}, max_image_bytes={self.max_image_bytes}, "
+            f"max_request_bytes={self.max_request_bytes}, sdk={self.sdk!r})"
         )
 
     def describe(self) -> str:

@@ -9,6 +9,7 @@ library become tool errors with their message (API keys redacted, length capped)
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -30,7 +31,13 @@ __all__ = ["register_tools"]
 _T = TypeVar("_T")
 
 # Tool parameters (module level: the SDK evaluates the annotations in this module's globals)
-QueryText = Annotated[str, Field(description="what the images should show, written like a caption")]
+QueryText = Annotated[
+    str,
+    Field(
+        description="what the images should show, written like a caption (a sentence or two; "
+        "the server refuses queries over QDRANT_XAI_MAX_QUERY_CHARS characters)"
+    ),
+]
 OptionalText = Annotated[str | None, Field(description="a text query")]
 Limit = Annotated[
     int | None,
@@ -115,12 +122,10 @@ def register_tools(server: ServerBase, backend: XaiBackend) -> None:
         return redact(message, backend.client, (settings.api_key,))
 
     async def call(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        def locked() -> _T:
-            with backend.lock:
-                return fn(*args, **kwargs)
-
+        # no lock around the whole call: the backend checks the arguments first and holds
+        # its lock for each call into an embedded Qdrant only (qdrant_xai_mcp.serial)
         try:
-            return await anyio.to_thread.run_sync(locked)
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
         except QdrantXaiError as exc:
             raise ToolError(hidden(with_mcp_hint(exc))) from exc
         except (UnexpectedResponse, ResponseHandlingException) as exc:

@@ -16,6 +16,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageInput
+from qdrant_xai.encoding.text_limits import TextLimits
 from qdrant_xai.errors import QdrantXaiError
 from qdrant_xai.explain.base import (
     HEATMAP_METHODS,
@@ -36,10 +37,11 @@ from qdrant_xai.explain.hits import (
     stack_evidence,
 )
 from qdrant_xai.explain.rationales import Rationale, RationaleScorer
-from qdrant_xai.explain.results import Explanation, attributions
+from qdrant_xai.explain.results import Explanation, text_fields
 from qdrant_xai.explain.words.occlusion import WordOcclusion
 from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
 from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.images.query import bounded_query_image
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.detect import resolve_layout
 from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
@@ -105,6 +107,8 @@ class Explainer:
             sidecar is created on first use), so a hit's next explanation reads no image.
             The source collection itself is never written to.
         write_sidecar: ``False`` only reads an existing sidecar (read-only deployments).
+        text_limits: bounds on a text query (else ``InputTooLargeError``, before any model
+            work); a hit's longer text is explained from its first ``max_chars`` characters.
     """
 
     def __init__(
@@ -124,15 +128,16 @@ class Explainer:
         retry: RetryPolicy | None = None,
         sidecar: str | bool = "auto",
         write_sidecar: bool = True,
+        text_limits: TextLimits | None = None,
     ) -> None:
         self.encoder = encoder
+        self.text_limits = text_limits or TextLimits()
         self.client = client
         self.retry = retry or RetryPolicy()
         self.collection_name = collection_name
         self.sources = sources or ImageSourcePolicy.from_roots(image_roots, limits=image_limits)
-        # reports read hit images through the policy too once it names image folders or
-        # URL hosts; a policy that allows neither (the default) would show no image, so
-        # reports then read the local files qdrant-xai's own collections name
+        # reports read hit images through the policy too once it names image folders or URL
+        # hosts; else (the default) they read the local files qdrant-xai's collections name
         configured = bool(self.sources.roots) or self.sources.allow_urls
         self._render_sources = self.sources if configured else None
         if layout is not None and layout != AUTO:
@@ -201,19 +206,18 @@ class Explainer:
             FeaturesMissingError: (``errors="raise"``) a hit needs features that are not
                 stored and its image may not be read (the message says how to allow it).
             QdrantUnavailableError: Qdrant did not answer (no hit can be explained).
+            InputTooLargeError: a text query over ``text_limits``.
         """
         if errors not in ("report", "raise"):
             raise ValueError(f"errors must be 'report' or 'raise', not {errors!r}")
+        if isinstance(query, str):
+            self.text_limits.check(query, what="the text query")
         hits = list(hits)
         if not hits:
             return []
         run = _Run(
-            heatmaps=HEATMAP_METHODS.create(heatmap_method)
-            if heatmap_method is not None
-            else self.heatmap_method,
-            words_by=WORD_METHODS.create(word_method)
-            if word_method is not None
-            else self.word_method,
+            heatmaps=self._heatmaps(heatmap_method),
+            words_by=self.word_method if word_method is None else WORD_METHODS.create(word_method),
             grounding=self.grounding if grounding is None else grounding,
             scorer=self._rationale_scorer(self.rationales if rationales is None else rationales),
         )
@@ -251,6 +255,9 @@ class Explainer:
             for i in range(len(hits))
         ]
 
+    def _heatmaps(self, given: str | HeatmapMethod | None) -> HeatmapMethod:
+        return self.heatmap_method if given is None else HEATMAP_METHODS.create(given)
+
     def _rationale_scorer(self, rationales: bool | RationaleScorer) -> RationaleScorer | None:
         if isinstance(rationales, RationaleScorer):
             return rationales
@@ -277,8 +284,7 @@ class Explainer:
             for row, i in enumerate(images):
                 results[i] = replace(
                     results[i],
-                    text=query,
-                    words=attributions(words[row]),
+                    **text_fields(query, words[row]),
                     words_side="query",
                     word_method=run.words_by.name,
                     grounding=groundings[row],
@@ -286,9 +292,10 @@ class Explainer:
                 )
         texts_at = [i for i, d in enumerate(data) if d.kind == "text"]
         if texts_at:
+            hit_texts = [(data[i].text or "")[: self.text_limits.max_chars] for i in texts_at]
             scores = run.words_by.attribute(
                 self.encoder,
-                [data[i].text or "" for i in texts_at],
+                hit_texts,
                 np.repeat(query_embedding[None], len(texts_at), 0),
                 stored=[data[i].word_contributions for i in texts_at],
             )
@@ -298,8 +305,7 @@ class Explainer:
                     rank=i,
                     query_kind="text",
                     hit_kind="text",
-                    text=data[i].text,
-                    words=attributions(scores[row]),
+                    **text_fields(hit_texts[row], scores[row], full_text=data[i].text),
                     words_side="hit",
                     word_method=run.words_by.name,
                 )
@@ -310,7 +316,7 @@ class Explainer:
     def _explain_image_query(
         self, query: ImageInput, hits: list[models.ScoredPoint], data: list[HitData], run: _Run
     ) -> list[Explanation]:
-        loaded = query if isinstance(query, LoadedImage) else load_image(query)
+        loaded = bounded_query_image(query if isinstance(query, LoadedImage) else load_image(query))
         needs = needed_fields(run.heatmaps, ImageEvidence())
         (query_features,) = self.encoder.encode_images(
             [loaded],
@@ -322,7 +328,7 @@ class Explainer:
         results: dict[int, Explanation] = {}
         texts_at = [i for i, d in enumerate(data) if d.kind == "text"]
         if texts_at:
-            hit_texts = [data[i].text or "" for i in texts_at]
+            hit_texts = [(data[i].text or "")[: self.text_limits.max_chars] for i in texts_at]
             missing = [
                 t for i, t in zip(texts_at, hit_texts, strict=True) if data[i].embedding is None
             ]
@@ -357,8 +363,7 @@ class Explainer:
                     image_source=query_source,
                     image=loaded,
                     crop_box=query_box,
-                    text=data[i].text,
-                    words=attributions(words[row]),
+                    **text_fields(hit_texts[row], words[row], full_text=data[i].text),
                     words_side="hit",
                     word_method=run.words_by.name,
                     grounding=groundings[row],
@@ -426,11 +431,7 @@ class Explainer:
             QdrantXaiError: no collection is named here or on the explainer.
         """
         name = collection_name or self.collection_name
-        method = (
-            self.heatmap_method
-            if heatmap_method is None
-            else HEATMAP_METHODS.create(heatmap_method)
-        )
+        method = self._heatmaps(heatmap_method)
         hits = list(hits)
         request = self._request(hits, name, self._resolved_layout(name, hits), method)
         if request is None:

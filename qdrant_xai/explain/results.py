@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 from qdrant_client import models
 
+from qdrant_xai.encoding.words import split_words
 from qdrant_xai.errors import ImageLoadError, QdrantXaiError
 from qdrant_xai.images.load import load_image
 from qdrant_xai.images.overlay import overlay_heatmap
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from qdrant_xai.images.load import LoadedImage
     from qdrant_xai.images.policy import ImageSourcePolicy
 
-__all__ = ["Explanation", "WordAttribution", "attributions", "grid_region"]
+__all__ = ["Explanation", "WordAttribution", "attributions", "grid_region", "text_fields"]
 
 Side = Literal["query", "hit"]
 
@@ -65,6 +66,11 @@ class Explanation:
         grounding: where each content word of ``text`` is found in the heatmap's image
             (text-image pairs, when asked for).
         rationales: concepts that explain the match, best first (when asked for).
+        words_left_out: words of ``text`` past the model's context (CLIP never saw them,
+            so they are not attributed; the embedding ignores them too).
+        chars_left_out: characters of the hit's text past
+            :attr:`~qdrant_xai.encoding.text_limits.TextLimits.max_chars`, not read at all
+            (``text`` is the text's first ``max_chars`` characters); 0 for most hits.
         error: why this hit could not be explained (model mismatch, missing features, an
             unreadable image...), or ``None``; the other hits of the call are explained
             all the same. See :attr:`ok` and :meth:`raise_for_status`.
@@ -91,6 +97,8 @@ class Explanation:
     #: hosts: rendering then reads ``image_source`` through it too
     sources: ImageSourcePolicy | None = field(default=None, repr=False, compare=False)
     error: QdrantXaiError | None = field(default=None, compare=False)
+    words_left_out: int = 0
+    chars_left_out: int = 0
 
     @property
     def ok(self) -> bool:
@@ -166,7 +174,29 @@ class Explanation:
             "word_method": self.word_method,
             "grounding": None if self.grounding is None else self.grounding.to_dict(),
             "rationales": [r.to_dict() for r in self.rationales],
+            "words_left_out": self.words_left_out,
+            "chars_left_out": self.chars_left_out,
         }
+
+    def left_out_note(self) -> str | None:
+        """One sentence saying which part of :attr:`text` the model never saw (words past
+        its context, characters past the text limit), or ``None`` when it saw all of it."""
+        if not (self.words_left_out or self.chars_left_out):
+            return None
+        whose = "the query" if self.words_side == "query" else "the hit's text"
+        parts = []
+        if self.words_left_out:
+            parts.append(
+                f"the last {self.words_left_out:,} words of {whose} are past the model's "
+                "context: CLIP never saw them and they are not attributed"
+            )
+        if self.chars_left_out:
+            parts.append(
+                f"{self.chars_left_out:,} characters past the text limit (TextLimits.max_chars) "
+                "were not read"
+            )
+        note = "; ".join(parts)
+        return note[0].upper() + note[1:] + "."
 
     def overlay(self, image: Image.Image | None = None, *, alpha: float = 0.55) -> Image.Image:
         """The heatmap drawn over its image: ``image`` if given, else the one the explainer
@@ -228,3 +258,16 @@ def attributions(scores: WordScores) -> tuple[WordAttribution, ...]:
         WordAttribution(word=w.text, score=float(s), span=w.span)
         for w, s in zip(words, values, strict=True)
     )
+
+
+def text_fields(text: str, scores: WordScores, *, full_text: str | None = None) -> dict[str, Any]:
+    """The :class:`Explanation` fields of an attributed text: ``text``, ``words``, and
+    what the model never saw: ``words_left_out`` (words of ``text`` the method left out,
+    past the model's context) and ``chars_left_out`` (``full_text`` past ``text``, when
+    ``text`` is its first characters)."""
+    return {
+        "text": text,
+        "words": attributions(scores),
+        "words_left_out": max(0, len(split_words(text)) - len(scores[0])),
+        "chars_left_out": 0 if full_text is None else len(full_text) - len(text),
+    }

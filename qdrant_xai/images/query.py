@@ -4,6 +4,11 @@ Adapters take queries as strings (a LangChain retriever's input, an MCP tool's a
 command line), so one function decodes them all, the same way: data URIs and base64 through
 the package's :class:`~qdrant_xai.images.policy.ImageSourcePolicy` (the size is judged from
 the length before anything is decoded), local paths only where the caller allows them.
+
+A query image is scaled down right after decoding (:func:`bounded_query_image`): the model
+sees a few hundred pixels of it and overlays are shown at display size, while every later
+step (the model's preprocessing, heatmap overlays) costs memory per pixel. An 8000x8000
+query took an explanation with its overlay from 1.3 to 5.1 GB before this bound.
 """
 
 from __future__ import annotations
@@ -14,14 +19,28 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from qdrant_xai.errors import ImageLoadError, InlineImageError
 from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
 from qdrant_xai.images.policy import DataUri, ImageSourcePolicy
 
-__all__ = ["QUERY_IMAGE", "load_query_image"]
+__all__ = [
+    "QUERY_IMAGE",
+    "QUERY_MAX_SIDE",
+    "QUERY_MIN_SHORT_SIDE",
+    "bounded_query_image",
+    "load_query_image",
+]
 
 QUERY_IMAGE = "<query image>"
 """The ``source`` of a query image decoded from a data URI or base64, and its name in errors."""
+
+#: the longest side a query image keeps after decoding (it is scaled down beyond)...
+QUERY_MAX_SIDE = 1024
+#: ...unless that would leave its short side below this (2x CLIP's usual 224 px input, so
+#: the model's own resize still only scales down)
+QUERY_MIN_SHORT_SIDE = 448
 
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 #: where paths may be read, a raw base64 query shorter than this is taken for a path (a PNG is
@@ -52,8 +71,8 @@ def load_query_image(
         limits: decoding bounds (``limits.max_bytes`` also caps the decoded base64).
 
     Returns:
-        The image; its ``source`` is :data:`QUERY_IMAGE` for data URIs and base64, the path
-        as given for files.
+        The image, scaled down by :func:`bounded_query_image`; its ``source`` is
+        :data:`QUERY_IMAGE` for data URIs and base64, the path as given for files.
 
     Raises:
         InlineImageError: a data URI or base64 that cannot be decoded; its ``problem`` says
@@ -97,8 +116,27 @@ def load_query_image(
                 raise
             # not base64 after all: a path
     if roots is None:
-        return load_image(Path(text).expanduser(), limits=limits, name=text)
-    return ImageSourcePolicy.from_roots(roots, limits=limits).open(text)
+        return bounded_query_image(load_image(Path(text).expanduser(), limits=limits, name=text))
+    return bounded_query_image(ImageSourcePolicy.from_roots(roots, limits=limits).open(text))
+
+
+def bounded_query_image(loaded: LoadedImage, *, max_side: int = QUERY_MAX_SIDE) -> LoadedImage:
+    """``loaded`` scaled down (aspect ratio kept) so that its long side is at most
+    ``max_side``, or its short side :data:`QUERY_MIN_SHORT_SIDE` for a very elongated image;
+    unchanged when it is smaller already.
+
+    CLIP resizes its input to a short side of 224 px (336 for the largest checkpoints) with
+    an antialiasing filter, so a query scaled to at least twice that embeds almost as the
+    original (cosine 0.9999+ in our tests); heatmaps and overlays then cover the scaled image.
+    """
+    width, height = loaded.width, loaded.height
+    scale = max(max_side / max(width, height), QUERY_MIN_SHORT_SIDE / min(width, height))
+    if scale >= 1.0:
+        return loaded
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # reducing_gap: a cheap box reduction first, then bicubic on the small image
+    image = loaded.image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return dataclasses.replace(loaded, image=image, width=size[0], height=size[1])
 
 
 def _decoded(text: str, limits: ImageLimits | None) -> LoadedImage:
@@ -110,4 +148,4 @@ def _decoded(text: str, limits: ImageLimits | None) -> LoadedImage:
         raise InlineImageError(QUERY_IMAGE, exc.reason, exc.problem) from exc
     except ImageLoadError as exc:
         raise ImageLoadError(QUERY_IMAGE, exc.reason) from exc
-    return dataclasses.replace(loaded, source=QUERY_IMAGE)
+    return bounded_query_image(dataclasses.replace(loaded, source=QUERY_IMAGE))
