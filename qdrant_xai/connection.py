@@ -1,10 +1,13 @@
 """Opening a Qdrant client, and naming the server it talks to without its secrets.
 
 :func:`open_client` turns the ways a client fails to open (a folder another process holds,
-a damaged or unreadable folder) into :class:`~qdrant_xai.errors.StorageLockedError` and
-:class:`~qdrant_xai.errors.QdrantUnavailableError`; :func:`describe_server` and
-:func:`redact` let every message name the server (its URL, user info stripped) and never its
-API key.
+a damaged or unreadable folder, a full disk) into :class:`~qdrant_xai.errors.StorageLockedError`,
+:class:`~qdrant_xai.errors.QdrantUnavailableError` and :class:`~qdrant_xai.errors.DiskFullError`;
+an embedded folder left with an empty ``meta.json`` and no collection data (a first write on
+a full disk) opens as a fresh folder. :func:`disk_full_error` recognises a full disk behind
+any error (sqlite's "database or disk is full", ``ENOSPC``/``EDQUOT``, a server's "No space
+left on device"). :func:`describe_server` and :func:`redact` let every message name the
+server (its URL, user info stripped) and never its API key.
 
 Use::
 
@@ -16,14 +19,36 @@ Use::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from qdrant_client import QdrantClient
 
-from qdrant_xai.errors import QdrantUnavailableError, QdrantXaiError, StorageLockedError
+from qdrant_xai.errors import (
+    DiskFullError,
+    QdrantUnavailableError,
+    QdrantXaiError,
+    StorageLockedError,
+    brief_repr,
+)
 
-__all__ = ["describe_server", "open_client", "redact", "strip_userinfo"]
+__all__ = ["describe_server", "disk_full_error", "open_client", "redact", "strip_userinfo"]
+
+_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
+)
+# how a full disk reads in the text of errors that carry no errno: sqlite (SQLITE_FULL), a
+# Qdrant server's answer ("No space left on device (os error 28)"), a quota
+_FULL_TEXTS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+_META = "meta.json"  # the collection list of an embedded folder (qdrant-client's local mode)
 
 
 def describe_server(client: Any) -> str:
@@ -115,18 +140,24 @@ def open_client(
     Raises:
         StorageLockedError: another process (or client) has the folder open.
         QdrantUnavailableError: the folder cannot be read or written.
-        QdrantXaiError: neither or both of ``url`` and ``path``.
+        DiskFullError: a new folder's first file cannot be written, the disk is full.
+        QdrantXaiError: neither or both of ``url`` and ``path``; a ``timeout`` that is not
+            a positive number.
     """
     if (url is None) == (path is None):
         raise QdrantXaiError(
             "give either a Qdrant server URL (url=..., QDRANT_URL, --url) or an embedded "
             "storage folder (path=..., --path), exactly one"
         )
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise QdrantXaiError(f"timeout must be a positive number of seconds, not {timeout!r}")
     if url is not None:
         seconds = None if timeout is None else max(1, int(-(-timeout // 1)))
         return QdrantClient(url=url, api_key=api_key, timeout=seconds, **kwargs)
     if path == ":memory:":
         return QdrantClient(location=":memory:", **kwargs)
+    path = str(path)
+    _prepare_folder(path)
     try:
         return QdrantClient(path=path, **kwargs)
     except RuntimeError as exc:
@@ -139,14 +170,14 @@ def open_client(
             "(docker/docker-compose.yml) and point every process at it with QDRANT_URL / --url "
             "for concurrent access"
         ) from exc
-    except ValueError as exc:  # meta.json empty or damaged (killed while it was first written)
+    except ValueError as exc:  # meta.json damaged, or empty beside collection data
         _close_lock_file(exc)
-        raise QdrantUnavailableError(
-            f"cannot open the embedded Qdrant folder {path}: its storage is damaged ({exc}); "
-            "move the folder aside and index again, or restore it from a snapshot"
-        ) from exc
+        raise _damaged(path, exc) from exc
     except OSError as exc:  # an unwritable or unreadable folder, a file where a folder is
         _close_lock_file(exc)
+        full = disk_full_error(exc, f"the embedded Qdrant folder {path}")
+        if full is not None:
+            raise full from exc
         raise QdrantUnavailableError(
             f"cannot open the embedded Qdrant folder {path} ({exc.strerror or exc}); check that "
             "it is a folder this user can read and write, or choose another with --path"
@@ -165,3 +196,110 @@ def _close_lock_file(exc: BaseException) -> None:
         if handle is not None and not getattr(handle, "closed", True):
             handle.close()
         tb = tb.tb_next
+
+
+def disk_full_error(
+    exc: BaseException,
+    where: str,
+    *,
+    fix: str = "free space (or raise the quota), then run the same command again; what was "
+    "written before stays, and indexing and backfill resume where they stopped",
+) -> DiskFullError | None:
+    """A :class:`~qdrant_xai.errors.DiskFullError` naming ``where`` (a folder, a file, a
+    server) when ``exc``, or an error it was raised from or while handling, says the disk
+    is full: ``OSError`` with ``ENOSPC``/``EDQUOT``, sqlite's "database or disk is full"
+    (qdrant-client's embedded mode), a server's "No space left on device"; else ``None``.
+    ``fix`` ends the message (what to do)."""
+    for link in _chain(exc):
+        if isinstance(link, DiskFullError):
+            return link
+        if isinstance(link, OSError) and link.errno in _FULL_ERRNOS:
+            detail = link.strerror or os.strerror(link.errno or errno.ENOSPC)
+        elif not isinstance(link, QdrantXaiError):  # whose messages may quote user text
+            detail = next((t for t in _FULL_TEXTS if t in str(link).lower()), "")
+            if not detail:
+                continue
+        else:
+            continue
+        return DiskFullError(f"the disk is full: cannot write {where} ({detail}); {fix}")
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from or while handling (each once)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def _prepare_folder(path: str) -> None:
+    """Writes the ``meta.json`` of a new embedded folder whole or not at all, before
+    qdrant-client would write it in place (on a full disk it leaves an empty file, which it
+    then refuses to read): a missing or empty ``meta.json`` in a folder without collection
+    data becomes a fresh one, written to a temporary file and renamed over. Any other
+    problem (a file where the folder should be, no permission) is left to qdrant-client,
+    whose error :func:`open_client` words."""
+    meta = Path(path) / _META
+    try:
+        if meta.is_file() and meta.read_bytes().strip():
+            return  # a written meta.json: qdrant-client reads it (and words its damage)
+        if meta.exists() and not meta.is_file():
+            return
+        if _collection_data(Path(path)):
+            return  # empty meta.json beside collection data: refused as damaged
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        _write_whole(meta, json.dumps({"collections": {}, "aliases": {}}))
+    except OSError as exc:
+        full = disk_full_error(exc, f"the embedded Qdrant folder {path}")
+        if full is not None:
+            raise full from exc
+
+
+def _collection_data(folder: Path) -> list[str]:
+    """Names of the collections of an embedded folder that hold data (a non-empty file)."""
+    names = []
+    try:
+        for collection in sorted((folder / "collection").iterdir()):
+            if collection.is_dir() and any(
+                f.is_file() and f.stat().st_size > 0 for f in collection.iterdir()
+            ):
+                names.append(collection.name)
+    except OSError:
+        pass
+    return names
+
+
+def _write_whole(target: Path, text: str) -> None:
+    """``text`` into ``target`` through a temporary file in the same folder and a rename:
+    the file is whole or absent, never empty or half written."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _damaged(path: str, exc: ValueError) -> QdrantUnavailableError:
+    names = _collection_data(Path(path))
+    held = (
+        f"holds collection data ({', '.join(brief_repr(n) for n in names[:5])}"
+        f"{', ...' if len(names) > 5 else ''}) but its {_META} is empty or damaged, so their "
+        "settings are lost"
+        if names
+        else f"its {_META} is damaged"
+    )
+    return QdrantUnavailableError(
+        f"cannot open the embedded Qdrant folder {path}: its storage is damaged ({held}; "
+        f"{' '.join(str(exc).split())[:200]}); move the folder aside and index again, or "
+        "restore it from a snapshot"
+    )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from qdrant_xai.errors import ImageLoadError, brief_repr
 from qdrant_xai.images.overlay import overlay_heatmap
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
     if explanation.error is not None:
         image_html = (
             f"<p class='meta'>not explained ({type(explanation.error).__name__}): "
-            f"{html.escape(str(explanation.error))}</p>"
+            f"{html.escape(_reason(explanation.error))}</p>"
         )
     elif explanation.heatmap is not None:
         original = (
@@ -114,7 +115,7 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
             if explanation.heatmap_side == "hit" and original is not None:
                 image_html = f"<img src='{png_data_uri(original)}' alt='hit'>" + image_html
         except Exception as exc:  # one unreadable image must not lose the rest of the report
-            image_html = f"<p class='meta'>no overlay: {html.escape(str(exc))}</p>"
+            image_html = f"<p class='meta'>no overlay: {html.escape(_reason(exc))}</p>"
             original = None
     caption = ""
     if explanation.text is not None:
@@ -124,6 +125,8 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
             f"<div class='text'>{words_html(explanation.text or '', explanation.words)}</div>"
             f"<div class='top'>{whose}; top words: {html.escape(top)}</div>"
         )
+        if note := explanation.left_out_note():
+            caption += f"<div class='meta'>{html.escape(note)}</div>"
     name = os.path.basename(str(explanation.payload.get("source", "")))
     return (
         "<div class='hit'>"
@@ -135,6 +138,21 @@ def _hit_html(explanation: Explanation, query: str | Image.Image) -> str:
         f"({explanation.heatmap_side or '-'}) · words: {explanation.word_method or '-'}</div>"
         "</div></div>"
     )
+
+
+#: the longest reason a report gives for a hit it cannot draw or explain
+_MAX_REASON = 1000
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a hit is not drawn or explained, in at most :data:`_MAX_REASON` characters: an
+    image's source (a path, a URL, a whole inline image...) quoted briefly."""
+    if isinstance(exc, ImageLoadError):
+        text = f"{brief_repr(exc.source)}: {exc.reason}"
+    else:
+        text = str(exc)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
 def _grounding_html(explanation: Explanation, image: Image.Image | None) -> str:
@@ -185,8 +203,18 @@ def write_report(
     title: str = "qdrant-xai report",
     subtitle: str = "",
 ) -> Path:
-    """Writes :func:`render_report` to ``path`` (folders created); returns the path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(sections, title=title, subtitle=subtitle), encoding="utf-8")
-    return out
+    """Writes :func:`render_report` to ``path`` (folders created); returns the path.
+
+    The file is written whole or not at all: to a temporary file beside it, renamed over
+    ``path`` when complete, removed on failure, so a failed write leaves no partial report
+    and a previous one intact. ``path`` naming a device or a pipe (``/dev/stdout``) is
+    written to directly.
+
+    Raises:
+        DiskFullError: the disk filled up (nothing is left behind).
+        OSError: another reason the file cannot be written (no permission, ...).
+    """
+    from qdrant_xai.files import write_text_whole
+
+    text = render_report(sections, title=title, subtitle=subtitle)
+    return write_text_whole(path, text, what=f"the report {path}")

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import httpx
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from qdrant_xai.connection import describe_server, redact
+from qdrant_xai.connection import describe_server, disk_full_error, redact
 from qdrant_xai.errors import QdrantUnavailableError
 
 __all__ = [
@@ -190,7 +190,12 @@ class RetryPolicy:
         self, exc: Exception, attempt: int, start: float, what: str, client: Any
     ) -> float:
         """The pause before the next attempt, or raises: ``exc`` itself when it is not
-        transient, :class:`QdrantUnavailableError` when retrying is over."""
+        transient, :class:`QdrantUnavailableError` when retrying is over, and
+        :class:`~qdrant_xai.errors.DiskFullError` at once when the disk is full (a full
+        disk does not empty itself between attempts)."""
+        full = disk_full_error(exc, describe_server(client))
+        if full is not None:
+            raise full from exc
         if not is_transient(exc):
             raise exc
         delay = self.delay(attempt)

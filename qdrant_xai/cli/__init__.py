@@ -8,6 +8,12 @@ Each subcommand is one module of this package, named after it, with ``add_parser
 
 Parsing loads no model code: ``--help`` and argument errors answer without importing torch
 or transformers; each command imports what it needs when it runs.
+
+Every ending is one line on stderr (:mod:`.endings`): an error the user can act on (exit
+1; argument errors 2), a full disk (:class:`~qdrant_xai.DiskFullError`, exit 1), Ctrl-C
+(exit 130) or SIGTERM (exit 143) with what was written and how to resume. The options (and
+qdrant-client) are imported once :func:`main` holds the stop signals, so an early Ctrl-C
+ends in one line too.
 """
 
 from __future__ import annotations
@@ -19,17 +25,23 @@ import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
-from qdrant_xai.cli.options import DEFAULT_PATH, layout_from_args, open_qdrant
-from qdrant_xai.errors import QdrantUnavailableError, QdrantXaiError
+from qdrant_xai.cli.endings import (
+    StopSignals,
+    WriteTally,
+    close_progress_bars,
+    exit_status,
+    interrupted_line,
+)
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: the subcommands, in the order ``--help`` lists them; each is the module of that name
 COMMANDS = ("index", "search", "explain", "backfill", "inspect", "eval", "demo")
 
-_EPILOG = f"""\
-Qdrant: embedded at --path (default {DEFAULT_PATH}) unless --url or QDRANT_URL is set; the
+_EPILOG = """\
+Qdrant: embedded at --path (default ./qdrant_data) unless --url or QDRANT_URL is set; the
 API key is read from QDRANT_API_KEY. Requests to a server are retried with backoff when it
 is unreachable or busy (--retries, --timeout); the API key is never printed. --model takes a
 Hugging Face hub id (weights download on first use), a directory saved with save_pretrained,
@@ -50,6 +62,9 @@ examples:
   qdrant-xai backfill --collection products --image-root /data/images
   qdrant-xai search "a red car" --collection docs --vector '' --text-key page_content
   qdrant-xai eval Flickr8k/ --split test --model openai/clip-vit-base-patch32 --json eval.json
+
+Ctrl-C or SIGTERM stops a command with one line (exit 130 or 143); index and backfill
+resume where they stopped when run again.
 """
 
 
@@ -57,8 +72,25 @@ def _command(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error in two lines (the usage in short, then the error), not the whole
+    usage of a command with thirty options; ``--help`` shows them all."""
+
+    def error(self, message: str) -> NoReturn:
+        positionals = " ".join(
+            f"[{a.metavar or a.dest}]" if a.nargs == "?" else str(a.metavar or a.dest)
+            for a in self._get_positional_actions()
+        )
+        self.exit(
+            2,
+            f"usage: {' '.join(filter(None, [self.prog, '[options]', positionals]))} "
+            "(--help lists the options)\n"
+            f"{self.prog}: error: {' '.join(message.split())}\n",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qdrant-xai",
         description="Explainable CLIP retrieval for Qdrant: index images and captions, "
         "search them, and see why each hit matched.",
@@ -72,41 +104,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tally = WriteTally()
+    name: list[str] = []  # the command's name, once parsed
+    with StopSignals() as stops:
+        try:
+            return _main(argv, stops, tally, name)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line, what was written
+            with stops.deferred():
+                close_progress_bars()
+                line = interrupted_line(exc, name[0] if name else None, tally)
+                print(line, file=sys.stderr)
+            return exit_status(exc)
+
+
+def _main(
+    argv: Sequence[str] | None, stops: StopSignals, tally: WriteTally, name: list[str]
+) -> int:
+    from qdrant_xai.cli.endings import error_line
+    from qdrant_xai.cli.options import layout_from_args, open_qdrant
+    from qdrant_xai.errors import QdrantXaiError
+
     args = build_parser().parse_args(argv)
+    name.append(args.command)
     command = _command(args.command)
     try:
         if hasattr(args, "layout"):  # every command sees one layout: auto, preset or custom
             args.layout = layout_from_args(args)
     except QdrantXaiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
         return 2
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    from qdrant_xai.connection import strip_userinfo
-
     _show_retries()
     # qdrant-client warns when its version probe gets no answer; a server that does not
     # answer is reported once, clearly, after the retries
     warnings.filterwarnings("ignore", "Failed to obtain server version", UserWarning)
+    client = None
     try:
-        if not command.NEEDS_CLIENT:
-            return command.run(args, None)
-        client = open_qdrant(args)
-        try:
-            return command.run(args, client)
-        finally:
-            client.close()
-    except QdrantUnavailableError as exc:  # after the retries: one line, never the API key
-        _print_error(str(exc))
+        if command.NEEDS_CLIENT:
+            client = open_qdrant(args)
+            tally.watch(client)
+        status: int = command.run(args, client)
+        return status
+    except Exception as exc:  # one line (never the API key) for what the user can act on
+        line = error_line(exc, args)
+        if line is None:
+            raise
+        close_progress_bars()
+        _print_error(line)
         return 1
-    except QdrantXaiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ResponseHandlingException, UnexpectedResponse) as exc:
-        url = getattr(args, "url", None)
-        where = strip_userinfo(url) if url and getattr(args, "path", None) is None else "embedded"
-        _print_error(f"the Qdrant request failed ({where}): {exc}")
-        return 1
+    finally:
+        if client is not None:
+            with stops.deferred():  # closed whole: the embedded folder's lock released
+                client.close()
 
 
 def _print_error(message: str) -> None:

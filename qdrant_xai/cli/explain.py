@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("point_id", metavar="POINT_ID")
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="text query")
-    query.add_argument("--image", metavar="PATH", help="image query")
+    query.add_argument("--image", metavar="IMAGE", help="image query: a path, a data URI or base64")
     options.add_hit_options(parser)
     options.add_qdrant_options(parser)
 

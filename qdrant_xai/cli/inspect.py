@@ -18,16 +18,6 @@ NEEDS_CLIENT = True
 _SAMPLE = 32  # qdrant_xai.storage.detect.DEFAULT_SAMPLE, not imported while parsing
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "inspect",
@@ -42,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("collection", metavar="COLLECTION", help="the collection to inspect")
     parser.add_argument(
         "--sample",
-        type=_positive,
+        type=options.positive_int,
         default=_SAMPLE,
         metavar="N",
         help=f"points to look at (default: {_SAMPLE})",

@@ -15,8 +15,8 @@ the builders, when a command is about to use a model.
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, quiet_transformers
@@ -49,9 +49,11 @@ __all__ = [
     "add_qdrant_options",
     "add_source_options",
     "build_explainer",
+    "check_device",
     "layout_from_args",
     "load_encoder",
     "open_qdrant",
+    "positive_float",
     "positive_int",
     "read_query",
     "retry_policy",
@@ -77,6 +79,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be a whole number of at least 1, got {brief_repr(text)}"
         )
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {brief_repr(text)}")
     return value
 
 
@@ -108,7 +121,7 @@ def add_qdrant_options(
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="seconds per Qdrant server request (default: qdrant-client's, 5)",
@@ -355,19 +368,67 @@ def load_encoder(args: argparse.Namespace, client: Any = None) -> ClipEncoder:
     from qdrant_xai.encoding.encoder import ClipEncoder
     from qdrant_xai.storage.schema import choose_model
 
+    check_device(args.device)  # before reading the collection or loading weights
     name = choose_model(args.model, client, args.collection, retry=retry_policy(args))
     return ClipEncoder.from_pretrained(
         name, device=args.device, dtype=args.dtype, num_threads=args.threads
     )
 
 
+def check_device(device: str) -> None:
+    """Refuses a ``--device`` this torch cannot use (not a device name, CUDA on a CPU-only
+    torch, a GPU index past the last), naming the devices that are available.
+
+    Raises:
+        DeviceUnavailableError: with what to pass instead.
+    """
+    import torch
+
+    from qdrant_xai.errors import DeviceUnavailableError
+
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        available.append("mps")
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise DeviceUnavailableError(
+            f"--device {brief_repr(device)} is not a torch device; use one of "
+            f"{', '.join(available)}"
+        ) from exc
+    usable = (
+        kind.type == "cpu"
+        or (kind.type == "cuda" and (kind.index or 0) < torch.cuda.device_count())
+        or (kind.type == "mps" and "mps" in available)
+        or _backend_available(torch, kind.type)  # xpu and other accelerators
+    )
+    if not usable:
+        raise DeviceUnavailableError(
+            f"--device {brief_repr(device)} is not available with this torch "
+            f"({torch.__version__}); use one of {', '.join(available)}"
+        )
+
+
+def _backend_available(torch: Any, kind: str) -> bool:
+    if kind in ("cpu", "cuda", "mps"):
+        return False
+    try:
+        return bool(getattr(torch, kind).is_available())
+    except Exception:  # no such backend module, or it cannot tell
+        return False
+
+
 def read_query(args: argparse.Namespace) -> str | LoadedImage:
-    """The text query, or the image at ``--image`` (read and checked)."""
+    """The text query, or the image ``--image`` gives (a path, a data URI or base64)."""
     if args.image is None:
         return args.text
-    from qdrant_xai.images.load import load_image
+    from qdrant_xai.images.query import load_query_image
 
-    return load_image(Path(args.image))
+    # the user's own input: any local path, a data URI or raw base64 (as the adapters take)
+    return load_query_image(args.image)
 
 
 def build_explainer(args: argparse.Namespace, client: Any, encoder: ClipEncoder) -> Explainer:

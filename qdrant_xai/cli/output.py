@@ -88,12 +88,21 @@ def _print_text(
     for rank, hit in enumerate(hits):
         payload = hit.payload or {}
         label = payload.get(PayloadKeys.TEXT) or payload.get(PayloadKeys.SOURCE) or ""
-        if explanations is not None:
-            e = explanations[rank]
-            label = label or e.text or e.image_source or ""
-        print(f"{rank + 1:>2}. {hit.score:.4f}  {hit.id}  {_short(str(label))}")
+        if explanations is not None and not label:
+            e = explanations[rank]  # another tool's payload: what the layout read from it
+            label = (e.text if e.words_side == "hit" else None) or e.image_source or ""
+        print(f"{rank + 1:>2}. {hit.score:.4f}  {hit.id}  {_label(str(label))}")
         if explanations is not None:
             _print_explanation(explanations[rank])
+
+
+def _label(value: str) -> str:
+    """A hit's label on one line; an image inline in the payload is not printed."""
+    from qdrant_xai.images.sniff import looks_like_base64_image
+
+    if value.lstrip()[:5].lower() == "data:" or looks_like_base64_image(value):
+        return "(inline image)"
+    return _short(value)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -109,6 +118,8 @@ def _print_explanation(e: Explanation) -> None:
     words = ", ".join(f"{w.word} {w.score:+.3f}" for w in e.top_words(3))
     if words:
         print(f"      top words ({e.words_side}): {words}")
+    if note := e.left_out_note():
+        print(f"      {note}")
     peak = e.peak()
     if peak is not None and e.heatmap is not None:
         rows, cols = e.heatmap.shape

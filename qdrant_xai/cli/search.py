@@ -23,7 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         f"the exit status is then {EXIT_PARTIAL} (1 when no hit could be explained).",
     )
     parser.add_argument("text", nargs="?", help="text query")
-    parser.add_argument("--image", metavar="PATH", help="image query instead of text")
+    parser.add_argument(
+        "--image", metavar="IMAGE", help="image query instead of text: a path, a data URI or base64"
+    )
     parser.add_argument(
         "--hit-kind",
         "--target",

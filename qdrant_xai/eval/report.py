@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qdrant_xai.eval.queries import DIRECTION_LABELS
+from qdrant_xai.files import write_text_whole
 
 if TYPE_CHECKING:
     from qdrant_xai.eval.datasets import RetrievalDataset
@@ -68,10 +69,10 @@ class EvaluationReport:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        return out
+        """Writes every figure as JSON to ``path``, whole or not at all (see
+        :func:`~qdrant_xai.files.write_text_whole`)."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        return write_text_whole(path, text, what=f"the results {path}")
 
     def format_table(self) -> str:
         """The results as text: the paper's Table III layout, the full metrics, the

@@ -137,7 +137,22 @@ def test_a_folder_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> No
 def test_a_damaged_storage_folder_is_one_clear_error(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     storage.mkdir()
-    (storage / "meta.json").write_text("")  # a process killed while creating the folder
-    with pytest.raises(QdrantUnavailableError, match="storage is damaged"):
+    (storage / "meta.json").write_text("")  # killed (or a full disk) while writing it
+    data = storage / "collection" / "photos"
+    data.mkdir(parents=True)
+    (data / "storage.sqlite").write_bytes(b"x")  # ... but collections hold data: damaged
+    with pytest.raises(QdrantUnavailableError, match="storage is damaged") as caught:
         open_client(path=str(storage))
-    assert (storage / "meta.json").read_text() == ""
+    assert "'photos'" in str(caught.value)
+    assert (storage / "meta.json").read_text() == ""  # nothing overwritten
+
+
+def test_an_empty_meta_json_with_no_data_opens_as_a_fresh_folder(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / "meta.json").write_text("")  # what a first write on a full disk leaves
+    client = open_client(path=str(storage))
+    try:
+        assert client.get_collections().collections == []
+    finally:
+        client.close()

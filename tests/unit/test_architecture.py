@@ -20,6 +20,7 @@ ROOMS = (
     "errors",
     "_lazy",
     "connection",
+    "files",
     "retry",
     "progress",
     "images",
