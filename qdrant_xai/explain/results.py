@@ -10,9 +10,11 @@ from PIL import Image
 from qdrant_client import models
 
 from qdrant_xai.encoding.words import split_words
-from qdrant_xai.errors import ImageLoadError, QdrantXaiError
+from qdrant_xai.errors import ImageLoadError, QdrantXaiError, brief_repr
 from qdrant_xai.images.load import load_image
 from qdrant_xai.images.overlay import overlay_heatmap
+from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.images.sniff import looks_like_base64_image
 from qdrant_xai.storage.schema import without_features
 
 if TYPE_CHECKING:
@@ -234,9 +236,12 @@ class Explanation:
             )
         if self.sources is not None:
             return self.sources.open(source).image
-        if "://" in source or source.startswith("data:"):
+        if source.startswith("data:") or looks_like_base64_image(source):
+            # inline in the payload: no file or host is read, so no roots are needed
+            return ImageSourcePolicy.from_roots([]).open(source, "base64").image
+        if "://" in source:
             raise ImageLoadError(
-                source[:60], "not a local file; pass the image to overlay(image=...)"
+                brief_repr(source), "not a local file; pass the image to overlay(image=...)"
             )
         return load_image(source).image
 
