@@ -17,7 +17,8 @@ from langchain_core.documents import Document
 from qdrant_client import models
 
 from qdrant_xai import LAYOUTS, CollectionLayout, Explanation, LoadedImage, QdrantXaiError
-from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.explain.results import hit_image
+from qdrant_xai.images.policy import ImageSourcePolicy, SourceKind
 from qdrant_xai.render import png_data_uri
 from qdrant_xai.storage.layouts import NODE_CONTENT, looks_like_base64_image
 from qdrant_xai.storage.schema import PayloadKeys, parse_point_id, without_features
@@ -142,7 +143,7 @@ class DocumentShaper:
                 put(key, value)
             ok = explanation is not None and explanation.ok
             needs_image = kind == "image" and (self.include_image or (self.include_overlay and ok))
-            image = self._hit_image(source, hit.id, put) if needs_image else None
+            image = self._hit_image(source, hit, put) if needs_image else None
             if image is not None and self.include_image:
                 put("image", png_data_uri(image, self.image_max_side))
             if explanation is not None:
@@ -206,18 +207,18 @@ class DocumentShaper:
             result["overlay"] = png_data_uri(explanation.overlay(image), self.image_max_side)
         return result
 
-    def _hit_image(
-        self, source: Any, point_id: models.ExtendedPointId, put: _Writer
-    ) -> Image.Image | None:
+    def _hit_image(self, source: Any, hit: models.ScoredPoint, put: _Writer) -> Image.Image | None:
         """The hit's image, or None with the reason under ``metadata["image_error"]``."""
         if not isinstance(source, str) or not source:
             put("image_error", "the hit has no image source")
             return None
         inline = looks_like_base64_image(source) and not source.startswith("data:")
         try:
-            return self.images.open(source, kind="base64" if inline else "auto").image
+            kind: SourceKind = "base64" if inline else "auto"
+            what = f"hit {hit.id}"
+            return hit_image(self.images, source, hit.payload or {}, what=what, kind=kind).image
         except QdrantXaiError as exc:
-            logger.info("image of hit %s not included: %s", point_id, exc)
+            logger.info("image of hit %s not included: %s", hit.id, exc)
             put("image_error", str(exc))
             return None
 

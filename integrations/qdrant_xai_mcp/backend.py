@@ -29,9 +29,11 @@ from qdrant_xai.errors import (
     ModelMismatchError,
     QdrantXaiError,
     SourceNotAllowedError,
+    StaleFeaturesError,
     brief_repr,
 )
 from qdrant_xai.explain import HEATMAP_METHODS, Explainer, Explanation
+from qdrant_xai.explain.results import hit_image
 from qdrant_xai.images.load import ImageLimits, LoadedImage
 from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.images.policy import ImageSourcePolicy
@@ -413,7 +415,9 @@ class XaiBackend:
             base = query
         elif base is None and e.image_source:
             try:
-                base = self.sources.open(e.image_source)
+                base = hit_image(self.sources, e.image_source, e.payload, what=f"hit {e.id}")
+            except StaleFeaturesError:
+                raise  # the heatmap is of the picture the file held before: say so, draw none
             except QdrantXaiError as exc:
                 note = (
                     f"The hit's image could not be read here ({short_text(str(exc), 300)}); "

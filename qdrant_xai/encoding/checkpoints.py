@@ -1,8 +1,9 @@
 """Which checkpoint a model name means: a hub id, a local folder, or a bundled model.
 
-Kept free of torch so that the command line can name models in its help and errors before
-loading anything. ``"shapes"`` is the small CLIP bundled with the package (trained on the
-synthetic shapes world of :mod:`qdrant_xai.demo.world` by ``examples/train_shapes_clip.py``);
+Kept free of torch at import so that the command line can name models in its help and
+errors before loading anything; :func:`check_device` says which torch devices can run one.
+``"shapes"`` is the small CLIP bundled with the package (trained on the synthetic shapes
+world of :mod:`qdrant_xai.demo.world` by ``examples/train_shapes_clip.py``);
 :meth:`~qdrant_xai.ClipEncoder.from_pretrained` resolves it, so nothing else needs its
 folder.
 """
@@ -11,10 +12,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qdrant_xai.errors import DeviceUnavailableError, brief_repr
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BUNDLED_MODELS",
     "DEFAULT_MODEL",
+    "available_devices",
+    "check_device",
     "checkpoint_path",
     "is_loadable_name",
     "quiet_transformers",
@@ -53,3 +62,37 @@ def quiet_transformers() -> None:
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+
+
+def available_devices() -> list[str]:
+    """The torch devices this process can run a model on, e.g. ``["cpu", "cuda:0"]``."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: object) -> torch.device:
+    """``device`` as a torch device, or :class:`~qdrant_xai.errors.DeviceUnavailableError`
+    (naming the devices there are) when it is malformed or not usable here."""
+    import torch
+
+    available = available_devices()
+    fix = f"available here: {', '.join(available)}; pass --device / device= one of them"
+    try:
+        parsed = torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise DeviceUnavailableError(
+            f"device {brief_repr(device)} is not a torch device name ({fix})"
+        ) from exc
+    if parsed.type == "cpu":
+        return parsed
+    usable = {torch.device(name) for name in available}
+    if parsed in usable or (parsed.index is None and parsed.type in {d.type for d in usable}):
+        return parsed
+    raise DeviceUnavailableError(f"device {brief_repr(device)} is not available ({fix})")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, checkpoint_path
+from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, check_device, checkpoint_path
 from qdrant_xai.encoding.fingerprint import ModelFingerprint
 from qdrant_xai.encoding.towers import run_image_tower, run_text_tower
 from qdrant_xai.encoding.words import Word, split_words, token_word_matrix
@@ -146,18 +146,25 @@ class ClipEncoder:
         #: width of the vision tower's residual stream (last-layer inputs are [1+gh*gw, D])
         self.vision_width: int = int(vision.hidden_size)
         self.max_text_tokens: int = int(model.config.text_config.max_position_embeddings)
-        self.fingerprint = ModelFingerprint(
-            model_id=model_id,
-            image_size=self.image_size,
-            grid=self.grid,
-            dim=self.dim,
-            weights_hash=ModelFingerprint.hash_arrays(
-                *(
-                    _bf16_bytes(layer.weight)
-                    for layer in (model.visual_projection, model.text_projection)
+        self._fingerprint: ModelFingerprint | None = None
+        self._fingerprint_lock = threading.Lock()
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        """Which model this is, for stored points: a hash of all its weights (see
+        :mod:`qdrant_xai.encoding.fingerprint`), computed on first use (about 0.5 s for
+        ViT-B/32 on two CPU cores) and then kept; weights changed in place later are not
+        seen."""
+        with self._fingerprint_lock:
+            if self._fingerprint is None:
+                self._fingerprint = ModelFingerprint.of_model(
+                    self.model,
+                    model_id=self.model_id,
+                    image_size=self.image_size,
+                    grid=self.grid,
+                    dim=self.dim,
                 )
-            ),
-        )
+            return self._fingerprint
 
     @classmethod
     def from_pretrained(
@@ -178,7 +185,9 @@ class ClipEncoder:
             model_name_or_path: hub id (downloaded on first use), local directory
                 holding the model and its processor, or ``"shapes"`` for the small model
                 bundled with the package (the demo's; see ``BUNDLED_MODELS``).
-            device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
+            device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``; one this torch cannot use
+                raises :class:`~qdrant_xai.errors.DeviceUnavailableError` before any
+                weight is read.
             dtype: ``"float32"`` or ``"bfloat16"`` (``"float16"`` on GPUs).
             num_threads: CPU threads for torch; ``None`` keeps torch's default.
             revision: hub revision (branch, tag or commit) to pin.
@@ -188,6 +197,7 @@ class ClipEncoder:
 
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        check_device(device)
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         model_id = os.fspath(model_name_or_path)
@@ -467,9 +477,3 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 def _normalised(tensor: torch.Tensor) -> np.ndarray:
     return _numpy(tensor / tensor.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-
-
-def _bf16_bytes(weight: torch.Tensor) -> bytes:
-    # bf16 rounding makes fp32 and bf16 loads of one checkpoint hash alike
-    as_bf16 = weight.detach().to(device="cpu", dtype=torch.bfloat16)
-    return as_bf16.view(torch.int16).numpy().tobytes()

@@ -7,6 +7,10 @@ model (fingerprint, shapes, crop box, words); features that are not stored are r
 from the hit's image, read only under the source policy; and vectors no fingerprint vouches
 for must agree with this model's re-encoding. Anything that cannot be trusted raises a typed
 error naming the point and the fix, before a single heatmap is drawn.
+
+A point carrying this model's legacy key (see :mod:`qdrant_xai.encoding.fingerprint`) is
+read like one without a fingerprint; an image read here whose file no longer hashes to the
+point's ``xai_content`` fails that hit (:func:`~qdrant_xai.explain.hits.check_fresh`).
 """
 
 from __future__ import annotations
@@ -16,14 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from qdrant_xai.encoding.encoder import ClipEncoder
-from qdrant_xai.encoding.fingerprint import check_agreement, check_dimension
+from qdrant_xai.encoding.fingerprint import check_agreement
 from qdrant_xai.errors import (
-    FeatureCodecError,
     FeaturesMissingError,
     QdrantXaiError,
     brief_repr,
@@ -32,11 +34,13 @@ from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
 from qdrant_xai.explain.hits import (
     HitData,
     HitKind,
+    check_fresh,
     fill,
     has,
     needed_fields,
     reencoded,
     stack_evidence,
+    stored_unit,
     what_is_missing,
 )
 from qdrant_xai.images.load import LoadedImage
@@ -65,6 +69,7 @@ _LIGHT_KEYS = (
     PayloadKeys.HEIGHT,
     PayloadKeys.TEXT,
     PayloadKeys.WORDS,
+    PayloadKeys.CONTENT,
 )
 #: evidence fields a heatmap method may run from that can be stored, and their payload keys
 STORED_FIELDS = {
@@ -239,6 +244,7 @@ class EvidenceReader:
             and d.image is not None
             and d.stored_vector is not None
             and d.unverified is not None  # checked against the stored vector
+            and not d.legacy  # the sidecar holds features of points without a fingerprint
         ]
         if not entries or not self.write_sidecar:
             return
@@ -310,15 +316,28 @@ class EvidenceReader:
             payload = {**payload, **entries[kind]}
         recorded = payload.get(PayloadKeys.KIND)
         fingerprint = payload.get(PayloadKeys.FINGERPRINT)
-        if fingerprint is not None:
-            self.encoder.fingerprint.check(fingerprint, what=what)
-        data = HitData(
-            kind=kind, source=source, text=text, stored_vector=vector, from_sidecar=from_sidecar
+        # this model's legacy key vouches for nothing but the projections: read the point
+        # as one without a fingerprint (features recomputed, vector checked)
+        legacy = fingerprint is not None and not self.encoder.fingerprint.check(
+            fingerprint, what=what
         )
+        if legacy:
+            fingerprint = recorded = None
+        data = HitData(
+            kind=kind,
+            source=source,
+            text=text,
+            stored_vector=vector,
+            from_sidecar=from_sidecar,
+            legacy=legacy,
+        )
+        content = payload.get(PayloadKeys.CONTENT)
+        if kind == "image" and isinstance(content, str):
+            data.content = content
         if kind == "image" and recorded == "image":  # another tool's crop_box means its own
             data.crop_box = stored_crop_box(payload, what)
         if vector is not None:
-            unit = self._stored_unit(vector, what)
+            unit = stored_unit(vector, what, dim=self.encoder.dim, model=self.encoder.model_id)
             if fingerprint is not None and recorded == kind:
                 data.embedding = unit
             else:  # recomputed instead, then checked against it (_verify_vectors): never
@@ -365,27 +384,6 @@ class EvidenceReader:
                     payload[key], fingerprint=fp.key, shape=shape, what=f"{what} {key}"
                 )
                 setattr(data, field, decoded)
-
-    def _stored_unit(self, vector: list[float], what: str) -> np.ndarray:
-        """A hit's stored vector, normalised, if it can come from this model.
-
-        Raises:
-            DimensionMismatchError: its dimension is not this model's.
-            FeatureCodecError: it is not a finite vector of numbers.
-        """
-        try:
-            array = np.asarray(vector, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise FeatureCodecError(f"{what}: its stored vector is not a list of numbers") from exc
-        if array.ndim != 1 or not np.isfinite(array).all():
-            raise FeatureCodecError(f"{what}: its stored vector is not a finite 1-d vector")
-        check_dimension(
-            array.shape[0],
-            self.encoder.dim,
-            what=f"{what}: its stored vector",
-            model=self.encoder.model_id,
-        )
-        return array / max(float(np.linalg.norm(array)), 1e-12)
 
     # -- all hits -----------------------------------------------------------------------
 
@@ -441,7 +439,9 @@ class EvidenceReader:
         opened: list[tuple[int, LoadedImage]] = []
         for i in todo:
             try:
-                opened.append((i, self._open(hits[i], data[i], needs)))
+                image = self._open(hits[i], data[i], needs)
+                check_fresh(hits[i].id, data[i], self.sources)
+                opened.append((i, image))
             except QdrantXaiError as exc:
                 data[i].error = exc
         if not opened:
@@ -458,6 +458,11 @@ class EvidenceReader:
 
     def _open(self, hit: models.ScoredPoint, data: HitData, needs: set[str]) -> LoadedImage:
         missing = what_is_missing(data, needs, fetched=self.client is not None)
+        if data.legacy:
+            missing += (
+                " usable (its features were written with an earlier model fingerprint, "
+                "before key version 2, so its vector is checked against its re-encoded image)"
+            )
         if not data.source:
             raise FeaturesMissingError(
                 f"point {hit.id} has {missing} and no image source to read; re-index "

@@ -15,16 +15,26 @@ import numpy as np
 from qdrant_client import models
 
 from qdrant_xai.encoding.encoder import ImageFeatures
-from qdrant_xai.errors import FeaturesMissingError, QdrantXaiError, brief_repr
+from qdrant_xai.encoding.fingerprint import check_dimension
+from qdrant_xai.errors import (
+    FeatureCodecError,
+    FeaturesMissingError,
+    QdrantXaiError,
+    SourceNotAllowedError,
+    brief_repr,
+)
 from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
 from qdrant_xai.explain.results import Explanation
 from qdrant_xai.images.load import LoadedImage
+from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.storage.layouts import LAYOUTS, CollectionLayout
+from qdrant_xai.storage.payloads import check_content
 from qdrant_xai.storage.writers import named_writer
 
 __all__ = [
     "HitData",
     "HitKind",
+    "check_fresh",
     "failure",
     "fill",
     "has",
@@ -34,6 +44,7 @@ __all__ = [
     "repeat_evidence",
     "required",
     "stack_evidence",
+    "stored_unit",
     "what_is_missing",
 ]
 
@@ -65,6 +76,12 @@ class HitData:
     computed: ImageFeatures | None = None
     #: its features came from the sidecar
     from_sidecar: bool = False
+    #: the content hash of its image file recorded when it was indexed (``xai_content``):
+    #: whoever reads the file checks it still hashes so (``storage.payloads.check_content``)
+    content: str | None = None
+    #: it carries this model's legacy key (projections only): checked like a point with no
+    #: fingerprint, its stored features unused
+    legacy: bool = False
 
 
 def needed_fields(method: HeatmapMethod, stored: ImageEvidence) -> set[str]:
@@ -118,6 +135,47 @@ def fill(data: HitData, image: LoadedImage, feats: ImageFeatures) -> None:
     if data.last_layer_inputs is None:
         data.last_layer_inputs = feats.last_layer_inputs
     data.image = image
+
+
+def stored_unit(vector: list[float], what: str, *, dim: int, model: str) -> np.ndarray:
+    """[P] a hit's stored vector, normalised, if it can come from a model of ``dim``.
+
+    Raises:
+        DimensionMismatchError: its dimension is not this model's.
+        FeatureCodecError: it is not a finite vector of numbers.
+    """
+    try:
+        array = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise FeatureCodecError(f"{what}: its stored vector is not a list of numbers") from exc
+    if array.ndim != 1 or not np.isfinite(array).all():
+        raise FeatureCodecError(f"{what}: its stored vector is not a finite 1-d vector")
+    check_dimension(
+        array.shape[0],
+        dim,
+        what=f"{what}: its stored vector",
+        model=model,
+    )
+    return array / max(float(np.linalg.norm(array)), 1e-12)
+
+
+def check_fresh(point_id: object, data: HitData, sources: ImageSourcePolicy) -> None:
+    """A hit whose image was just read must still be the picture it was indexed from (its
+    file hashes to the recorded ``xai_content``), or the stored vector it was found by and
+    the features computed now describe two pictures. Local files only (no content hash is
+    recorded for URLs); the file is hashed only when it is read anyway (hashing a 3 MB
+    photo costs about 12 ms, as much as explaining a hit from stored features).
+
+    Raises:
+        StaleFeaturesError: the file changed since it was indexed.
+    """
+    if data.content is None or not data.source:
+        return
+    try:
+        path = sources.resolve(data.source)
+    except SourceNotAllowedError:
+        return
+    check_content(data.content, path, what=f"point {point_id}", limits=sources.limits)
 
 
 def reencoded(data: HitData) -> str:

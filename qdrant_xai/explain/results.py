@@ -10,21 +10,29 @@ from PIL import Image
 from qdrant_client import models
 
 from qdrant_xai.encoding.words import split_words
-from qdrant_xai.errors import ImageLoadError, QdrantXaiError, brief_repr
-from qdrant_xai.images.load import load_image
+from qdrant_xai.errors import ImageLoadError, QdrantXaiError, SourceNotAllowedError, brief_repr
+from qdrant_xai.images.load import LoadedImage, load_image
 from qdrant_xai.images.overlay import overlay_heatmap
-from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.images.policy import ImageSourcePolicy, SourceKind
 from qdrant_xai.images.sniff import looks_like_base64_image
-from qdrant_xai.storage.schema import without_features
+from qdrant_xai.storage.payloads import check_content
+from qdrant_xai.storage.schema import PayloadKeys, without_features
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from qdrant_xai.explain.base import WordScores
     from qdrant_xai.explain.grounding import Grounding
     from qdrant_xai.explain.rationales import Rationale
-    from qdrant_xai.images.load import LoadedImage
-    from qdrant_xai.images.policy import ImageSourcePolicy
 
-__all__ = ["Explanation", "WordAttribution", "attributions", "grid_region", "text_fields"]
+__all__ = [
+    "Explanation",
+    "WordAttribution",
+    "attributions",
+    "grid_region",
+    "hit_image",
+    "text_fields",
+]
 
 Side = Literal["query", "hit"]
 
@@ -234,8 +242,9 @@ class Explanation:
             raise ImageLoadError(
                 f"hit {self.id}", "no image given and no image source known in its payload"
             )
+        what = f"hit {self.id}"
         if self.sources is not None:
-            return self.sources.open(source).image
+            return hit_image(self.sources, source, self.payload, what=what).image
         if source.startswith("data:") or looks_like_base64_image(source):
             # inline in the payload: no file or host is read, so no roots are needed
             return ImageSourcePolicy.from_roots([]).open(source, "base64").image
@@ -243,7 +252,35 @@ class Explanation:
             raise ImageLoadError(
                 brief_repr(source), "not a local file; pass the image to overlay(image=...)"
             )
+        check_content(self.payload.get(PayloadKeys.CONTENT), source, what=what)
         return load_image(source).image
+
+
+def hit_image(
+    sources: ImageSourcePolicy,
+    source: str,
+    payload: Mapping[str, Any],
+    *,
+    what: str,
+    kind: SourceKind = "auto",
+) -> LoadedImage:
+    """A hit's image read under ``sources``, refused when its file changed since the point
+    was written (its bytes no longer hash to the payload's ``xai_content``): a heatmap of the
+    old picture is never drawn over the new one.
+
+    Raises:
+        StaleFeaturesError: the file was overwritten since it was indexed.
+        SourceNotAllowedError, ImageLoadError: as :meth:`ImageSourcePolicy.open`.
+    """
+    recorded = payload.get(PayloadKeys.CONTENT)
+    if isinstance(recorded, str) and kind in ("auto", "path"):
+        try:
+            path = sources.resolve(source)
+        except SourceNotAllowedError:
+            path = None  # not a local file: open() reads it (or says why not)
+        if path is not None:
+            check_content(recorded, path, what=what, limits=sources.limits)
+    return sources.open(source, kind)
 
 
 def grid_region(row: int, col: int, rows: int, cols: int) -> str:

@@ -26,8 +26,14 @@ from qdrant_client import QdrantClient, models
 
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.fingerprint import check_agreement
-from qdrant_xai.errors import ImageLoadError, ModelMismatchError, QdrantXaiError
-from qdrant_xai.images.load import LoadedImage
+from qdrant_xai.errors import (
+    ImageLoadError,
+    ModelMismatchError,
+    QdrantXaiError,
+    SourceNotAllowedError,
+    StaleFeaturesError,
+)
+from qdrant_xai.images.load import LoadedImage, load_in_passes
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
@@ -35,6 +41,7 @@ from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.storage.detect import resolve_layout
 from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
 from qdrant_xai.storage.payloads import (
+    check_content,
     check_stored_words,
     image_features_payload,
     is_current,
@@ -207,6 +214,7 @@ class Backfiller:
     def _pages(self, layout: CollectionLayout) -> Iterator[list[models.Record]]:
         offset: Any = None
         keys = [*layout.payload_keys(), PayloadKeys.FINGERPRINT, PayloadKeys.PROFILE]
+        keys.append(PayloadKeys.CONTENT)
         if self.repair:
             keys += [PayloadKeys.FEATURES, PayloadKeys.LAST_LAYER, PayloadKeys.WORDS]
             keys += [PayloadKeys.CROP_BOX, PayloadKeys.WIDTH, PayloadKeys.HEIGHT]
@@ -225,6 +233,24 @@ class Backfiller:
                 yield records
             if offset is None:
                 return
+
+    def _changed_file(
+        self, record: models.Record, payload: dict[str, Any], source: str | None
+    ) -> str | None:
+        """Why an image point written by qdrant-xai is stale (its file no longer hashes to
+        the recorded ``xai_content``), or None: backfilling it would pair the old picture's
+        vector with the new picture's features."""
+        if source is None or not isinstance(payload.get(PayloadKeys.CONTENT), str):
+            return None
+        try:
+            path = self.sources.resolve(source)
+            recorded = payload[PayloadKeys.CONTENT]
+            check_content(recorded, path, what=f"point {record.id}", limits=self.sources.limits)
+        except SourceNotAllowedError:  # not a local file; opening it reports why
+            return None
+        except StaleFeaturesError as exc:
+            return str(exc)
+        return None
 
     def _intact(self, payload: dict[str, Any], is_image: bool, text: str | None) -> bool:
         """Whether a current point's stored features decode for this model and agree with
@@ -261,7 +287,7 @@ class Backfiller:
     def _backfill_page(
         self, records: Sequence[models.Record], layout: CollectionLayout, summary: BackfillSummary
     ) -> None:
-        images: list[tuple[models.Record, LoadedImage]] = []
+        images: list[tuple[models.Record, str]] = []  # decoded later, within the pixel budget
         texts: list[tuple[models.Record, str]] = []
         entries = self._sidecar.read([r.id for r in records]) if self._sidecar else {}
         for record in records:
@@ -278,6 +304,10 @@ class Backfiller:
                     profile=self.profile,
                 )
             else:
+                changed = self._changed_file(record, payload, source)
+                if changed is not None:  # its vector is the old picture's: index it again
+                    summary.failed.append((str(record.id), changed))
+                    continue
                 current = is_current(
                     payload, self.encoder.fingerprint.key, self.profile, image=source is not None
                 )
@@ -287,10 +317,7 @@ class Backfiller:
                     continue
                 summary.damaged.append(str(record.id))
             if source is not None:
-                try:
-                    images.append((record, self.sources.open(source)))
-                except (ImageLoadError, QdrantXaiError) as exc:
-                    summary.failed.append((str(record.id), str(exc)))
+                images.append((record, source))
                 continue
             if text is None:
                 summary.failed.append(
@@ -299,7 +326,7 @@ class Backfiller:
                 continue
             texts.append((record, text))
         written = [
-            *self._image_payloads(images, layout, summary),
+            *self._images_in_passes(images, layout, summary),
             *self._text_payloads(texts, layout, summary),
         ]
         if self._sidecar is not None:
@@ -345,6 +372,29 @@ class Backfiller:
             summary.failed.append((str(record.id), f"{exc}; not backfilled"))
             return False
         return True
+
+    def _images_in_passes(
+        self,
+        items: list[tuple[models.Record, str]],
+        layout: CollectionLayout,
+        summary: BackfillSummary,
+    ) -> list[_Written]:
+        """Decodes and encodes the page's images in passes of at most
+        ``ImageLimits.max_batch_pixels`` decoded pixels (as the indexer does), so memory is
+        bounded by the budget, not by the page size."""
+
+        def load(item: tuple[models.Record, str]) -> LoadedImage | None:
+            try:
+                return self.sources.open(item[1])
+            except (ImageLoadError, QdrantXaiError) as exc:
+                summary.failed.append((str(item[0].id), str(exc)))
+                return None
+
+        budget = self.sources.limits.max_batch_pixels
+        written: list[_Written] = []
+        for loaded in load_in_passes(items, load, max_pixels=budget):
+            written += self._image_payloads([(r, im) for (r, _), im in loaded], layout, summary)
+        return written
 
     def _image_payloads(
         self,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qdrant_xai.encoding.fingerprint import is_versioned_key
 from qdrant_xai.errors import FeatureCodecError, ModelMismatchError, brief_repr
 
 __all__ = ["CODEC_VERSION", "Codec", "PayloadFeatureCodec"]
@@ -92,7 +93,9 @@ class PayloadFeatureCodec:
 
         Args:
             payload: the stored object (any codec and version this library wrote).
-            fingerprint: expected model key; a different one raises ModelMismatchError.
+            fingerprint: expected model key; a different one raises ModelMismatchError,
+                also this model's legacy key (maps written before key version 2 are
+                never current: index or backfill again).
             shape: expected shape, ``None`` entries match any size.
             what: how to name the object in error messages (e.g. ``"point 42 features"``).
 
@@ -124,10 +127,18 @@ class PayloadFeatureCodec:
             or any(e is not None and e != d for e, d in zip(shape, dims, strict=True))
         ):
             raise FeatureCodecError(f"{what}: shape {list(dims)} where {list(shape)} was expected")
-        if fingerprint is not None and payload.get("fingerprint") != fingerprint:
+        stored_key = payload.get("fingerprint")
+        if fingerprint is not None and stored_key != fingerprint:
+            if is_versioned_key(fingerprint) and not is_versioned_key(stored_key):
+                raise ModelMismatchError(
+                    f"{what} were computed under an earlier model fingerprint "
+                    f"({_brief(stored_key)}, before key version 2, which hashed the "
+                    f"projections only; this model is {fingerprint!r}): they are not used "
+                    "as current; run `qdrant-xai index` or `qdrant-xai backfill` again"
+                )
             raise ModelMismatchError(
                 f"{what} were computed by another model (fingerprint "
-                f"{_brief(payload.get('fingerprint'))}, expected {fingerprint!r}); explain with "
+                f"{_brief(stored_key)}, expected {fingerprint!r}); explain with "
                 "the model that indexed the collection, or re-index or backfill with this one"
             )
         count = math.prod(dims)

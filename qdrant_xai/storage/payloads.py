@@ -8,16 +8,18 @@ point of another tool's collection backfilled by it are read back the same way.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.encoding.words import split_words
-from qdrant_xai.errors import FeatureCodecError, brief_repr
-from qdrant_xai.images.load import LoadedImage
+from qdrant_xai.errors import FeatureCodecError, StaleFeaturesError, brief_repr
+from qdrant_xai.images.load import ImageLimits, LoadedImage, file_digest
 from qdrant_xai.storage.codec import PayloadFeatureCodec
 from qdrant_xai.storage.schema import PayloadKeys, Profile
 
 __all__ = [
+    "check_content",
     "check_stored_words",
     "image_features_payload",
     "is_current",
@@ -82,12 +84,43 @@ def is_current(
 ) -> bool:
     """Whether a stored point already holds the features of the model with ``fingerprint``,
     at least at ``profile`` for an image point, and (when ``content`` is given) of the
-    image whose bytes hash to ``content``: then indexing and backfill leave it alone."""
+    image whose bytes hash to ``content``: then indexing and backfill leave it alone.
+
+    The one rule of "is this point current" (the sidecar's
+    :func:`~qdrant_xai.storage.sidecar.current_entry` adds the stored vector to it). Only
+    the model's current key counts: a point carrying its legacy key
+    (:attr:`~qdrant_xai.encoding.fingerprint.ModelFingerprint.legacy_key`, projections
+    only) is re-encoded, so a changed backbone never passes as unchanged.
+    """
     if payload.get(PayloadKeys.FINGERPRINT) != fingerprint:
         return False
     if content is not None and payload.get(PayloadKeys.CONTENT) != content:
         return False
     return not image or profile == "standard" or payload.get(PayloadKeys.PROFILE) == profile
+
+
+def check_content(
+    recorded: object,
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    limits: ImageLimits | None = None,
+) -> None:
+    """Raise :class:`~qdrant_xai.errors.StaleFeaturesError` when the file at ``path`` no
+    longer hashes to ``recorded`` (the point's ``xai_content``): the stored vector and
+    features describe the picture the file held when it was indexed, not the one it holds
+    now. Nothing is compared when no content was recorded or the file cannot be hashed
+    (reading it then reports why). Reads the whole file (bounded by ``limits.max_bytes``).
+    """
+    if not isinstance(recorded, str):
+        return
+    digest = file_digest(path, limits)
+    if digest is not None and digest != recorded:
+        raise StaleFeaturesError(
+            f"{what}: its image {brief_repr(os.fspath(path))} changed since it was indexed "
+            "(its bytes no longer match the stored content hash), so its stored vector and "
+            "features describe the old picture; run `qdrant-xai index` again"
+        )
 
 
 def stored_crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] | None:

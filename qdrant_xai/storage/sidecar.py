@@ -228,7 +228,9 @@ def current_entry(
     profile: Profile = "standard",
 ) -> bool:
     """Whether a sidecar entry still holds for its source point: this model's fingerprint,
-    the source's stored vector unchanged since, and (image entries) at least ``profile``."""
+    the source's stored vector unchanged since, and (image entries) at least ``profile``.
+    The rule of :func:`~qdrant_xai.storage.payloads.is_current` plus the vector: an entry
+    written under the model's legacy key (projections only) is recomputed, never used."""
     if not entry or stored_vector is None:
         return False
     image = entry.get(PayloadKeys.KIND) == "image"
