@@ -37,6 +37,7 @@ from qdrant_xai import (
     ImageLoadError,
     QdrantXaiError,
     SourceNotAllowedError,
+    StaleFeaturesError,
 )
 from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.images.policy import ImageSourcePolicy
@@ -384,7 +385,13 @@ def test_reports_read_hit_images_under_the_explainers_policy(
         AUDIT.active = False
     assert "no overlay" in report and report.count("alt='heatmap'") == 1
     assert not any(_inside(path, [outside]) for path in AUDIT.opened)
-    # without a policy (own collections, the CLI's default) the local file is still drawn
+    # without a policy (own collections, the CLI's default) local files are drawn, but the
+    # planted one is not the file the point was indexed from: its bytes do not match
     trusting = Explainer(tiny_encoder, client, collection_name=COLLECTION).explain(TEXT, hits)
-    assert all(e.overlay().size for e in trusting)
+    for e in trusting:
+        if e.image_source == planted:
+            with pytest.raises(StaleFeaturesError):
+                e.overlay()
+        else:
+            assert e.overlay().size
     figures.add("sources", "planted report images refused (overlay and HTML report)", 1)
