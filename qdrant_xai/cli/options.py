@@ -189,8 +189,9 @@ def add_method_choices(
         dest="heatmap_method",
         default="decomposition",
         choices=sorted(HEATMAP_METHODS),
-        help="heatmap method (default: decomposition, from stored features; grad-eclip and "
-        "gae run from stored features with --profile full, else they read the image)"
+        help="heatmap method (default: decomposition, from stored features; grad-eclip, "
+        "gae-last and debiased run from stored features with --profile full, else they read "
+        "the image; gae and clip-surgery always read it)"
         if described
         else None,
     )
@@ -316,7 +317,7 @@ def add_profile_option(parser: argparse.ArgumentParser, *, described: bool = Fal
         default="standard",
         choices=list(PROFILES),
         help="stored features: standard (patch contributions) or full (also the last "
-        "vision layer's input, so grad-eclip, gae and debiased need no image read; 2.5x the "
+        "vision layer's input, so grad-eclip, gae-last and debiased need no image read; 2.5x the "
         "bytes)"
         if described
         else None,

@@ -27,7 +27,9 @@ _EXPORTS = {
     "DecompositionHeatmap": "qdrant_xai.explain.heatmaps.decomposition",
     "Explainer": "qdrant_xai.explain.explainer",
     "Explanation": "qdrant_xai.explain.results",
+    "ClipSurgery": "qdrant_xai.explain.heatmaps.clip_surgery",
     "Gae": "qdrant_xai.explain.heatmaps.gradients",
+    "GaeLastLayer": "qdrant_xai.explain.heatmaps.gradients",
     "GradEclip": "qdrant_xai.explain.heatmaps.gradients",
     "Grounding": "qdrant_xai.explain.grounding",
     "ImageEvidence": "qdrant_xai.explain.base",
@@ -66,11 +68,12 @@ if TYPE_CHECKING:
     )
     from qdrant_xai.explain.explainer import Explainer
     from qdrant_xai.explain.grounding import Grounding, ground
+    from qdrant_xai.explain.heatmaps.clip_surgery import ClipSurgery
     from qdrant_xai.explain.heatmaps.decomposition import (
         DecompositionHeatmap,
         decomposition_heatmaps,
     )
-    from qdrant_xai.explain.heatmaps.gradients import Gae, GradEclip
+    from qdrant_xai.explain.heatmaps.gradients import Gae, GaeLastLayer, GradEclip
     from qdrant_xai.explain.heatmaps.occlusion import ImageOcclusion
     from qdrant_xai.explain.heatmaps.patch_similarity import (
         DebiasedPatch,

@@ -222,9 +222,11 @@ HEATMAP_METHODS: MethodRegistry[HeatmapMethod] = MethodRegistry(
         "decomposition": _HEATMAPS + "decomposition",
         "patch": _HEATMAPS + "patch_similarity",
         "debiased": _HEATMAPS + "patch_similarity",
+        "clip-surgery": _HEATMAPS + "clip_surgery",
         "multiscale": _HEATMAPS + "patch_similarity",
         "grad-eclip": _HEATMAPS + "gradients",
         "gae": _HEATMAPS + "gradients",
+        "gae-last": _HEATMAPS + "gradients",
         "occlusion": _HEATMAPS + "occlusion",
     },
 )

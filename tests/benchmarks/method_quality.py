@@ -62,9 +62,11 @@ HEATMAP_ORDER = (
     "decomposition",
     "patch",
     "debiased",
+    "clip-surgery",
     "multiscale",
     "grad-eclip",
     "gae",
+    "gae-last",
     "occlusion",
 )
 WORD_ORDER = ("occlusion", "context", "ig", "tokens")

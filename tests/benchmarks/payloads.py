@@ -131,7 +131,7 @@ def bench_codecs(config: BenchConfig, models: BenchModels, workdir: Path) -> Sec
     section.lines += [
         "",
         "The text point's features do not depend on the profile. `full` adds the input of the "
-        "last vision layer ([1 + 7x7, 768] for ViT-B/32), which lets `grad-eclip`, `gae`, "
+        "last vision layer ([1 + 7x7, 768] for ViT-B/32), which lets `grad-eclip`, `gae-last`, "
         "`patch` and `debiased` run without reading the image.",
         "",
         "Fidelity: Pearson correlation between the heatmap computed from the decoded features "

@@ -2,6 +2,7 @@
 
 One module per family, each registering its methods by name (see :mod:`..base`):
 :mod:`.decomposition` (``decomposition``, the default), :mod:`.patch_similarity`
-(``patch``, ``debiased``, ``multiscale``), :mod:`.gradients` (``grad-eclip``, ``gae``),
-:mod:`.occlusion` (``occlusion``, sliding patches or RISE masks).
+(``patch``, ``debiased``, ``multiscale``), :mod:`.clip_surgery` (``clip-surgery``),
+:mod:`.gradients` (``grad-eclip``, ``gae``, ``gae-last``), :mod:`.occlusion`
+(``occlusion``, sliding patches or RISE masks).
 """

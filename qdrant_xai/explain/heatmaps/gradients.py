@@ -16,19 +16,24 @@ and the heatmap is ``H_i = ReLU(Σ_h λ_{h,i} Σ_{c∈h} w_c v_{i,c})`` over the
 per head from the model's own scaled logits.)
 
 **GAE** — Chefer, Gur, Wolf, *Generic Attention-model Explainability for Interpreting
-Bi-Modal and Encoder-Decoder Transformers*, ICCV 2021, https://arxiv.org/abs/2103.15679.
+Bi-Modal and Encoder-Decoder Transformers*, ICCV 2021, https://arxiv.org/abs/2103.15679
+(reference code: hila-chefer/Transformer-MM-Explainability, the CLIP notebook).
 
-Each attention map is weighted by its gradient and averaged over heads,
+The target is the model's logit, ``S = exp(logit_scale) · cos(image, t)``, as in the
+reference. Each attention map is weighted by its gradient and averaged over heads,
 ``Ā_l = E_h[ReLU(∇A_l ⊙ A_l)]``; relevancy starts at ``R = I`` and accumulates
-``R ← R + Ā_l R`` over the layers used (the last, or all from first to last). The
-heatmap is the class token's row over the patches, ``R[CLS, patches]``. With the last
-layer only this is ``Ā_L[CLS, patches]``.
+``R ← R + Ā_l R`` over the layers used, first to last. The heatmap is the class token's
+row over the patches, ``R[CLS, patches]``. ``gae`` rolls out every layer (the paper's
+method); ``gae-last`` uses the last layer only (the reference notebook's default
+``start_layer=-1``), where the map is ``Ā_L[CLS, patches]`` and the logit scale is only a
+constant factor. With several layers the scale is not a factor (the products of ``Ā_l``
+scale with its powers), so differentiating ``cos`` instead would change the map's shape.
 
-Both methods need the gradient of ``Σ_n cos(image_n, t_n)``: the rows are independent, so
-one backward pass explains a whole batch of hits. They need attention weights on the
-autograd graph, i.e. a model loaded with ``attn_implementation="eager"`` (which
-:class:`~qdrant_xai.encoding.encoder.ClipEncoder` enforces). Both maps are non-negative (ReLU):
-they show what raised the score, never what lowered it.
+Both methods need the gradient of a sum over the rows of their own targets: the rows are
+independent, so one backward pass explains a whole batch of hits. They need attention
+weights on the autograd graph, i.e. a model loaded with ``attn_implementation="eager"``
+(which :class:`~qdrant_xai.encoding.encoder.ClipEncoder` enforces). All maps are
+non-negative (ReLU): they show what raised the score, never what lowered it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Gae",
+    "GaeLastLayer",
     "GradEclip",
     "gae_rollout",
     "grad_eclip_maps",
@@ -66,6 +72,12 @@ def _cosine_total(embeds: Tensor, queries: Tensor) -> Tensor:
     normed = embeds / embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     # a copy: the caller's queries may be inference tensors, which autograd cannot save
     return (normed * queries.detach().to(normed.dtype).clone()).sum()
+
+
+def _logit_total(model: Any, embeds: Tensor, queries: Tensor) -> Tensor:
+    """``Σ_n exp(logit_scale) · cos(embeds_n, queries_n)``: GAE's target (the CLIP logit)."""
+    scale = model.logit_scale.detach().float().exp().to(embeds.dtype)
+    return scale * _cosine_total(embeds, queries)
 
 
 def _min_max(x: Tensor, dim: int = -1) -> Tensor:
@@ -176,7 +188,9 @@ class GradEclip(_BatchedGradientMethod):
     layer, no image read) or from the images (one extra no-grad forward to get them). One
     forward + backward of the last layer per batch of ``max_batch`` hits. Non-negative
     (ReLU); needs eager attention. Sees only the last layer's attention, so it is coarse
-    where the embedding was formed earlier, and it cannot show what lowered the score.
+    where the embedding was formed earlier, and it cannot show what lowered the score; on
+    the bundled 4-layer shapes model it points at the named object in 86 % of 97 held-out
+    queries (the all-layer ``gae``: 94 %).
 
     Args:
         max_batch: hits per forward/backward pass (bounds memory).
@@ -212,25 +226,26 @@ class GradEclip(_BatchedGradientMethod):
 
 @register_heatmap_method
 class Gae(_BatchedGradientMethod):
-    """GAE: gradient-weighted attention rollout (Chefer et al., ICCV 2021).
+    """GAE: gradient-weighted attention rollout (Chefer et al., ICCV 2021), as published.
 
-    ``layers="last"`` (default) uses the last layer only: it runs from stored last-layer
-    inputs (no image read) or from the images. ``layers="all"`` rolls out every layer and
-    needs the images: one full forward + backward of the vision tower per batch. Non-negative
-    (ReLU on gradient × attention); needs eager attention. Attention-based, so it can credit
-    tokens that attention routed information through rather than the object itself; the
-    last-layer variant is sharper but ignores what earlier layers mixed.
+    ``layers="all"`` (the default, the paper's method) rolls out every layer of the vision
+    tower with the reference target ``exp(logit_scale) · cos``; it needs the images: one
+    full forward + backward of the vision tower per batch. ``layers="last"`` is
+    :class:`GaeLastLayer` (``gae-last``). Non-negative (ReLU on gradient × attention);
+    needs eager attention. Attention-based, so it can credit tokens that attention routed
+    information through rather than the object itself. The map is in logit units (it
+    scales with ``exp(logit_scale)``, and with its powers across layers).
 
     Args:
-        layers: ``"last"`` or ``"all"``.
+        layers: ``"all"`` or ``"last"``.
         max_batch: hits per forward/backward pass (bounds memory).
     """
 
     name = "gae"
-    requires = _FROM_LAST_LAYER
-    cost = "1 last-layer forward + backward per batch; layers='all': 1 full forward + backward"
+    requires = _FROM_IMAGES
+    cost = "1 full vision forward + backward per batch"
 
-    def __init__(self, *, layers: Literal["last", "all"] = "last", max_batch: int = 32) -> None:
+    def __init__(self, *, layers: Literal["last", "all"] = "all", max_batch: int = 32) -> None:
         if layers not in ("last", "all"):
             raise ValueError(f"layers must be 'last' or 'all', got {layers!r}")
         self.layers = layers
@@ -245,7 +260,7 @@ class Gae(_BatchedGradientMethod):
         if n == 0:
             return self._empty(encoder)
         if self.layers == "all" and evidence.images is None:
-            raise ValueError('gae with layers="all" needs the images')
+            raise ValueError(f"{self.name} (all layers) needs the images")
         queries = self._queries(queries, n)
         out = []
         for rows in self._chunks(n):
@@ -263,14 +278,43 @@ class Gae(_BatchedGradientMethod):
         return np.concatenate(out).astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"Gae(layers={self.layers!r}, max_batch={self.max_batch})"
+        return f"{type(self).__name__}(layers={self.layers!r}, max_batch={self.max_batch})"
+
+
+@register_heatmap_method
+class GaeLastLayer(Gae):
+    """GAE on the last attention layer only: ``Ā_L[CLS, patches]``, the reference
+    notebook's default (``start_layer=-1``).
+
+    Runs from stored last-layer inputs (the ``full`` profile: a replay of the last layer,
+    no image read) or from the images. It reads only the last layer: on a one-layer model
+    it equals :class:`Gae`; with more layers the class token's last attention falls on
+    tokens the earlier layers already mixed, and it is blind to that mixing. Even on the
+    bundled 4-layer shapes model it points at the named object less often than the
+    rollout (75 % vs 94 % of 97 held-out queries, the model the methods were developed
+    on).
+
+    Args:
+        max_batch: hits per forward/backward pass (bounds memory).
+    """
+
+    name = "gae-last"
+    requires = _FROM_LAST_LAYER
+    cost = "1 last-layer forward + backward per batch (+1 forward without stored inputs)"
+
+    def __init__(self, *, max_batch: int = 32) -> None:
+        super().__init__(layers="last", max_batch=max_batch)
+
+    def __repr__(self) -> str:
+        return f"GaeLastLayer(max_batch={self.max_batch})"
 
 
 def _gae_last_layer(model: Any, hidden: Tensor, queries: Tensor) -> Tensor:
     with torch.inference_mode(False), torch.enable_grad():
         hidden = hidden.detach().clone().requires_grad_(True)
         out = replay_last_layer(model, hidden)
-        (gradient,) = torch.autograd.grad(_cosine_total(out.embeds, queries), out.attention)
+        target = _logit_total(model, out.embeds, queries)
+        (gradient,) = torch.autograd.grad(target, out.attention)
     return gae_rollout([out.attention.detach()], [gradient])
 
 
@@ -290,7 +334,7 @@ def _gae_all_layers(model: Any, pixels: Tensor, queries: Tensor) -> Tensor:
             pixels = pixels.detach().clone().requires_grad_(True)
             outputs = vision(pixel_values=pixels)
             embeds = model.visual_projection(outputs.pooler_output)
-            gradients = torch.autograd.grad(_cosine_total(embeds, queries), attentions)
+            gradients = torch.autograd.grad(_logit_total(model, embeds, queries), attentions)
     finally:
         for handle in handles:
             handle.remove()

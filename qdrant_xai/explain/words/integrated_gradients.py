@@ -9,9 +9,12 @@ With ``x`` the token embeddings of a caption, ``x'`` a baseline and
 
     a_j = (x_j − x'_j) · ∫_0^1 ∂s/∂x_j (x' + α (x − x')) dα
 
-and word ``w`` the sum over its BPE tokens, ``a_w = Σ_{j∈w} a_j``. By the fundamental
-theorem of calculus the token attributions are *complete*:
-``Σ_j a_j = s(x) − s(x')``. The integral is computed with Gauss-Legendre quadrature on
+and word ``w`` the sum over its BPE tokens, ``a_w = Σ_{j∈w} a_j``. A token that belongs
+to no word (punctuation such as ``,`` or ``.``) is folded into the word before it, or into
+the first word when none comes before, so the *word* attributions are complete too. By
+the fundamental theorem of calculus the token attributions are *complete*:
+``Σ_j a_j = s(x) − s(x')``, and so ``Σ_w a_w = s(x) − s(x')`` (unless truncation cut off
+tokens, or the text has no word at all). The integral is computed with Gauss-Legendre quadrature on
 ``[0, 1]``, exact for polynomials of degree ``2 · steps − 1``, so a few dozen points
 meet completeness far more tightly than the same number of Riemann steps.
 
@@ -40,7 +43,7 @@ from qdrant_xai.explain.base import WordMethod, WordScores, register_word_method
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
 
-__all__ = ["Completeness", "IntegratedGradients", "gauss_legendre"]
+__all__ = ["Completeness", "IntegratedGradients", "fold_unassigned", "gauss_legendre"]
 
 _BASELINES = ("zero", "pad")
 
@@ -55,6 +58,32 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (nodes + 1.0) / 2.0, weights / 2.0
 
 
+def fold_unassigned(assignment: np.ndarray, replaced: np.ndarray) -> np.ndarray:
+    """Assigns every replaced token that lies in no word to a neighbouring word.
+
+    Args:
+        assignment: [T, n_words] 0/1 token -> word matrix (a row of zeros: no word).
+        replaced: [T] bool, the tokens that carry an attribution (not special, not padding).
+
+    Returns:
+        [T, n_words] a copy in which each such token joins the word of the nearest word
+        token before it, else (punctuation before the first word) the nearest after it.
+        Unchanged when there is no word.
+    """
+    folded = np.array(assignment, dtype=np.float32, copy=True)
+    if folded.shape[1] == 0:
+        return folded
+    owner = np.where(folded.any(axis=1), folded.argmax(axis=1), -1)
+    in_word = np.nonzero(owner >= 0)[0]
+    if in_word.size == 0:
+        return folded
+    for token in np.nonzero(np.asarray(replaced, dtype=bool) & (owner < 0))[0]:
+        before = in_word[in_word < token]
+        source = before[-1] if before.size else in_word[in_word > token][0]
+        folded[token, owner[source]] = 1.0
+    return folded
+
+
 @dataclass(frozen=True)
 class Completeness:
     """How well the attributions of N pairs add up.
@@ -66,8 +95,8 @@ class Completeness:
         baseline_scores: [N] ``s(x')``, the same with the baseline token embeddings.
         token_totals: [N] sum of the attributions of all replaced tokens (punctuation
             included); equals ``input_scores − baseline_scores`` up to quadrature error.
-        word_totals: [N] sum of the word attributions; misses the share of punctuation
-            tokens and of words cut off by truncation.
+        word_totals: [N] sum of the word attributions; equals ``token_totals`` (punctuation
+            is folded into a neighbouring word) unless the text has no word at all.
     """
 
     input_scores: np.ndarray
@@ -82,7 +111,8 @@ class Completeness:
 
     @property
     def gap(self) -> np.ndarray:
-        """[N] ``Σ_words a_w − (s(x) − s(x'))``; near 0 when every token is in a word."""
+        """[N] ``Σ_words a_w − (s(x) − s(x'))``: the quadrature error (plus the whole
+        delta for a text without words)."""
         return self.word_totals - self.delta
 
 
@@ -106,9 +136,10 @@ class IntegratedGradients(WordMethod):
     Runs the text tower forward and backward ``steps`` times per distinct (text, target)
     pair, all pairs and steps batched together (chunks of ``max_batch`` rows). Scores
     are signed and add up to ``s(x) − s(x')``: the similarity gained over a caption whose
-    words are blanked. Punctuation tokens belong to no word: their share of that total
-    is dropped from the word scores (it is reported by :meth:`attribute_with_check`).
-    Words cut off by the model's context length are not returned.
+    words are blanked. A punctuation token's share is added to the word before it (the
+    first word when none comes before), so the word scores add up too
+    (:meth:`attribute_with_check` reports the totals). Words cut off by the model's
+    context length are not returned.
 
     Where it is unreliable: the scores explain the gain over the blank caption, which is
     far off the training distribution, so they depend on that baseline choice; words
@@ -227,7 +258,7 @@ class IntegratedGradients(WordMethod):
             matrix = token_word_matrix([tuple(p) for p in offsets[i].tolist()], all_words)
             kept: np.ndarray = np.asarray(matrix.any(axis=0))
             words.append(tuple(w for w, keep in zip(all_words, kept.tolist(), strict=True) if keep))
-            assignment.append(matrix[:, kept])
+            assignment.append(fold_unassigned(matrix[:, kept], replaced[i].cpu().numpy()))
         return _Batch(input_ids, attention_mask, inputs, baselines, words, assignment, replaced)
 
     def _token_attributions(

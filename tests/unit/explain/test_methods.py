@@ -30,9 +30,11 @@ HEATMAP_NAMES = {
     "decomposition",
     "patch",
     "debiased",
+    "clip-surgery",
     "multiscale",
     "grad-eclip",
     "gae",
+    "gae-last",
     "occlusion",
 }
 WORD_NAMES = {"occlusion", "context", "ig", "tokens"}
@@ -145,7 +147,7 @@ def test_full_profile_runs_gradient_methods_without_reading_images(
     image_points = [p for p in point if (p.payload or {}).get(PayloadKeys.KIND) == "image"]
     assert all(PayloadKeys.LAST_LAYER in (p.payload or {}) for p in image_points)
     hits = Searcher(full, tiny_encoder, collection_name="f").search_images("a blue cross", limit=4)
-    for method in ("grad-eclip", "gae", "patch"):
+    for method in ("grad-eclip", "gae-last", "patch"):
         # no image_roots: nothing may be read, the stored last-layer input must suffice
         from_store = Explainer(tiny_encoder, full, collection_name="f", heatmap_method=method)
         from_pixels = Explainer(

@@ -20,7 +20,13 @@ from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.world import generate_scenes
 from qdrant_xai.encoding.last_layer import replay_last_layer
 from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, heatmap_method
-from qdrant_xai.explain.heatmaps.gradients import Gae, GradEclip, gae_rollout, grad_eclip_maps
+from qdrant_xai.explain.heatmaps.gradients import (
+    Gae,
+    GaeLastLayer,
+    GradEclip,
+    gae_rollout,
+    grad_eclip_maps,
+)
 from qdrant_xai.images.load import LoadedImage, load_image
 
 PHRASES = ["a red circle", "a blue square", "a green cross"]
@@ -44,7 +50,7 @@ def stored(tiny_encoder: ClipEncoder, images: list[LoadedImage]) -> np.ndarray:
 
 
 def _methods() -> list[HeatmapMethod]:
-    return [GradEclip(), Gae(), Gae(layers="all")]
+    return [GradEclip(), GaeLastLayer(), Gae()]
 
 
 @pytest.mark.parametrize("method", _methods(), ids=repr)
@@ -59,7 +65,7 @@ def test_heatmaps_shape_dtype_and_sign(
     assert (maps > 0).any()
 
 
-@pytest.mark.parametrize("method", [GradEclip(), Gae()], ids=repr)
+@pytest.mark.parametrize("method", [GradEclip(), GaeLastLayer()], ids=repr)
 def test_stored_inputs_equal_image_path(
     method: HeatmapMethod,
     tiny_encoder: ClipEncoder,
@@ -74,8 +80,8 @@ def test_stored_inputs_equal_image_path(
 
 @pytest.mark.parametrize(
     "make",
-    [GradEclip, Gae, lambda **kw: Gae(layers="all", **kw)],
-    ids=["grad-eclip", "gae", "gae-all"],
+    [GradEclip, GaeLastLayer, Gae],
+    ids=["grad-eclip", "gae-last", "gae"],
 )
 def test_batched_equals_one_at_a_time(
     make: Any, tiny_encoder: ClipEncoder, images: list[LoadedImage], queries: np.ndarray
@@ -111,7 +117,7 @@ def test_runs_inside_inference_mode(
     expected = GradEclip().heatmaps(tiny_encoder, evidence, queries)
     with torch.inference_mode():
         inside = GradEclip().heatmaps(tiny_encoder, evidence, queries)
-        gae = Gae().heatmaps(tiny_encoder, evidence, queries)
+        gae = GaeLastLayer().heatmaps(tiny_encoder, evidence, queries)
     np.testing.assert_allclose(inside, expected, rtol=1e-6, atol=1e-8)
     assert np.isfinite(gae).all()
 
@@ -121,12 +127,14 @@ def test_requires_and_registry(stored: np.ndarray) -> None:
     assert isinstance(heatmap_method("grad-eclip"), GradEclip)
     assert heatmap_method("grad-eclip").can_run(only_stored)
     assert not heatmap_method("grad-eclip").needs_pixels
-    last, every = heatmap_method("gae"), heatmap_method("gae", layers="all")
+    last, every = heatmap_method("gae-last"), heatmap_method("gae")
     assert isinstance(every, Gae) and every.layers == "all"
+    assert isinstance(last, GaeLastLayer) and last.layers == "last"
+    assert heatmap_method("gae", layers="last").requires == last.requires
     assert last.can_run(only_stored) and not last.needs_pixels
     assert not every.can_run(only_stored) and every.needs_pixels
     assert every.can_run(ImageEvidence(images=[]))
-    assert Gae.requires == last.requires  # the class attribute describes the default
+    assert Gae.requires == every.requires  # the class attribute describes the default
     with pytest.raises(ValueError, match="layers"):
         Gae(layers="first")  # type: ignore[arg-type]
 
@@ -223,13 +231,14 @@ def test_gae_all_layers_matches_model_attentions(
     with torch.enable_grad():
         out = model.vision_model(pixel_values=pixels, output_attentions=True)
         embeds = model.visual_projection(out.pooler_output)
-        loss = torch.nn.functional.cosine_similarity(embeds, query, dim=-1).sum()
+        cosines = torch.nn.functional.cosine_similarity(embeds, query, dim=-1)
+        loss = model.logit_scale.detach().exp() * cosines.sum()  # GAE's target: the logit
         gradients = torch.autograd.grad(loss, list(out.attentions))
     expected = gae_rollout([a.detach() for a in out.attentions], list(gradients))
-    got = Gae(layers="all").heatmaps(tiny_encoder, ImageEvidence(images=images), queries)
+    got = Gae().heatmaps(tiny_encoder, ImageEvidence(images=images), queries)
     np.testing.assert_allclose(got.reshape(3, -1), expected.numpy(), rtol=1e-4, atol=1e-6)
     # the last layer alone is a different (sharper) map
-    last = Gae().heatmaps(tiny_encoder, ImageEvidence(images=images), queries)
+    last = GaeLastLayer().heatmaps(tiny_encoder, ImageEvidence(images=images), queries)
     assert not np.allclose(last, got)
 
 
