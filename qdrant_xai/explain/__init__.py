@@ -40,6 +40,7 @@ _EXPORTS = {
     "PatchSimilarity": "qdrant_xai.explain.heatmaps.patch_similarity",
     "Rationale": "qdrant_xai.explain.rationales",
     "RationaleScorer": "qdrant_xai.explain.rationales",
+    "ConceptCalibration": "qdrant_xai.explain.rationales",
     "TokenContributions": "qdrant_xai.explain.words.token_contributions",
     "UnknownMethodError": "qdrant_xai.errors",
     "WordAttribution": "qdrant_xai.explain.results",
@@ -80,7 +81,12 @@ if TYPE_CHECKING:
         MultiScale,
         PatchSimilarity,
     )
-    from qdrant_xai.explain.rationales import DEFAULT_CONCEPTS, Rationale, RationaleScorer
+    from qdrant_xai.explain.rationales import (
+        DEFAULT_CONCEPTS,
+        ConceptCalibration,
+        Rationale,
+        RationaleScorer,
+    )
     from qdrant_xai.explain.results import Explanation, WordAttribution
     from qdrant_xai.explain.words.integrated_gradients import IntegratedGradients
     from qdrant_xai.explain.words.occlusion import ContextOcclusion, WordOcclusion

@@ -36,7 +36,7 @@ from qdrant_xai.explain.hits import (
     required,
     stack_evidence,
 )
-from qdrant_xai.explain.rationales import Rationale, RationaleScorer
+from qdrant_xai.explain.rationales import Rationale, RationaleScorer, reference_images
 from qdrant_xai.explain.results import Explanation, text_fields
 from qdrant_xai.explain.words.occlusion import WordOcclusion
 from qdrant_xai.images.load import ImageLimits, LoadedImage, load_image
@@ -157,6 +157,7 @@ class Explainer:
         self._scorer: RationaleScorer | None = (
             rationales if isinstance(rationales, RationaleScorer) else None
         )
+        self._references: dict[str, np.ndarray | None] = {}  # rationale support, per collection
 
     def explain(
         self,
@@ -223,7 +224,13 @@ class Explainer:
         )
         name = collection_name or self.collection_name
         layout = self._resolved_layout(name, hits)
-        request = self._request(hits, name, layout, run.heatmaps)
+        if run.scorer and run.scorer.calibration is None and name and self.client is not None:
+            if name not in self._references:  # one sample of the collection's image vectors
+                self._references[name] = reference_images(
+                    self.client, name, layout, retry=self.retry
+                )
+            run.reference = self._references[name]
+        request = None if name is None else self._reader.request(hits, name, layout, run.heatmaps)
         data = self._reader.read(
             hits,
             layout=layout,
@@ -433,23 +440,13 @@ class Explainer:
         name = collection_name or self.collection_name
         method = self._heatmaps(heatmap_method)
         hits = list(hits)
-        request = self._request(hits, name, self._resolved_layout(name, hits), method)
+        layout = self._resolved_layout(name, hits)
+        request = None if name is None else self._reader.request(hits, name, layout, method)
         if request is None:
             raise QdrantXaiError(
                 "fetch_request needs a collection: pass collection_name= here or to Explainer"
             )
         return request
-
-    def _request(
-        self,
-        hits: list[models.ScoredPoint],
-        collection_name: str | None,
-        layout: CollectionLayout,
-        method: HeatmapMethod,
-    ) -> FetchRequest | None:
-        if collection_name is None:
-            return None
-        return self._reader.request(hits, collection_name, layout, method)
 
     def _sidecar(self, collection_name: str | None, layout: CollectionLayout) -> Sidecar | None:
         """The sidecar of a collection another tool wrote (None for qdrant-xai's own)."""
@@ -492,8 +489,9 @@ class _Run:
     words_by: WordMethod
     grounding: bool
     scorer: RationaleScorer | None
+    reference: np.ndarray | None = None  # image vectors to calibrate support on
 
     def rationales(self, texts: list[str], images: np.ndarray) -> list[tuple[Rationale, ...]]:
         if self.scorer is None:
             return [()] * len(texts)
-        return self.scorer.rationales(texts, images)
+        return self.scorer.rationales(texts, images, reference=self.reference)

@@ -108,6 +108,7 @@ PUBLIC = {
         "Explainer",
         "Explanation",
         "ClipSurgery",
+        "ConceptCalibration",
         "Gae",
         "GaeLastLayer",
         "GradEclip",
