@@ -4,10 +4,9 @@
 a damaged or unreadable folder, a full disk) into :class:`~qdrant_xai.errors.StorageLockedError`,
 :class:`~qdrant_xai.errors.QdrantUnavailableError` and :class:`~qdrant_xai.errors.DiskFullError`;
 an embedded folder left with an empty ``meta.json`` and no collection data (a first write on
-a full disk) opens as a fresh folder. :func:`disk_full_error` recognises a full disk behind
-any error (sqlite's "database or disk is full", ``ENOSPC``/``EDQUOT``, a server's "No space
-left on device"). :func:`describe_server` and :func:`redact` let every message name the
-server (its URL, user info stripped) and never its API key.
+a full disk) opens as a fresh folder (a full disk is recognised by
+:func:`~qdrant_xai.files.disk_full_error`). :func:`describe_server` and :func:`redact` let
+every message name the server (its URL, user info stripped) and never its API key.
 
 Use::
 
@@ -19,13 +18,8 @@ Use::
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,21 +27,15 @@ from urllib.parse import urlsplit, urlunsplit
 from qdrant_client import QdrantClient
 
 from qdrant_xai.errors import (
-    DiskFullError,
     QdrantUnavailableError,
     QdrantXaiError,
     StorageLockedError,
     brief_repr,
 )
+from qdrant_xai.files import disk_full_error, replace_whole
 
-__all__ = ["describe_server", "disk_full_error", "open_client", "redact", "strip_userinfo"]
+__all__ = ["describe_server", "open_client", "redact", "strip_userinfo"]
 
-_FULL_ERRNOS = frozenset(
-    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
-)
-# how a full disk reads in the text of errors that carry no errno: sqlite (SQLITE_FULL), a
-# Qdrant server's answer ("No space left on device (os error 28)"), a quota
-_FULL_TEXTS = ("database or disk is full", "no space left on device", "disk quota exceeded")
 _META = "meta.json"  # the collection list of an embedded folder (qdrant-client's local mode)
 
 
@@ -198,43 +186,6 @@ def _close_lock_file(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
-def disk_full_error(
-    exc: BaseException,
-    where: str,
-    *,
-    fix: str = "free space (or raise the quota), then run the same command again; what was "
-    "written before stays, and indexing and backfill resume where they stopped",
-) -> DiskFullError | None:
-    """A :class:`~qdrant_xai.errors.DiskFullError` naming ``where`` (a folder, a file, a
-    server) when ``exc``, or an error it was raised from or while handling, says the disk
-    is full: ``OSError`` with ``ENOSPC``/``EDQUOT``, sqlite's "database or disk is full"
-    (qdrant-client's embedded mode), a server's "No space left on device"; else ``None``.
-    ``fix`` ends the message (what to do)."""
-    for link in _chain(exc):
-        if isinstance(link, DiskFullError):
-            return link
-        if isinstance(link, OSError) and link.errno in _FULL_ERRNOS:
-            detail = link.strerror or os.strerror(link.errno or errno.ENOSPC)
-        elif not isinstance(link, QdrantXaiError):  # whose messages may quote user text
-            detail = next((t for t in _FULL_TEXTS if t in str(link).lower()), "")
-            if not detail:
-                continue
-        else:
-            continue
-        return DiskFullError(f"the disk is full: cannot write {where} ({detail}); {fix}")
-    return None
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the errors it was raised from or while handling (each once)."""
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        link = link.__cause__ or link.__context__
-
-
 def _prepare_folder(path: str) -> None:
     """Writes the ``meta.json`` of a new embedded folder whole or not at all, before
     qdrant-client would write it in place (on a full disk it leaves an empty file, which it
@@ -251,7 +202,7 @@ def _prepare_folder(path: str) -> None:
         if _collection_data(Path(path)):
             return  # empty meta.json beside collection data: refused as damaged
         meta.parent.mkdir(parents=True, exist_ok=True)
-        _write_whole(meta, json.dumps({"collections": {}, "aliases": {}}))
+        replace_whole(meta, json.dumps({"collections": {}, "aliases": {}}))
     except OSError as exc:
         full = disk_full_error(exc, f"the embedded Qdrant folder {path}")
         if full is not None:
@@ -270,23 +221,6 @@ def _collection_data(folder: Path) -> list[str]:
     except OSError:
         pass
     return names
-
-
-def _write_whole(target: Path, text: str) -> None:
-    """``text`` into ``target`` through a temporary file in the same folder and a rename:
-    the file is whole or absent, never empty or half written."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _damaged(path: str, exc: ValueError) -> QdrantUnavailableError:

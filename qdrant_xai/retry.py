@@ -35,8 +35,9 @@ from typing import Any, TypeVar
 import httpx
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from qdrant_xai.connection import describe_server, disk_full_error, redact
+from qdrant_xai.connection import describe_server, redact
 from qdrant_xai.errors import QdrantUnavailableError
+from qdrant_xai.files import disk_full_error
 
 __all__ = [
     "TRANSIENT_STATUS",

@@ -207,8 +207,8 @@ def error_line(exc: Exception, args: argparse.Namespace | None) -> str | None:
     package, a file that cannot be read or written."""
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-    from qdrant_xai.connection import disk_full_error
     from qdrant_xai.errors import QdrantXaiError
+    from qdrant_xai.files import disk_full_error
 
     full = disk_full_error(exc, _written(exc, args))
     if full is not None:

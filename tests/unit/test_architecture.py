@@ -19,8 +19,8 @@ PACKAGE = REPO / "qdrant_xai"
 ROOMS = (
     "errors",
     "_lazy",
-    "connection",
     "files",
+    "connection",
     "retry",
     "progress",
     "images",
