@@ -10,7 +10,7 @@ error naming the point and the fix, before a single heatmap is drawn.
 
 A point carrying this model's legacy key (see :mod:`qdrant_xai.encoding.fingerprint`) is
 read like one without a fingerprint; an image read here whose file no longer hashes to the
-point's ``xai_content`` fails that hit (:func:`~qdrant_xai.explain.hits.check_fresh`).
+point's ``xai_content`` fails that hit (:func:`~qdrant_xai.storage.payloads.check_source_content`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
 from qdrant_xai.explain.hits import (
     HitData,
     HitKind,
-    check_fresh,
     fill,
     has,
     needed_fields,
@@ -49,6 +48,7 @@ from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.codec import PayloadFeatureCodec
 from qdrant_xai.storage.layouts import CollectionLayout
 from qdrant_xai.storage.payloads import (
+    check_source_content,
     check_stored_words,
     image_features_payload,
     stored_crop_box,
@@ -440,7 +440,10 @@ class EvidenceReader:
         for i in todo:
             try:
                 image = self._open(hits[i], data[i], needs)
-                check_fresh(hits[i].id, data[i], self.sources)
+                # a hit whose image was just read must be the picture it was indexed from,
+                # or its stored vector and the features computed now describe two pictures
+                what = f"point {hits[i].id}"
+                check_source_content(data[i].content, data[i].source, self.sources, what=what)
                 opened.append((i, image))
             except QdrantXaiError as exc:
                 data[i].error = exc

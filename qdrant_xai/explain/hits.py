@@ -20,21 +20,17 @@ from qdrant_xai.errors import (
     FeatureCodecError,
     FeaturesMissingError,
     QdrantXaiError,
-    SourceNotAllowedError,
     brief_repr,
 )
 from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence
 from qdrant_xai.explain.results import Explanation
 from qdrant_xai.images.load import LoadedImage
-from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.storage.layouts import LAYOUTS, CollectionLayout
-from qdrant_xai.storage.payloads import check_content
 from qdrant_xai.storage.writers import named_writer
 
 __all__ = [
     "HitData",
     "HitKind",
-    "check_fresh",
     "failure",
     "fill",
     "has",
@@ -157,25 +153,6 @@ def stored_unit(vector: list[float], what: str, *, dim: int, model: str) -> np.n
         model=model,
     )
     return array / max(float(np.linalg.norm(array)), 1e-12)
-
-
-def check_fresh(point_id: object, data: HitData, sources: ImageSourcePolicy) -> None:
-    """A hit whose image was just read must still be the picture it was indexed from (its
-    file hashes to the recorded ``xai_content``), or the stored vector it was found by and
-    the features computed now describe two pictures. Local files only (no content hash is
-    recorded for URLs); the file is hashed only when it is read anyway (hashing a 3 MB
-    photo costs about 12 ms, as much as explaining a hit from stored features).
-
-    Raises:
-        StaleFeaturesError: the file changed since it was indexed.
-    """
-    if data.content is None or not data.source:
-        return
-    try:
-        path = sources.resolve(data.source)
-    except SourceNotAllowedError:
-        return
-    check_content(data.content, path, what=f"point {point_id}", limits=sources.limits)
 
 
 def reencoded(data: HitData) -> str:

@@ -10,12 +10,12 @@ from PIL import Image
 from qdrant_client import models
 
 from qdrant_xai.encoding.words import split_words
-from qdrant_xai.errors import ImageLoadError, QdrantXaiError, SourceNotAllowedError, brief_repr
+from qdrant_xai.errors import ImageLoadError, QdrantXaiError, brief_repr
 from qdrant_xai.images.load import LoadedImage, load_image
 from qdrant_xai.images.overlay import overlay_heatmap
 from qdrant_xai.images.policy import ImageSourcePolicy, SourceKind
 from qdrant_xai.images.sniff import looks_like_base64_image
-from qdrant_xai.storage.payloads import check_content
+from qdrant_xai.storage.payloads import check_content, check_source_content
 from qdrant_xai.storage.schema import PayloadKeys, without_features
 
 if TYPE_CHECKING:
@@ -272,14 +272,8 @@ def hit_image(
         StaleFeaturesError: the file was overwritten since it was indexed.
         SourceNotAllowedError, ImageLoadError: as :meth:`ImageSourcePolicy.open`.
     """
-    recorded = payload.get(PayloadKeys.CONTENT)
-    if isinstance(recorded, str) and kind in ("auto", "path"):
-        try:
-            path = sources.resolve(source)
-        except SourceNotAllowedError:
-            path = None  # not a local file: open() reads it (or says why not)
-        if path is not None:
-            check_content(recorded, path, what=what, limits=sources.limits)
+    if kind in ("auto", "path"):
+        check_source_content(payload.get(PayloadKeys.CONTENT), source, sources, what=what)
     return sources.open(source, kind)
 
 

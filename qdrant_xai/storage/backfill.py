@@ -30,7 +30,6 @@ from qdrant_xai.errors import (
     ImageLoadError,
     ModelMismatchError,
     QdrantXaiError,
-    SourceNotAllowedError,
     StaleFeaturesError,
 )
 from qdrant_xai.images.load import LoadedImage, load_in_passes
@@ -41,7 +40,7 @@ from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
 from qdrant_xai.storage.detect import resolve_layout
 from qdrant_xai.storage.layouts import AUTO, CollectionLayout, LayoutSpec, layout_named
 from qdrant_xai.storage.payloads import (
-    check_content,
+    check_source_content,
     check_stored_words,
     image_features_payload,
     is_current,
@@ -240,14 +239,9 @@ class Backfiller:
         """Why an image point written by qdrant-xai is stale (its file no longer hashes to
         the recorded ``xai_content``), or None: backfilling it would pair the old picture's
         vector with the new picture's features."""
-        if source is None or not isinstance(payload.get(PayloadKeys.CONTENT), str):
-            return None
+        recorded = payload.get(PayloadKeys.CONTENT)
         try:
-            path = self.sources.resolve(source)
-            recorded = payload[PayloadKeys.CONTENT]
-            check_content(recorded, path, what=f"point {record.id}", limits=self.sources.limits)
-        except SourceNotAllowedError:  # not a local file; opening it reports why
-            return None
+            check_source_content(recorded, source, self.sources, what=f"point {record.id}")
         except StaleFeaturesError as exc:
             return str(exc)
         return None

@@ -13,13 +13,20 @@ from typing import Any
 
 from qdrant_xai.encoding.encoder import ClipEncoder, ImageFeatures, TextFeatures
 from qdrant_xai.encoding.words import split_words
-from qdrant_xai.errors import FeatureCodecError, StaleFeaturesError, brief_repr
+from qdrant_xai.errors import (
+    FeatureCodecError,
+    SourceNotAllowedError,
+    StaleFeaturesError,
+    brief_repr,
+)
 from qdrant_xai.images.load import ImageLimits, LoadedImage, file_digest
+from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.storage.codec import PayloadFeatureCodec
 from qdrant_xai.storage.schema import PayloadKeys, Profile
 
 __all__ = [
     "check_content",
+    "check_source_content",
     "check_stored_words",
     "image_features_payload",
     "is_current",
@@ -121,6 +128,25 @@ def check_content(
             "(its bytes no longer match the stored content hash), so its stored vector and "
             "features describe the old picture; run `qdrant-xai index` again"
         )
+
+
+def check_source_content(
+    recorded: object, source: str | None, sources: ImageSourcePolicy, *, what: str
+) -> None:
+    """:func:`check_content` for the image a payload names, read under ``sources``: local
+    files only (a URL or an inline image is not a file the policy resolves; opening it
+    reports why it cannot be read, if it cannot).
+
+    Raises:
+        StaleFeaturesError: the file changed since it was indexed.
+    """
+    if not isinstance(recorded, str) or not source:
+        return
+    try:
+        path = sources.resolve(source)
+    except SourceNotAllowedError:
+        return
+    check_content(recorded, path, what=what, limits=sources.limits)
 
 
 def stored_crop_box(payload: dict[str, Any], what: str) -> tuple[int, int, int, int] | None:
