@@ -36,16 +36,27 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from qdrant_xai.demo.world import COLORS, SHAPES, ShapeScene, caption_for, generate_scenes
+from qdrant_xai.demo.world import (
+    COLORS,
+    WORLD_WORDS,
+    ShapeScene,
+    caption_for,
+    generate_scenes,
+    misbound_phrase,
+    recolour,
+    reshape_one,
+    swap_colours,
+)
 from qdrant_xai.eval import pointing_game
 from qdrant_xai.testing import build_clip_processor, tiny_clip_config
 
@@ -128,10 +139,14 @@ class ShapesEvaluation:
         )
 
 
-def build_shapes_clip(config: ShapesTrainingConfig) -> tuple[CLIPModel, CLIPProcessor]:
+def build_shapes_clip(
+    config: ShapesTrainingConfig, *, words: Sequence[str] | None = None
+) -> tuple[CLIPModel, CLIPProcessor]:
     """Build the untrained model and its processor (weights seeded by ``config.seed``)."""
     processor = build_clip_processor(
-        image_size=config.image_size, model_max_length=config.context_length
+        WORLD_WORDS if words is None else words,
+        image_size=config.image_size,
+        model_max_length=config.context_length,
     )
     clip_config = tiny_clip_config(
         processor.tokenizer,
@@ -151,19 +166,29 @@ def build_shapes_clip(config: ShapesTrainingConfig) -> tuple[CLIPModel, CLIPProc
 
 
 def train_shapes_clip(
-    config: ShapesTrainingConfig, *, log_every: int = 100
+    config: ShapesTrainingConfig,
+    *,
+    log_every: int = 100,
+    scenes: Iterator[Any] | None = None,
+    batch_loss: Callable[..., torch.Tensor] | None = None,
+    words: Sequence[str] | None = None,
 ) -> tuple[CLIPModel, CLIPProcessor]:
     """Train a shapes-world CLIP from scratch.
 
     Args:
         config: Model and training hyper-parameters.
         log_every: Print the running loss every this many steps (0: never).
+        scenes: Training scenes (default: the shapes world with ``config.seed``); another
+            world's trainer (``examples/train_clutter_clip.py``) passes its own.
+        batch_loss: ``(model, processor, batch, rng) -> loss`` (default: this world's).
+        words: The tokenizer's words (default: the shapes world's).
 
     Returns:
         The trained model (in eval mode) and its processor.
     """
     torch.set_num_threads(config.threads)
-    model, processor = build_shapes_clip(config)
+    model, processor = build_shapes_clip(config, words=words)
+    loss_of = _batch_loss if batch_loss is None else batch_loss
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embedding" in n]
@@ -179,15 +204,16 @@ def train_shapes_clip(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _learning_rate_factor(step, config)
     )
-    scenes = generate_scenes(
-        config.steps * config.batch_size, seed=config.seed, size=config.scene_size
-    )
+    if scenes is None:
+        scenes = generate_scenes(
+            config.steps * config.batch_size, seed=config.seed, size=config.scene_size
+        )
     running = 0.0
     started = time.perf_counter()
     for step in range(config.steps):
         batch = [next(scenes) for _ in range(config.batch_size)]
         rng = np.random.default_rng([config.seed, step])
-        loss = _batch_loss(model, processor, batch, rng)
+        loss = loss_of(model, processor, batch, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -264,7 +290,7 @@ def evaluate_shapes_clip(
         recall_1 = hits[:, :1].any(dim=1).float().mean().item()
         recall_5 = hits[:, :5].any(dim=1).float().mean().item()
 
-        swaps = [(i, _swap_colours(_pairs(scene))) for i, scene in enumerate(scenes)]
+        swaps = [(i, swap_colours(_pairs(scene))) for i, scene in enumerate(scenes)]
         swapped = {i: caption_for(wrong) for i, wrong in swaps if wrong is not None}
         binding = float("nan")
         if swapped:
@@ -355,9 +381,9 @@ def _batch_loss(
         texts.append([pairs[int(rng.integers(len(pairs)))]])
     for scene in batch:  # hard negatives
         pairs = _pairs(scene)
-        texts.append(_swap_colours(pairs) or [_recolour(pairs[0], rng)])
-        texts.append([_misbound_phrase(pairs, rng)])
-        texts.append(_reshape_one(pairs, rng))
+        texts.append(swap_colours(pairs) or [recolour(pairs[0], rng)])
+        texts.append([misbound_phrase(pairs, rng)])
+        texts.append(reshape_one(pairs, rng))
 
     pixel_values = processor(images=[s.image for s in batch], return_tensors="pt")["pixel_values"]
     images = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
@@ -399,46 +425,6 @@ def _pairs(scene: ShapeScene) -> list[Pair]:
 def _is_true(named: Sequence[Pair], scene_pairs: Sequence[Pair]) -> bool:
     """A text is true of a scene when the scene holds every object it names."""
     return set(named) <= set(scene_pairs)
-
-
-def _swap_colours(pairs: Sequence[Pair]) -> list[Pair] | None:
-    """Rotate colours one object along (``red circle, blue square`` -> ``blue
-    circle, red square``); ``None`` when that changes no object."""
-    if len(pairs) < 2:
-        return None
-    colours = [color for color, _ in pairs]
-    rotated = [(colours[i - 1], shape) for i, (_, shape) in enumerate(pairs)]
-    return rotated if set(rotated) != set(pairs) else None
-
-
-def _recolour(pair: Pair, rng: np.random.Generator) -> Pair:
-    others = [color for color in COLORS if color != pair[0]]
-    return (others[int(rng.integers(len(others)))], pair[1])
-
-
-def _reshape_one(pairs: Sequence[Pair], rng: np.random.Generator) -> list[Pair]:
-    """The caption with one object's shape replaced by a shape it does not have
-    (``red circle, blue square`` -> ``red circle, blue cross``)."""
-    index = int(rng.integers(len(pairs)))
-    color, shape = pairs[index]
-    others = [other for other in SHAPES if other != shape and (color, other) not in set(pairs)]
-    changed = list(pairs)
-    changed[index] = (color, others[int(rng.integers(len(others)))])
-    return changed
-
-
-def _misbound_phrase(pairs: Sequence[Pair], rng: np.random.Generator) -> Pair:
-    """A one-object phrase using a colour and a shape of the scene that do not
-    belong together, or another colour for a lone object."""
-    candidates = [
-        (color, shape)
-        for color, _ in pairs
-        for _, shape in pairs
-        if (color, shape) not in set(pairs)
-    ]
-    if candidates:
-        return candidates[int(rng.integers(len(candidates)))]
-    return _recolour(pairs[int(rng.integers(len(pairs)))], rng)
 
 
 def _training_report(

@@ -37,6 +37,10 @@ __all__ = [
     "ShapeScene",
     "caption_for",
     "generate_scenes",
+    "misbound_phrase",
+    "recolour",
+    "reshape_one",
+    "swap_colours",
     "write_scene_folder",
 ]
 
@@ -261,3 +265,54 @@ def _draw_shape(shape: str, box: tuple[int, int, int, int], size: int) -> np.nda
     else:
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
     return np.asarray(layer) > 0
+
+
+# Hard negatives for contrastive training (examples/train_shapes_clip.py and
+# examples/train_clutter_clip.py): texts that are almost, but not, true of a scene.
+
+
+def swap_colours(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """Rotate colours one object along (``red circle, blue square`` -> ``blue
+    circle, red square``); ``None`` when that changes no object."""
+    if len(pairs) < 2:
+        return None
+    colours = [color for color, _ in pairs]
+    rotated = [(colours[i - 1], shape) for i, (_, shape) in enumerate(pairs)]
+    return rotated if set(rotated) != set(pairs) else None
+
+
+def recolour(pair: tuple[str, str], rng: np.random.Generator) -> tuple[str, str]:
+    others = [color for color in COLORS if color != pair[0]]
+    return (others[int(rng.integers(len(others)))], pair[1])
+
+
+def reshape_one(
+    pairs: Sequence[tuple[str, str]], rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    """The caption with one object's shape replaced by a shape it does not have
+    (``red circle, blue square`` -> ``red circle, blue cross``); when the scene already
+    holds that colour in every shape, the object's colour is changed instead."""
+    index = int(rng.integers(len(pairs)))
+    color, shape = pairs[index]
+    others = [other for other in SHAPES if other != shape and (color, other) not in set(pairs)]
+    changed = list(pairs)
+    if others:
+        changed[index] = (color, others[int(rng.integers(len(others)))])
+    else:
+        colours = [other for other in COLORS if (other, shape) not in set(pairs)]
+        changed[index] = (colours[int(rng.integers(len(colours)))], shape)
+    return changed
+
+
+def misbound_phrase(pairs: Sequence[tuple[str, str]], rng: np.random.Generator) -> tuple[str, str]:
+    """A one-object phrase using a colour and a shape of the scene that do not
+    belong together, or another colour for a lone object."""
+    candidates = [
+        (color, shape)
+        for color, _ in pairs
+        for _, shape in pairs
+        if (color, shape) not in set(pairs)
+    ]
+    if candidates:
+        return candidates[int(rng.integers(len(candidates)))]
+    return recolour(pairs[int(rng.integers(len(pairs)))], rng)
