@@ -170,8 +170,10 @@ def _grounding_html(explanation: Explanation, image: Image.Image | None) -> str:
 
 
 def _rationales_html(explanation: Explanation) -> str:
-    if not explanation.rationales:
+    if explanation.rationales is None:
         return ""
+    if not explanation.rationales:
+        return "<div class='why'>no rationale found</div>"
     items = ", ".join(
         f"<b title='score {r.score:.4f}, concept alone {r.concept_score:.4f}, "
         f"gain {r.gain:+.4f}'>{html.escape(r.concept)}</b>"

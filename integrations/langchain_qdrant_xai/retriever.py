@@ -187,7 +187,7 @@ class QdrantXaiRetriever(BaseRetriever):
     image_limits: ImageLimits = Field(default_factory=ImageLimits)
     text_limits: TextLimits = Field(default_factory=TextLimits)
     heatmap_method: str = "decomposition"
-    word_method: str = "occlusion"
+    word_method: str = "prefix"
     grounding: bool = False
     rationales: bool = False
     top_words: int = Field(default=3, ge=0)

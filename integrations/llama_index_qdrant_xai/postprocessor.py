@@ -141,7 +141,7 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
     image_limits: ImageLimits = Field(default_factory=ImageLimits, exclude=True)
     text_limits: TextLimits = Field(default_factory=TextLimits, exclude=True)
     heatmap_method: str = "decomposition"
-    word_method: str = "occlusion"
+    word_method: str = "prefix"
     top_words: int = Field(default=3, ge=0)
     metadata_key: str = Field(default="explanation", min_length=1)
     sidecar: str | bool = "auto"

@@ -197,9 +197,11 @@ def add_method_choices(
     )
     container.add_argument(
         "--word-method",
-        default="occlusion",
+        default="prefix",
         choices=sorted(WORD_METHODS),
-        help="word attribution method (default: occlusion)" if described else None,
+        help="word attribution method (default: prefix, from one text forward)"
+        if described
+        else None,
     )
 
 

@@ -133,3 +133,5 @@ def _print_explanation(e: Explanation) -> None:
     if e.rationales:
         because = ", ".join(r.concept for r in e.rationales)
         print(f"      because there is: {because}")
+    elif e.rationales is not None:
+        print("      no rationale found (no concept both raises the match and is seen)")

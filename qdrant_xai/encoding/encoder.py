@@ -23,6 +23,7 @@ from PIL import Image
 
 from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, check_device, checkpoint_path
 from qdrant_xai.encoding.fingerprint import ModelFingerprint
+from qdrant_xai.encoding.text_prefixes import TextPrefixes, prefix_embeddings
 from qdrant_xai.encoding.towers import run_image_tower, run_text_tower
 from qdrant_xai.encoding.words import Word, split_words, token_word_matrix
 from qdrant_xai.errors import ModelLoadError
@@ -122,7 +123,11 @@ class ClipEncoder:
             *model.text_projection.parameters(),
         )
         self._queries: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._query_prefixes: dict[tuple[str, int], TextPrefixes] = {}
         self._queries_lock = threading.Lock()
+        #: single texts (queries) are embedded with their word prefixes, remembered for the
+        #: ``prefix`` word method (on from its first use; see :mod:`.text_prefixes`)
+        self.query_prefixes = False
         #: held around every forward of :attr:`model` (the eager model): feature paths
         #: hook its layers and gradient methods run it with autograd, and a hook fires on
         #: every thread's forward, so these forwards run one at a time (re-entrant). The
@@ -421,12 +426,15 @@ class ClipEncoder:
             if cached is not None:
                 self._queries.move_to_end(key)
                 return cached[None].copy()
-        embeds = self._embed_texts(texts)
+        prefixes = prefix_embeddings(self, texts)[0] if self.query_prefixes else None
+        embeds = self._embed_texts(texts) if prefixes is None else prefixes.embedding[None]
         with self._queries_lock:
             self._queries[key] = embeds[0].copy()
+            if prefixes is not None:
+                self._query_prefixes[key] = prefixes
             while len(self._queries) > QUERY_CACHE_SIZE:
-                self._queries.popitem(last=False)
-        return embeds
+                self._query_prefixes.pop(self._queries.popitem(last=False)[0], None)
+        return embeds.copy()
 
     @torch.inference_mode()
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:

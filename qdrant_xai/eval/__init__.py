@@ -4,7 +4,8 @@ How good an explanation is:
 
 * :mod:`.faithfulness`: pointing game, energy pointing game, deletion and insertion AUC,
   ERASER comprehensiveness and sufficiency, random and centre-prior baselines;
-* :mod:`.curves`: the deletion and insertion curves (RISE) behind the AUCs.
+* :mod:`.curves`: the deletion and insertion curves (RISE) behind the AUCs;
+* :mod:`.foils`: true-vs-foil AUC of word attributions, bootstrap intervals (:class:`Estimate`).
 
 How well a collection retrieves (``qdrant-xai eval``):
 
@@ -37,6 +38,7 @@ _EXPORTS = {
     "DatasetError": "qdrant_xai.errors",
     "DatasetFormat": "qdrant_xai.eval.datasets",
     "DirectionMetrics": "qdrant_xai.eval.retrieval",
+    "Estimate": "qdrant_xai.eval.foils",
     "EvalItem": "qdrant_xai.eval.datasets",
     "EvaluationReport": "qdrant_xai.eval.report",
     "FaithfulnessCurve": "qdrant_xai.eval.curves",
@@ -44,6 +46,7 @@ _EXPORTS = {
     "RetrievalDataset": "qdrant_xai.eval.datasets",
     "WordFaithfulness": "qdrant_xai.eval.faithfulness",
     "average_precision": "qdrant_xai.eval.retrieval",
+    "bootstrap_ratio": "qdrant_xai.eval.foils",
     "centre_prior": "qdrant_xai.eval.faithfulness",
     "comprehensiveness": "qdrant_xai.eval.faithfulness",
     "default_collection": "qdrant_xai.eval.datasets",
@@ -52,6 +55,8 @@ _EXPORTS = {
     "detect_format": "qdrant_xai.eval.datasets",
     "energy_pointing_game": "qdrant_xai.eval.faithfulness",
     "evaluate": "qdrant_xai.eval.retrieval",
+    "foil_auc": "qdrant_xai.eval.foils",
+    "foil_wins": "qdrant_xai.eval.foils",
     "insertion_auc": "qdrant_xai.eval.faithfulness",
     "insertion_curves": "qdrant_xai.eval.curves",
     "pointing_game": "qdrant_xai.eval.faithfulness",
@@ -98,6 +103,7 @@ if TYPE_CHECKING:
         sufficiency,
         word_faithfulness,
     )
+    from qdrant_xai.eval.foils import Estimate, bootstrap_ratio, foil_auc, foil_wins
     from qdrant_xai.eval.invariance import SCORE_NOISE, Invariance
     from qdrant_xai.eval.report import EvaluationReport
     from qdrant_xai.eval.retrieval import (

@@ -169,7 +169,7 @@ def evaluate(
     cap: int = DEFAULT_CAP,
     explain_top: int = 10,
     heatmap_method: str = "decomposition",
-    word_method: str = "occlusion",
+    word_method: str = "prefix",
     codec: Codec = "fp16",
     profile: Profile = "standard",
     exact: bool = True,

@@ -3,8 +3,8 @@
 * :mod:`.base`: the two method interfaces and the registry (methods are chosen by name);
 * :mod:`.heatmaps`: where in an image a match comes from (``decomposition``, the default,
   ``patch``, ``debiased``, ``multiscale``, ``grad-eclip``, ``gae``, ``occlusion``);
-* :mod:`.words`: which words raised a match (``occlusion``, the default, ``context``,
-  ``ig``, ``tokens``);
+* :mod:`.words`: which words raised a match (``prefix``, the default, ``occlusion``,
+  ``context``, ``ig``, ``tokens``);
 * :mod:`.grounding` (word-to-region maps) and :mod:`.rationales` (zero-shot concepts);
 * :mod:`.explainer`: one explanation per hit of any Qdrant search; :mod:`.results`: what
   it returns.

@@ -220,6 +220,7 @@ HEATMAP_METHODS: MethodRegistry[HeatmapMethod] = MethodRegistry(
     "heatmap",
     {
         "decomposition": _HEATMAPS + "decomposition",
+        "decompx": _HEATMAPS + "decompx",
         "patch": _HEATMAPS + "patch_similarity",
         "debiased": _HEATMAPS + "patch_similarity",
         "clip-surgery": _HEATMAPS + "clip_surgery",
@@ -238,6 +239,7 @@ WORD_METHODS: MethodRegistry[WordMethod] = MethodRegistry(
         "context": _WORDS + "occlusion",
         "ig": _WORDS + "integrated_gradients",
         "tokens": _WORDS + "token_contributions",
+        "prefix": _WORDS + "prefix",
     },
 )
 register_heatmap_method = HEATMAP_METHODS.register

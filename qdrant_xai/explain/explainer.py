@@ -120,7 +120,7 @@ class Explainer:
         image_roots: Sequence[str | os.PathLike[str]] = (),
         image_limits: ImageLimits | None = None,
         heatmap_method: str | HeatmapMethod = "decomposition",
-        word_method: str | WordMethod = "occlusion",
+        word_method: str | WordMethod = "prefix",
         grounding: bool = False,
         rationales: bool | RationaleScorer = False,
         layout: LayoutSpec = AUTO,
@@ -491,7 +491,9 @@ class _Run:
     scorer: RationaleScorer | None
     reference: np.ndarray | None = None  # image vectors to calibrate support on
 
-    def rationales(self, texts: list[str], images: np.ndarray) -> list[tuple[Rationale, ...]]:
-        if self.scorer is None:
-            return [()] * len(texts)
+    def rationales(
+        self, texts: list[str], images: np.ndarray
+    ) -> list[tuple[Rationale, ...]] | list[None]:
+        if self.scorer is None:  # not asked for: None, unlike () for "none found"
+            return [None] * len(texts)
         return self.scorer.rationales(texts, images, reference=self.reference)

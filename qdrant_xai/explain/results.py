@@ -75,7 +75,9 @@ class Explanation:
         heatmap_method, word_method: the names of the methods that produced them.
         grounding: where each content word of ``text`` is found in the heatmap's image
             (text-image pairs, when asked for).
-        rationales: concepts that explain the match, best first (when asked for).
+        rationales: concepts that explain the match, best first, when asked for: ``None``
+            when rationales were not asked for, ``()`` when they were and no concept both
+            raises the match and is supported by the image ("no rationale found").
         words_left_out: words of ``text`` past the model's context (CLIP never saw them,
             so they are not attributed; the embedding ignores them too).
         chars_left_out: characters of the hit's text past
@@ -100,7 +102,7 @@ class Explanation:
     heatmap_method: str | None = None
     word_method: str | None = None
     grounding: Grounding | None = None
-    rationales: tuple[Rationale, ...] = ()
+    rationales: tuple[Rationale, ...] | None = None
     #: the decoded image the heatmap covers, when the explainer read it (foreign sources)
     image: LoadedImage | None = field(default=None, repr=False, compare=False)
     #: the policy the explainer read images under, when it names image folders or URL
@@ -183,7 +185,9 @@ class Explanation:
             "words_side": self.words_side,
             "word_method": self.word_method,
             "grounding": None if self.grounding is None else self.grounding.to_dict(),
-            "rationales": [r.to_dict() for r in self.rationales],
+            "rationales": (
+                None if self.rationales is None else [r.to_dict() for r in self.rationales]
+            ),
             "words_left_out": self.words_left_out,
             "chars_left_out": self.chars_left_out,
         }

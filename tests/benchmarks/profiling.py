@@ -115,6 +115,9 @@ def _top_self(stats: pstats.Stats, count: int) -> list[tuple[str, float, float, 
     return rows[:count]
 
 
+_WORD_FORWARD = "explain: the word method's text forward (`embed_texts`)"
+
+
 def _search_stages(
     searcher: Any, explainer: Any, hits: int, reps: int, queries: Iterator[str]
 ) -> tuple[list[tuple[str, float]], float]:
@@ -127,10 +130,12 @@ def _search_stages(
         return lambda w: f"{w.phase}: {what}"
 
     def text_forward(w: Stopwatch) -> str:
+        if w.phase == "search" and encoder.query_prefixes:  # what `prefix` turns on
+            return "search: embed the query with its word prefixes and knockouts (1 text forward)"
         if w.phase == "search":
             return "search: embed the query (1 text forward)"
         if w.inside("attribute"):
-            return "explain: leave-one-word-out forward (query + 1 variant per word)"
+            return _WORD_FORWARD
         return "explain: embed the query again (1 text forward)"
 
     watch.wrap(encoder, "embed_texts", text_forward)
@@ -154,7 +159,7 @@ def _search_stages(
     finally:
         watch.undo()
     seconds = dict(watch.seconds)
-    forward = seconds.get("explain: leave-one-word-out forward (query + 1 variant per word)", 0.0)
+    forward = seconds.get(_WORD_FORWARD, 0.0)
     words = "explain: word scores besides the forward"
     if words in seconds:  # the wrapper around attribute includes the forward it calls
         seconds[words] = max(0.0, seconds[words] - forward)
@@ -301,11 +306,13 @@ def bench_where(config: BenchConfig, models: BenchModels, workdir: Path) -> Sect
         "|---|---|---|---|",
         *(f"| {f} | {tt:.3f} | {ct:.3f} | {nc} |" for f, tt, ct, nc in top),
         "",
-        "The text tower's forward passes dominate. The query is encoded by the search and "
-        "again as the first of the leave-one-word-out variants, whose batch is the largest "
-        "single cost; the explainer's own embedding of the query is now served from the "
-        "encoder's memory of recent queries (below). Heatmaps from stored features, and "
-        "fetching and decoding them, are small.",
+        "The text tower's forward passes dominate. With the default `prefix` word method the "
+        "search's query forward also yields the query's word prefixes and knockouts, which "
+        "the encoder remembers with the embedding, so the explanation runs no text forward "
+        "(the explainer's own embedding of the query is served from the same memory); with "
+        "`occlusion` the query is encoded again as the first of the leave-one-word-out "
+        "variants, whose batch is then the largest single cost. Heatmaps from stored "
+        "features, and fetching and decoding them, are small.",
         "",
         "### Indexing, profile `full`, profiled with cProfile",
         "",

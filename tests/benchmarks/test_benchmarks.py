@@ -253,6 +253,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
     where = sections["where"]
     stages = where["search_explain_stages_s"]
     assert any(k.startswith("search:") for k in stages)
-    assert any("leave-one-word-out" in k for k in stages)
+    # the default word method reuses the search's query forward: none of its own
+    assert any("word prefixes" in k for k in stages)
     assert all(row["max_abs_difference"] < 1e-5 for row in where["sdpa_before_after"])
     assert os.path.getsize(out) > 2000

@@ -40,7 +40,7 @@ IMAGE_QUERIES = ("scene_0001.png", "scene_0004.png")
 
 # (heatmap method, word method, grounding): every family of method, hooks and gradients
 COMBOS: tuple[tuple[Any, Any, bool], ...] = (
-    ("decomposition", "occlusion", True),
+    ("decomposition", "prefix", True),  # the defaults
     ("grad-eclip", "tokens", False),
     ("gae", IntegratedGradients(steps=4), False),
     (Gae(layers="all"), "context", False),

@@ -80,14 +80,17 @@ def test_text_query_explanations_match_the_definitions(
     hits = Searcher(client, tiny_encoder, collection_name=collection_name).search_images(
         query, limit=3
     )
-    explanations = Explainer(tiny_encoder, client, collection_name=collection_name).explain(
-        query, hits
-    )
+    explainer = Explainer(tiny_encoder, client, collection_name=collection_name)
+    explanations = explainer.explain(query, hits, word_method="occlusion")
+    by_default = explainer.explain(query, hits)  # the `prefix` word method
     text = tiny_encoder.embed_texts([query])[0]
-    for e in explanations:
+    for e, default in zip(explanations, by_default, strict=True):
         feats = tiny_encoder.encode_images([Path(e.payload["source"])])[0]
         # heatmap = stored contributions · query (fp16 storage tolerance)
         np.testing.assert_allclose(e.heatmap, feats.contributions @ text, atol=2e-3)
+        # the default's last word: both its terms are that word's exact leave-one-out
+        assert default.word_method == "prefix"
+        assert default.words[-1].score == pytest.approx(e.words[-1].score, abs=1e-4)
         # leave-one-word-out, checked one variant at a time against the hit's embedding
         for word in e.words:
             start, end = word.span

@@ -80,7 +80,7 @@ def test_invoke_keeps_qdrant_order_and_scores_and_explains_every_hit(
         assert why["peak"] == list(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape))
         assert [w for w, _, _ in why["words"]] == ["a", "red", "circle"]
         assert why["top_words"][0][1] == max(s for _, s, _ in why["words"])
-        assert why["heatmap_method"] == "decomposition" and why["word_method"] == "occlusion"
+        assert why["heatmap_method"] == "decomposition" and why["word_method"] == "prefix"
         assert why["words_side"] == "query" and why["heatmap_side"] == "hit"
         assert "overlay" not in why and "image" not in meta
 

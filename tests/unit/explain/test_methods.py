@@ -24,10 +24,11 @@ from qdrant_xai.explain import (
     heatmap_method,
     word_method,
 )
-from qdrant_xai.render import render_report
+from qdrant_xai.render import render_report, render_section
 
 HEATMAP_NAMES = {
     "decomposition",
+    "decompx",
     "patch",
     "debiased",
     "clip-surgery",
@@ -37,7 +38,7 @@ HEATMAP_NAMES = {
     "gae-last",
     "occlusion",
 }
-WORD_NAMES = {"occlusion", "context", "ig", "tokens"}
+WORD_NAMES = {"occlusion", "context", "ig", "tokens", "prefix"}
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +254,20 @@ def test_rationales_rank_concepts_with_the_ecor_prompt(
         "a red circle", hits, rationales=scorer
     )
     assert any(e.rationales for e in explanations)
+    # asked for and none found is (), not None; "no rationale found" reaches JSON and HTML
+    assert all(e.rationales is not None for e in explanations)
+    none_found = [e for e in explanations if e.rationales == ()]
+    assert none_found, "some low-ranked hit should have no supported concept"
+    assert none_found[0].to_dict()["rationales"] == []
+    assert "no rationale found" in render_section("a red circle", none_found[:1])
+    not_asked = Explainer(shapes_encoder, client, collection_name="r").explain(
+        "a red circle", hits[:2]
+    )
+    assert [e.rationales for e in not_asked] == [None, None]
+    assert not_asked[0].to_dict()["rationales"] is None
+    assert "rationale" not in render_section("a red circle", not_asked)
     for e in explanations:
+        assert e.rationales is not None
         assert len(e.rationales) <= 4
         scores = [r.score for r in e.rationales]
         assert scores == sorted(scores, reverse=True)

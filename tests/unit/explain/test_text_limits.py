@@ -108,7 +108,7 @@ def test_words_past_the_context_of_a_query_are_reported(
     assert short[0].words_left_out == 0 and short[0].left_out_note() is None
 
 
-@pytest.mark.parametrize("word_method", ["occlusion", "tokens", "context"])
+@pytest.mark.parametrize("word_method", ["occlusion", "tokens", "context", "prefix"])
 def test_a_long_hit_text_is_explained_from_its_head(
     tiny_encoder: ClipEncoder,
     client: QdrantClient,
