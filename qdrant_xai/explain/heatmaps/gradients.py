@@ -192,6 +192,17 @@ class GradEclip(_BatchedGradientMethod):
     the bundled 4-layer shapes model it points at the named object in 86 % of 97 held-out
     queries (the all-layer ``gae``: 94 %).
 
+    Differs from the authors' code (Cyang-Zhao/Grad-Eclip): they replay the last block
+    with a single attention head, which on a multi-head model changes the embedding being
+    explained (shapes model: cosine 0.944-0.998 to the real one); we replay the model's own
+    heads. Their spatial weight is the min-max cosine of ``q_cls`` and ``k_i`` over all
+    channels; ours is each head's min-max logit ``q_cls · k_i``, since each head's values
+    are mixed by that head's attention alone. They feed the whole image at its aspect ratio
+    (interpolated position embeddings) and min-max the map; we use the encoder's
+    preprocessing (the crop the search embedded) and return the raw grid. The target
+    (``cos``), the layer (the last), the values before ``out_proj``, the ReLU and the class
+    token are theirs. ``docs/methods.md`` lists every choice.
+
     Args:
         max_batch: hits per forward/backward pass (bounds memory).
     """
