@@ -183,6 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python examples/train_clutter_clip.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="continue training this checkpoint (a second stage: fresh schedule, new scenes; "
+        "its TRAINING.md is kept as a section of the new one)",
+    )
     for name in _OPTIONS:
         parser.add_argument(
             "--" + name.replace("_", "-"), type=int, default=getattr(defaults, name)
@@ -196,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.perf_counter()
     model, processor = base.train_shapes_clip(
-        config, scenes=scenes, batch_loss=clutter_batch_loss, words=CLUTTER_WORDS
+        config, scenes=scenes, batch_loss=clutter_batch_loss, words=CLUTTER_WORDS, init=args.init
     )
+    earlier = (args.init / "TRAINING.md").read_text(encoding="utf-8") if args.init else ""
     wall_time = time.perf_counter() - started
     base.save_shapes_clip(model, processor, args.out)
     print(f"saved to {args.out} after {wall_time:.0f}s of training", flush=True)
@@ -223,7 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"## Held-out metrics\n\n{config.eval_scenes} unseen scenes (seed"
         f" {config.seed + _EVAL_SEED_OFFSET}); pointing uses the per-patch decomposition.\n\n"
         "```\n" + "\n".join(lines) + "\n```\n\n## Hyper-parameters\n\n| setting | value |\n"
-        f"|---|---|\n{settings}\n",
+        f"|---|---|\n{settings}\n"
+        + (
+            f"\n## Earlier stage ({args.init.name})\n\n"
+            + earlier.split("\n", 1)[1].replace("\n#", "\n##")
+            if earlier
+            else ""
+        ),
         encoding="utf-8",
     )
     return 0

@@ -172,8 +172,9 @@ def train_shapes_clip(
     scenes: Iterator[Any] | None = None,
     batch_loss: Callable[..., torch.Tensor] | None = None,
     words: Sequence[str] | None = None,
+    init: Path | None = None,
 ) -> tuple[CLIPModel, CLIPProcessor]:
-    """Train a shapes-world CLIP from scratch.
+    """Train a shapes-world CLIP from scratch (or go on training ``init``).
 
     Args:
         config: Model and training hyper-parameters.
@@ -182,12 +183,17 @@ def train_shapes_clip(
             world's trainer (``examples/train_clutter_clip.py``) passes its own.
         batch_loss: ``(model, processor, batch, rng) -> loss`` (default: this world's).
         words: The tokenizer's words (default: the shapes world's).
+        init: A checkpoint folder to start from instead of fresh weights (its architecture
+            and tokenizer win over ``config``'s).
 
     Returns:
         The trained model (in eval mode) and its processor.
     """
     torch.set_num_threads(config.threads)
-    model, processor = build_shapes_clip(config, words=words)
+    if init is None:
+        model, processor = build_shapes_clip(config, words=words)
+    else:
+        model, processor = CLIPModel.from_pretrained(init), CLIPProcessor.from_pretrained(init)
     loss_of = _batch_loss if batch_loss is None else batch_loss
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]

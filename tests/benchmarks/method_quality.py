@@ -1,16 +1,21 @@
 """How good and how costly each explanation method is, measured; writes ``docs/explanations.md``.
 
-Quality is measured on the shapes world with the bundled shapes CLIP, where the truth is
-known: every object has a pixel mask and a caption phrase ("a red circle"). For each
-held-out scene and each object whose colour-shape pair is unique in it, the query is the
-object's phrase and the image is the scene:
+Quality is measured on every (world, model) pair of :mod:`tests.benchmarks.pairs`: two
+worlds (the plain shapes world the methods were developed on, and the clutter world built
+to be hard) and three models (the bundled shapes CLIP the methods were tuned on, and two
+CLIPs trained on the clutter world with their own seeds, depths and patch grids, never used
+in development). For every object of every scene the query is the object's phrase
+("a red circle") and the truth its visible pixel mask:
 
-* heatmap methods: pointing game and energy pointing game against the object's mask, and
-  deletion / insertion AUC (RISE) of the query's cosine similarity (see
-  :mod:`qdrant_xai.eval.faithfulness`), next to a random map and a centre prior;
-* word methods: how often the top word of a scene's caption, scored against its image, is
-  a content word (a colour or shape), and ERASER comprehensiveness / sufficiency.
+* heatmap methods: pointing game (overall, per query kind, and "PG hard": queries whose
+  scene holds a distractor sharing the target's colour or shape), energy pointing game, and
+  deletion / insertion AUC (RISE) of the query's cosine, next to a random map and a centre
+  prior (see :mod:`tests.benchmarks.heatmap_quality`);
+* word methods: how often the top word of a scene's caption is a content word, the
+  true-vs-foil AUC of captions with one content word swapped for a foil (see
+  :mod:`tests.benchmarks.word_quality`), and ERASER comprehensiveness / sufficiency.
 
+Every figure carries a percentile-bootstrap 95 % interval over queries (captions).
 Cost is measured on a CLIP with ViT-B/32's shapes and random weights (realistic sizes; the
 maps themselves mean nothing there): milliseconds per hit when the top 10 hits are
 explained in one batch, and one hit at a time, measured in one run.
@@ -24,175 +29,134 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from qdrant_xai.demo.world import COLORS, SHAPES, ShapeScene, generate_scenes
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.words import split_words
 from qdrant_xai.eval import (
     centre_prior,
-    deletion_auc,
-    energy_pointing_game,
-    insertion_auc,
-    pointing_game,
     random_heatmaps,
     word_faithfulness,
 )
-from qdrant_xai.explain.base import ImageEvidence, heatmap_method, word_method
+from qdrant_xai.explain.base import HeatmapMethod, ImageEvidence, heatmap_method, word_method
 from tests.benchmarks.harness import timed
+from tests.benchmarks.heatmap_quality import (
+    _evidence,
+    item_scores,
+    summarise,
+)
+from tests.benchmarks.method_tables import (
+    HEATMAP_ORDER,
+    RELIED,
+    WORD_ORDER,
+    MethodCost,
+    PairResult,
+    render_markdown,
+)
+from tests.benchmarks.pairs import (
+    MODELS,
+    QUALITY_SEED,
+    WORLDS,
+    BenchModel,
+    foil_items,
+    heatmap_items,
+    relies_on_target,
+)
+from tests.benchmarks.word_quality import evaluate_word_quality
 
 __all__ = [
-    "HeatmapMethodQuality",
+    "HEATMAP_ORDER",
+    "WORD_ORDER",
     "MethodCost",
-    "WordMethodQuality",
-    "evaluate_heatmap_methods",
-    "evaluate_word_methods",
+    "PairResult",
+    "evaluate_pair",
     "measure_costs",
-    "shapes_queries",
+    "render_markdown",
 ]
 
-HEATMAP_ORDER = (
-    "decomposition",
-    "patch",
-    "debiased",
-    "clip-surgery",
-    "multiscale",
-    "grad-eclip",
-    "gae",
-    "gae-last",
-    "occlusion",
-)
-WORD_ORDER = ("occlusion", "context", "ig", "tokens")
-QUALITY_SEED = 4242  # held out: the bundled model was trained on seeds 0.. of its own stream
 
-
-@dataclass(frozen=True)
-class ShapeQuery:
-    """One object of a scene, asked for by its phrase."""
-
-    scene: ShapeScene
-    text: str
-    mask: np.ndarray
-
-
-@dataclass(frozen=True)
-class HeatmapMethodQuality:
-    """Mean scores of one heatmap method (or baseline) over the queries."""
-
-    name: str
-    pointing: float
-    energy: float
-    deletion: float
-    insertion: float
-    queries: int
-    runs_from: str
-
-
-@dataclass(frozen=True)
-class WordMethodQuality:
-    """Mean scores of one word method (or the random baseline) over the captions."""
-
-    name: str
-    content_first: float
-    comprehensiveness: float
-    sufficiency: float
-    texts: int
-
-
-@dataclass(frozen=True)
-class MethodCost:
-    """Cost of one method on a ViT-B/32-sized model."""
-
-    name: str
-    kind: str  # "image" or "words"
-    passes: str
-    ms_per_hit_batched: float
-    ms_per_hit_single: float
-
-
-def shapes_queries(n_scenes: int, *, seed: int = QUALITY_SEED) -> list[ShapeQuery]:
-    """One query per object whose colour-shape pair is unique in its scene."""
-    queries = []
-    for scene in generate_scenes(n_scenes, seed=seed):
-        for obj in scene.objects:
-            twins = [o for o in scene.objects if (o.color, o.shape) == (obj.color, obj.shape)]
-            if len(twins) == 1:
-                queries.append(ShapeQuery(scene, f"a {obj.color} {obj.shape}", obj.mask))
-    return queries
-
-
-def _evidence(encoder: ClipEncoder, images: Sequence[object]) -> ImageEvidence:
-    features = encoder.encode_images(images, patch_tokens=True, last_layer=True)
-    return ImageEvidence(
-        embeddings=np.stack([f.embedding for f in features]),
-        contributions=np.stack([f.contributions for f in features]),
-        patch_tokens=np.stack([f.patch_tokens for f in features if f.patch_tokens is not None]),
-        last_layer_inputs=np.stack(
-            [f.last_layer_inputs for f in features if f.last_layer_inputs is not None]
-        ),
-        images=list(images),  # type: ignore[arg-type]
-    )
-
-
-def evaluate_heatmap_methods(
-    encoder: ClipEncoder,
-    queries: Sequence[ShapeQuery],
+def evaluate_pair(
+    world: str,
+    model: BenchModel,
     *,
-    methods: Sequence[str] = HEATMAP_ORDER,
-    baselines: bool = True,
+    scenes: int,
+    heatmap_methods: Sequence[str] = HEATMAP_ORDER,
+    word_methods: Sequence[str] = WORD_ORDER,
     steps: int = 16,
-    seed: int = 0,
-) -> list[HeatmapMethodQuality]:
-    """Pointing, energy pointing, deletion and insertion AUC of each heatmap method.
+    seed: int = QUALITY_SEED,
+    encoder: ClipEncoder | None = None,
+) -> PairResult:
+    """Every heatmap and word method (and the baselines) on ``scenes`` scenes of a pair."""
+    encoder = encoder or ClipEncoder.from_pretrained(model.source)
+    items = heatmap_items(world, scenes, seed=seed)
+    methods = [*heatmap_methods, _RandomMap(), _CentrePrior()]
+    scores = item_scores(encoder, items, methods=methods, steps=steps)
+    heatmaps = summarise(scores, [item.kind for item in items])
+    relied = relies_on_target(encoder, items)
+    chosen = np.flatnonzero(relied & np.array([item.kind != "easy" for item in items]))
+    if chosen.size:
+        subset = {m: {k: v[chosen] for k, v in per.items()} for m, per in scores.items()}
+        heatmaps += [
+            replace(row, kind=RELIED)
+            for row in summarise(subset, [RELIED] * chosen.size)
+            if row.kind == RELIED
+        ]
+    runs_from = {name: _runs_from(heatmap_method(name).requires) for name in heatmap_methods}
+    foils = foil_items(world, scenes, seed=seed)
+    words = evaluate_word_quality(encoder, foils, word_methods)
+    eraser = _eraser(encoder, foils[::2], word_methods)  # one item per scene: its caption
+    return PairResult(world, model, heatmaps, words, eraser, runs_from)
 
-    Args:
-        encoder: the model (the shapes CLIP for meaningful numbers).
-        queries: from :func:`shapes_queries`.
-        methods: registered heatmap method names.
-        baselines: add a random map and a centre prior.
-        steps: deletion/insertion steps per curve.
-        seed: of the random baseline.
-    """
-    images = [q.scene.image for q in queries]
-    evidence = _evidence(encoder, images)
-    texts = encoder.embed_texts([q.text for q in queries])
-    maps: dict[str, np.ndarray] = {}
-    runs_from: dict[str, str] = {}
+
+class _RandomMap(HeatmapMethod):
+    """Baseline: uniform random maps (seeded per call)."""
+
+    name = "random"
+    requires = (frozenset({"embeddings"}),)
+
+    def heatmaps(
+        self, encoder: ClipEncoder, evidence: ImageEvidence, queries: np.ndarray
+    ) -> np.ndarray:
+        return random_heatmaps(len(evidence.embeddings), encoder.grid, seed=0)  # type: ignore[arg-type]
+
+
+class _CentrePrior(HeatmapMethod):
+    """Baseline: the same centred Gaussian for every image."""
+
+    name = "centre"
+    requires = (frozenset({"embeddings"}),)
+
+    def heatmaps(
+        self, encoder: ClipEncoder, evidence: ImageEvidence, queries: np.ndarray
+    ) -> np.ndarray:
+        n = len(evidence.embeddings)  # type: ignore[arg-type]
+        return np.repeat(centre_prior(encoder.grid)[None], n, 0)
+
+
+def _eraser(
+    encoder: ClipEncoder, items: Sequence[object], methods: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """ERASER comprehensiveness and sufficiency of each word method on true captions."""
+    captions = [item.caption for item in items]  # type: ignore[attr-defined]
+    targets = encoder.embed_images([item.image for item in items])  # type: ignore[attr-defined]
+    out = {}
     for name in methods:
-        method = heatmap_method(name)
-        maps[name] = method.heatmaps(encoder, evidence, texts)
-        runs_from[name] = _runs_from(method.requires)
-    if baselines:
-        maps["random"] = random_heatmaps(len(queries), encoder.grid, seed=seed)
-        centre = centre_prior(encoder.grid)
-        maps["centre"] = np.repeat(centre[None], len(queries), 0)
-        runs_from["random"] = runs_from["centre"] = "-"
-    pixels = encoder.pixel_values(images)
-    rows = []
-    for name, heatmaps in maps.items():
-        pointing = [pointing_game(h, q.mask) for h, q in zip(heatmaps, queries, strict=True)]
-        energy = [energy_pointing_game(h, q.mask) for h, q in zip(heatmaps, queries, strict=True)]
-        deletion = deletion_auc(encoder, pixels, heatmaps, texts, steps=steps)
-        insertion = insertion_auc(encoder, pixels, heatmaps, texts, steps=steps)
-        rows.append(
-            HeatmapMethodQuality(
-                name=name,
-                pointing=float(np.mean(pointing)),
-                energy=float(np.mean(energy)),
-                deletion=float(np.mean(deletion)),
-                insertion=float(np.mean(insertion)),
-                queries=len(queries),
-                runs_from=runs_from[name],
-            )
-        )
-    return rows
+        scores = [s for _, s in word_method(name).attribute(encoder, captions, targets)]
+        faith = word_faithfulness(encoder, captions, scores, targets)
+        out[name] = (float(faith.comprehensiveness.mean()), float(faith.sufficiency.mean()))
+    rng = np.random.default_rng(0)
+    scores = [rng.random(len(split_words(c))) for c in captions]
+    faith = word_faithfulness(encoder, captions, scores, targets)
+    out["random"] = (float(faith.comprehensiveness.mean()), float(faith.sufficiency.mean()))
+    return out
 
 
 def _runs_from(requires: tuple[frozenset[str], ...]) -> str:
@@ -204,43 +168,6 @@ def _runs_from(requires: tuple[frozenset[str], ...]) -> str:
     if frozenset({"last_layer_inputs"}) in requires:
         return "stored features (full profile)"
     return "the image"
-
-
-def evaluate_word_methods(
-    encoder: ClipEncoder,
-    scenes: Sequence[ShapeScene],
-    *,
-    methods: Sequence[str] = WORD_ORDER,
-    baselines: bool = True,
-    seed: int = 0,
-) -> list[WordMethodQuality]:
-    """Content-word-first rate, comprehensiveness and sufficiency of each word method."""
-    captions = [s.caption for s in scenes]
-    targets = encoder.embed_images([s.image for s in scenes])
-    content = set(COLORS) | set(SHAPES)
-    scored: dict[str, list[np.ndarray]] = {}
-    for name in methods:
-        scored[name] = [s for _, s in word_method(name).attribute(encoder, captions, targets)]
-    if baselines:
-        rng = np.random.default_rng(seed)
-        scored["random"] = [rng.random(len(split_words(c))) for c in captions]
-    rows = []
-    for name, scores in scored.items():
-        first = [
-            split_words(c)[int(np.argmax(s))].text in content
-            for c, s in zip(captions, scores, strict=True)
-        ]
-        faith = word_faithfulness(encoder, captions, scores, targets)
-        rows.append(
-            WordMethodQuality(
-                name=name,
-                content_first=float(np.mean(first)),
-                comprehensiveness=float(faith.comprehensiveness.mean()),
-                sufficiency=float(faith.sufficiency.mean()),
-                texts=len(captions),
-            )
-        )
-    return rows
 
 
 def measure_costs(
@@ -309,119 +236,65 @@ def _subset(evidence: ImageEvidence, start: int, stop: int) -> ImageEvidence:
     )
 
 
-# -- the document -------------------------------------------------------------------------------
-
-
-def render_markdown(
-    image_rows: Sequence[HeatmapMethodQuality],
-    word_rows: Sequence[WordMethodQuality],
-    costs: Sequence[MethodCost],
-    *,
-    setup: dict[str, str],
-) -> str:
-    """The method table of ``docs/explanations.md``."""
-    cost_of = {(c.kind, c.name): c for c in costs}
-    lines = [
-        "# Explanation methods: quality and cost",
-        "",
-        "Generated by `python -m tests.benchmarks.method_quality --out docs/explanations.md`; "
-        "every number below comes from one run of it. Re-run it after changing a method.",
-        "",
-        "Quality: the bundled shapes CLIP on held-out scenes (ground-truth object masks). "
-        'Each query is an object\'s phrase ("a red circle") against its scene. '
-        "Pointing game and energy pointing game: higher is better. Deletion AUC: lower is "
-        "better; insertion AUC: higher is better (cosine to the query as patches are removed "
-        "from / inserted into the image, hottest first). Cost: a CLIP with ViT-B/32's shapes "
-        "and random weights, milliseconds per hit when 10 hits are explained in one batch "
-        "and one at a time.",
-        "",
-        f"Setup: {', '.join(f'{k} {v}' for k, v in setup.items())}.",
-        "",
-        "## Image heatmaps",
-        "",
-        "| method | pointing game | energy PG | deletion AUC ↓ | insertion AUC ↑ | "
-        "runs from | passes | ms/hit batched | ms/hit one by one |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in image_rows:
-        cost = cost_of.get(("image", row.name))
-        lines.append(
-            f"| {row.name} | {row.pointing:.1%} | {row.energy:.1%} | {row.deletion:.4f} | "
-            f"{row.insertion:.4f} | {row.runs_from} | " + _cost_cells(cost)
-        )
-    queries = image_rows[0].queries if image_rows else 0
-    lines += [
-        "",
-        f'{queries} queries. "Runs from": what a hit needs so that the method does not '
-        "read its image; without it the explainer reads the image (under `image_roots`). "
-        '"Batched": the 10 hits explained in one call, as the explainer does.',
-        "",
-        "## Word attributions",
-        "",
-        "| method | content word first | comprehensiveness ↑ | sufficiency ↓ | "
-        "passes | ms/hit batched | ms/hit one by one |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for word_row in word_rows:
-        cost = cost_of.get(("words", word_row.name))
-        lines.append(
-            f"| {word_row.name} | {word_row.content_first:.1%} | "
-            f"{word_row.comprehensiveness:.4f} | {word_row.sufficiency:.4f} | " + _cost_cells(cost)
-        )
-    texts = word_rows[0].texts if word_rows else 0
-    lines += [
-        "",
-        f"{texts} captions, each scored against its own scene. Comprehensiveness and "
-        "sufficiency are ERASER's AOPC over bins of 1, 5, 10, 20 and 50 % of the words.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _cost_cells(cost: MethodCost | None) -> str:
-    if cost is None:
-        return "(baseline) | - | - |"
-    return f"{cost.passes} | {_ms(cost.ms_per_hit_batched)} | {_ms(cost.ms_per_hit_single)} |"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.benchmarks.method_quality",
-        description="Measure every explanation method and write the method table.",
+        description="Measure every explanation method on every (world, model) pair and write "
+        "the method tables.",
     )
     parser.add_argument("--out", default="docs/explanations.md", help="markdown file to write")
-    parser.add_argument("--scenes", type=int, default=120, help="held-out scenes (quality)")
+    parser.add_argument("--scenes", type=int, default=100, help="scenes per world (quality)")
     parser.add_argument("--no-cost", action="store_true", help="skip the ViT-B/32 timings")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--models", nargs="+", default=[m.name for m in MODELS])
+    parser.add_argument("--worlds", nargs="+", default=list(WORLDS))
+    parser.add_argument(
+        "--save", default=None, help="pickle the pair results here instead of writing markdown"
+    )
+    parser.add_argument(
+        "--merge", nargs="+", default=(), help="render pickled pair results (in this order)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    shapes = ClipEncoder.from_pretrained("shapes")
-    queries = shapes_queries(args.scenes)
     started = time.perf_counter()
-    image_rows = evaluate_heatmap_methods(shapes, queries)
-    scenes = list(generate_scenes(args.scenes, seed=QUALITY_SEED))
-    word_rows = evaluate_word_methods(shapes, scenes)
+    results = []
+    for saved in args.merge:  # pairs measured by separate runs (e.g. one process per model)
+        with open(saved, "rb") as handle:
+            results += pickle.load(handle)
+    for model in [m for m in MODELS if m.name in args.models and not args.merge]:
+        encoder = ClipEncoder.from_pretrained(model.source)
+        for world in args.worlds:
+            print(f"{world} × {model.name} ...", flush=True)
+            results.append(evaluate_pair(world, model, scenes=args.scenes, encoder=encoder))
+    if args.save:
+        with open(args.save, "wb") as handle:
+            pickle.dump(results, handle)
+        return 0
     costs: list[MethodCost] = []
     if not args.no_cost:
         from qdrant_xai.testing import build_vit_b32_random
 
-        model, processor = build_vit_b32_random()
-        costs = measure_costs(ClipEncoder(model, processor, model_id="vit-b32-random"))
+        vit, processor = build_vit_b32_random()
+        vit_encoder = ClipEncoder(vit, processor, model_id="vit-b32-random")
+        slow = ("occlusion", "decompx")  # ~50 forwards per hit: timed on 2 hits
+        costs = measure_costs(
+            vit_encoder, image_methods=[m for m in HEATMAP_ORDER if m not in slow]
+        )
+        costs += measure_costs(vit_encoder, hits=2, image_methods=slow, word_methods=())
     setup = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "torch threads": str(torch.get_num_threads()),
         "dtype": "float32",
-        "scenes": f"{args.scenes} (seed {QUALITY_SEED})",
+        "scenes": f"{args.scenes} per world (seed {QUALITY_SEED})",
         "run time": f"{time.perf_counter() - started:.0f} s",
     }
-    text = render_markdown(image_rows, word_rows, costs, setup=setup)
+    if args.merge:  # the pairs ran in other processes: this run only rendered them
+        setup["torch threads"] = "1 per process, one process per model (--save, then --merge)"
+        setup["run time"] = f"{time.perf_counter() - started:.0f} s (rendering and costs only)"
+    text = render_markdown(results, costs, setup=setup)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
