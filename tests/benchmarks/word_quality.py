@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_xai.demo.world import COLORS, SHAPES, caption_for, generate_scenes
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.encoding.words import split_words
 from qdrant_xai.eval.foils import Estimate, bootstrap_ratio, foil_auc
@@ -149,56 +148,18 @@ def evaluate_word_quality(
     return rows
 
 
-def shapes_foil_items(n_scenes: int, *, seed: int = WORD_SEED, size: int = 128) -> list[FoilItem]:
-    """Two foil items per shapes-world scene: one colour foil and one shape foil.
+def shapes_foil_items(n_scenes: int, *, seed: int = WORD_SEED) -> list[FoilItem]:
+    """Two foil items per shapes-world scene: one colour foil and one shape foil (see
+    :func:`tests.benchmarks.pairs.foil_items`, which builds them for any world).
 
     Each swaps one object's colour (or shape) for one that makes the pair absent from the
     scene; the kind says which, and whether the new word names another object of the
     scene (``"colour, elsewhere"``: "a blue circle" where the circle is red and a square
     is blue) or none (``"colour"``).
     """
-    items = []
-    content = set(COLORS) | set(SHAPES)
-    for index, scene in enumerate(generate_scenes(n_scenes, seed=seed, size=size)):
-        rng = np.random.default_rng([seed, index, 7])
-        pairs = [(o.color, o.shape) for o in scene.objects]
-        words = split_words(scene.caption)
-        caption_content = tuple(k for k, w in enumerate(words) if w.text in content)
-        for slot in (0, 1):  # 0: colour, 1: shape
-            target = int(rng.integers(len(pairs)))
-            options = [
-                value
-                for value in (COLORS if slot == 0 else SHAPES)
-                if (pairs[target][0], value) not in pairs and (value, pairs[target][1]) not in pairs
-            ]
-            if not options:
-                continue
-            new = str(options[int(rng.integers(len(options)))])
-            swapped = list(pairs)
-            swapped[target] = (new, pairs[target][1]) if slot == 0 else (pairs[target][0], new)
-            foil_caption = caption_for(swapped)
-            foil_words = split_words(foil_caption)
-            (foil_index,) = [  # the one word that differs from the true caption
-                k
-                for k, (a, b) in enumerate(zip(words, foil_words, strict=True))
-                if a.text != b.text
-            ]
-            elsewhere = any(p[slot] == new for p in pairs)
-            items.append(
-                FoilItem(
-                    image=scene.image,
-                    caption=scene.caption,
-                    caption_content=caption_content,
-                    foil_caption=foil_caption,
-                    foil_index=foil_index,
-                    foil_true=tuple(
-                        k for k, w in enumerate(foil_words) if w.text in content and k != foil_index
-                    ),
-                    kind=("colour" if slot == 0 else "shape")
-                    + (", elsewhere" if elsewhere else ""),
-                )
-            )
-    return items
+    from tests.benchmarks.pairs import foil_items  # pairs builds on this module's FoilItem
+
+    return foil_items("shapes", n_scenes, seed=seed)
 
 
 def render_word_quality(rows: Sequence[WordQuality], *, setup: str = "") -> list[str]:
