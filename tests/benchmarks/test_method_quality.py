@@ -11,14 +11,14 @@ import pytest
 
 from qdrant_xai import ClipEncoder
 from tests.benchmarks import pairs
-from tests.benchmarks.method_quality import (
+from tests.benchmarks.method_quality import evaluate_pair
+from tests.benchmarks.method_tables import (
     DEFAULT_HEATMAP,
     DEFAULT_WORDS,
     HEATMAP_ORDER,
     RELIED,
     WORD_ORDER,
     PairResult,
-    evaluate_pair,
     render_markdown,
 )
 
