@@ -51,7 +51,7 @@ from qdrant_xai_mcp.results import (
     short_text,
     with_mcp_hint,
 )
-from qdrant_xai_mcp.serial import serial_client
+from qdrant_xai.serial_client import serial_client
 from qdrant_xai_mcp.settings import MAX_SEARCH_LIMIT, ServerSettings
 
 __all__ = ["OVERLAY_MAX_SIDE", "XaiBackend", "decode_query_image", "with_mcp_hint"]
@@ -87,7 +87,7 @@ class XaiBackend:
     Each call works on ``settings.collection_name``, or, when that is ``None``, on the
     collection the call names. Calls run concurrently: the arguments are checked (query
     length, image size) before any work, an embedded Qdrant is called one call at a time
-    (:attr:`lock`, held for one Qdrant call only, see :mod:`qdrant_xai_mcp.serial`), the
+    (:attr:`lock`, held for one Qdrant call only, see :mod:`qdrant_xai.serial_client`), the
     encoder serialises its own forward passes, and loading a model or setting up a
     collection happens once.
 

@@ -123,7 +123,7 @@ def register_tools(server: ServerBase, backend: XaiBackend) -> None:
 
     async def call(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         # no lock around the whole call: the backend checks the arguments first and holds
-        # its lock for each call into an embedded Qdrant only (qdrant_xai_mcp.serial)
+        # its lock for each call into an embedded Qdrant only (qdrant_xai.serial_client)
         try:
             return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
         except QdrantXaiError as exc:

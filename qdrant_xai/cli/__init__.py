@@ -1,4 +1,5 @@
-"""The ``qdrant-xai`` command line: index, search, explain, backfill, inspect, eval, demo.
+"""The ``qdrant-xai`` command line: index, search, explain, serve, backfill, inspect, eval,
+demo.
 
 Each subcommand is one module of this package, named after it, with ``add_parser(subparsers)``
 (its arguments), ``run(args, client) -> exit status`` and ``NEEDS_CLIENT`` (whether
@@ -38,7 +39,7 @@ from qdrant_xai.cli.endings import (
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: the subcommands, in the order ``--help`` lists them; each is the module of that name
-COMMANDS = ("index", "search", "explain", "backfill", "inspect", "eval", "demo")
+COMMANDS = ("index", "search", "explain", "serve", "backfill", "inspect", "eval", "demo")
 
 _EPILOG = """\
 Qdrant: embedded at --path (default ./qdrant_data) unless --url or QDRANT_URL is set; the
@@ -55,6 +56,7 @@ examples:
   qdrant-xai index photos/ --captions photos/captions.csv --collection photos
   qdrant-xai search "a dog on a beach" --collection photos --explain --html report.html
   qdrant-xai search --image query.jpg --collection photos --explain --json
+  qdrant-xai serve --collection photos --image-root photos/      # then open the printed URL
   qdrant-xai search "a red car" --collection photos --explain --method grad-eclip \\
       --grounding --rationales --image-root photos/
   qdrant-xai explain 1b9d6bcd-bbfd-5b2d-9b5d-ab8dfbbd4bed --text "a dog" --collection photos

@@ -70,4 +70,10 @@ def run(args: argparse.Namespace, client: Any = None) -> int:
     if result.overlay:
         print(f"overlay: {result.overlay}")
     print(f"report: {result.report.resolve()}")
+    if result.synthetic:
+        out = Path(args.out)
+        print(
+            f"explore it in a browser: qdrant-xai serve --path {out / 'qdrant_data'} "
+            f"--collection demo --image-root {out / 'images'} --grounding"
+        )
     return 0

@@ -50,6 +50,7 @@ __all__ = [
     "add_source_options",
     "build_explainer",
     "check_device",
+    "explainer_settings",
     "layout_from_args",
     "load_encoder",
     "open_qdrant",
@@ -437,20 +438,26 @@ def read_query(args: argparse.Namespace) -> str | LoadedImage:
 def build_explainer(args: argparse.Namespace, client: Any, encoder: ClipEncoder) -> Explainer:
     """An explainer with the methods, grounding, rationales and sources of the options."""
     from qdrant_xai.explain.explainer import Explainer
+
+    return Explainer(
+        encoder, client, collection_name=args.collection, **explainer_settings(args, encoder)
+    )
+
+
+def explainer_settings(args: argparse.Namespace, encoder: ClipEncoder) -> dict[str, Any]:
+    """The :class:`~qdrant_xai.explain.explainer.Explainer` keywords the options give:
+    methods, grounding, rationales (with ``--concept``), image sources, layout, retries."""
     from qdrant_xai.explain.rationales import RationaleScorer
 
     rationales: bool | RationaleScorer = args.rationales
     if args.concepts:
         rationales = RationaleScorer(encoder, extra_concepts=args.concepts)
-    return Explainer(
-        encoder,
-        client,
-        collection_name=args.collection,
-        sources=source_policy(args),
-        heatmap_method=args.heatmap_method,
-        word_method=args.word_method,
-        grounding=args.grounding,
-        rationales=rationales,
-        layout=layout_from_args(args),
-        retry=retry_policy(args),
-    )
+    return {
+        "sources": source_policy(args),
+        "heatmap_method": args.heatmap_method,
+        "word_method": args.word_method,
+        "grounding": args.grounding,
+        "rationales": rationales,
+        "layout": layout_from_args(args),
+        "retry": retry_policy(args),
+    }

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 
 from qdrant_xai.encoding.words import Word
-from qdrant_xai.errors import UnknownMethodError
+from qdrant_xai.errors import UnknownMethodError, brief_repr
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -188,7 +188,7 @@ class MethodRegistry(MutableMapping[str, Callable[..., _M]]):
             return method
         if method not in self:
             raise UnknownMethodError(
-                f"unknown {self.kind} method {method!r}; choose one of {', '.join(sorted(self))}"
+                f"unknown {self.kind} method {brief_repr(str(method))}; choose one of {', '.join(sorted(self))}"
             )
         return self[method](**options)
 

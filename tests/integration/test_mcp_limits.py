@@ -22,7 +22,7 @@ import httpx
 from PIL import Image
 from qdrant_client import QdrantClient
 from qdrant_xai_mcp import ServerSettings, create_server
-from qdrant_xai_mcp.serial import SerialClient
+from qdrant_xai.serial_client import SerialClient
 from qdrant_xai_mcp.settings import DEFAULT_MAX_QUERY_CHARS, SettingsError
 
 from qdrant_xai import ClipEncoder

@@ -21,6 +21,7 @@ ROOMS = (
     "_lazy",
     "files",
     "connection",
+    "serial_client",
     "retry",
     "progress",
     "images",
@@ -32,6 +33,7 @@ ROOMS = (
     "render",
     "demo",
     "testing",
+    "serve",
     "cli",
 )
 MAX_LINES = 500

@@ -3,10 +3,11 @@
 An embedded Qdrant (``QdrantClient(path=...)`` or ``":memory:"``) keeps its points in
 Python structures that are not safe to change from two threads at once, so its calls must be
 serialised; the encoder serialises its own forward passes (``ClipEncoder.forward_lock``).
-The server used to hold one lock for a whole tool call, model work included: one client's
-long query made every other client wait for all of it. :class:`SerialClient` holds the lock
-for one Qdrant call only, so the work of concurrent tool calls interleaves: another client
-waits at most for one Qdrant call and one forward pass, never for a whole explanation.
+A server holding one lock for a whole request, model work included, makes every other
+client wait for all of one client's long query. :class:`SerialClient` holds the lock for
+one Qdrant call only, so the work of concurrent requests interleaves: another client waits
+at most for one Qdrant call and one forward pass, never for a whole explanation. The MCP
+server (``qdrant_xai_mcp``) and ``qdrant-xai serve`` use it.
 """
 
 from __future__ import annotations
