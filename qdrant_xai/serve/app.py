@@ -9,6 +9,7 @@ Routes (the OpenAPI document is at ``/api/openapi.json``)::
     GET  /api/search?q=TEXT&limit=K&explain=true&heatmap_method=...   (search --json's fields)
     POST /api/search                       the same with an image upload (multipart "image")
     POST /api/explain                      a query plus point ids, or plus your own ScoredPoints
+    GET  /api/points/{id}/captions         an image's stored captions, each explained against it
     GET  /api/points/{id}/overlay.png?query=TEXT    the heatmap over the point's image
 
 Model work runs in the server's thread pool, never on the event loop. Errors are JSON,
@@ -30,7 +31,7 @@ from fastapi import Body, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 from qdrant_client import models
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -82,7 +83,9 @@ class ExplainBody(BaseModel):
     )
     hit_kind: HitKind | None = None
     collection: str | None = None
-    heatmap_method: str | None = None
+    heatmap_method: str | None = Field(
+        None, validation_alias=AliasChoices("heatmap_method", "method")
+    )
     word_method: str | None = None
     grounding: bool | None = None
     rationales: bool | None = None
@@ -224,6 +227,21 @@ def create_app(
             collection_name=body.collection,
             options=options,
         )
+
+    @app.get(
+        "/api/points/{point_id}/captions",
+        summary="the captions stored with an image, each explained against it",
+    )
+    def captions(
+        point_id: str,
+        collection: str | None = None,
+        heatmap_method: Annotated[str | None, Query(alias="method")] = None,
+        word_method: str | None = None,
+        pictures: bool = False,
+        size: Annotated[int, Query(ge=16, le=1024)] = 256,
+    ) -> dict[str, Any]:
+        options = ExplainOptions(heatmap_method, word_method, False, False, pictures, size)
+        return service.captions(point_id, collection_name=collection, options=options)
 
     @app.get(
         "/api/points/{point_id}/overlay.png",

@@ -227,6 +227,61 @@ class ExplainService:
         kind = hit_kind or ("image" if isinstance(query, str) else "text")
         return self._answer(query, hits, name, kind, True, options or ExplainOptions())
 
+    def captions(
+        self,
+        point_id: str | int,
+        *,
+        collection_name: str | None = None,
+        options: ExplainOptions | None = None,
+    ) -> dict[str, Any]:
+        """The captions stored with the image ``point_id`` (qdrant-xai's ``caption_ids``),
+        each explained as a text query against that image: which words of its own caption
+        the image matches, and where. An image without stored captions has none.
+
+        Raises:
+            PointIdError, PointNotFoundError: an id that is not a point of the collection.
+        """
+        from qdrant_xai.errors import PointNotFoundError
+        from qdrant_xai.storage.schema import PayloadKeys, parse_point_id
+
+        name = collection_name or self.collection_name
+        wanted = parse_point_id(point_id)
+        retrieve = self.explainer.retry.call
+        records = retrieve(
+            self.client.retrieve,
+            name,
+            [wanted],
+            what=f"reading point {brief_repr(str(point_id))} of '{name}'",
+            client=self.client,
+            with_payload=[PayloadKeys.CAPTION_IDS],
+        )
+        if not records:
+            raise PointNotFoundError(
+                f"no point {brief_repr(str(point_id))} in '{name}'", ids=[point_id]
+            )
+        found = records[0]
+        ids = list((found.payload or {}).get(PayloadKeys.CAPTION_IDS) or [])[:MAX_LIMIT]
+        texts = []
+        if ids:
+            texts = retrieve(
+                self.client.retrieve,
+                name,
+                ids,
+                what=f"reading the captions of point {brief_repr(str(point_id))}",
+                client=self.client,
+                with_payload=[PayloadKeys.TEXT],
+            )
+        captions = []
+        for record in texts:
+            text = (record.payload or {}).get(PayloadKeys.TEXT)
+            if not isinstance(text, str) or not text:
+                continue
+            answer = self.explain(
+                text, ids=[wanted], hit_kind="image", collection_name=name, options=options
+            )
+            captions.append({"id": record.id, "text": text, "explanation": answer["hits"][0]})
+        return {"id": found.id, "collection": name, "captions": captions}
+
     def overlay_png(
         self,
         point_id: str | int,

@@ -235,6 +235,11 @@ function detail(hit, index) {
     });
     body.append(why);
   }
+  if (hit.hit_kind === "image") {
+    const captions = el("div", { class: "captions" }, el("p", { class: "meta", text: "reading its captions…" }));
+    body.append(el("h3", { text: "its captions, each word scored against this image" }), captions);
+    captionsOf(hit, captions);
+  }
   const table = el("table", { class: "payload" });
   for (const [key, value] of Object.entries(hit.payload || {})) {
     let shown = typeof value === "string" ? value : JSON.stringify(value);
@@ -244,6 +249,25 @@ function detail(hit, index) {
   body.append(el("h3", { text: "payload" }), table,
     el("p", { class: "meta", text: `id ${hit.id} · heatmap ${hit.heatmap_method || "-"} · words ${hit.word_method || "-"}` }));
   $("detail").showModal();
+}
+
+async function captionsOf(hit, into) {
+  const params = new URLSearchParams({ method: $("heatmap-method").value, word_method: $("word-method").value });
+  if (state.last && state.last.collection) params.set("collection", state.last.collection);
+  try {
+    const answer = await api(`/api/points/${encodeURIComponent(String(hit.id))}/captions?${params}`);
+    into.replaceChildren();
+    if (!answer.captions.length) into.append(el("p", { class: "meta", text: "no caption stored with this image" }));
+    for (const caption of answer.captions) {
+      const e = caption.explanation;
+      into.append(e.status === "ok"
+        ? el("p", { class: "caption" }, wordsNode(caption.text, e.words, false),
+          el("span", { class: "meta", text: ` (score ${e.score.toFixed(4)})` }))
+        : el("p", { class: "failed", text: `${caption.text}: not explained (${e.error.type}): ${e.error.message}` }));
+    }
+  } catch (error) {
+    into.replaceChildren(el("p", { class: "failed", text: String(error.message || error) }));
+  }
 }
 
 async function init() {

@@ -155,6 +155,7 @@ def test_image_upload_and_a_hits_detail(
     browser.find_element(By.CSS_SELECTOR, "#hits .hit").click()
     dialog = _wait(browser, expected_conditions.visibility_of_element_located((By.ID, "detail")))
     full = dialog.find_element(By.CSS_SELECTOR, "img.full")
+    _wait(browser, lambda b: dialog.find_elements(By.CSS_SELECTOR, ".captions .w"))
     _wait(browser, lambda b: b.execute_script("return arguments[0].naturalWidth", full) > 0)
     assert "/overlay.png?" in full.get_attribute("src")
 
@@ -167,6 +168,15 @@ def test_markup_in_captions_and_file_names_stays_text(browser: Any, live_url: st
     # the caption as the text of a text hit: search the captions with the hostile image
     assert browser.execute_script("return window.__pwned") is None
     assert not browser.find_elements(By.CSS_SELECTOR, "#hits script, #hits img[src='x'], #hits b")
+    hostile = [
+        c for c in browser.find_elements(By.CSS_SELECTOR, "#hits .hit") if HOSTILE_NAME in c.text
+    ]
+    hostile[0].click()
+    dialog = _wait(browser, expected_conditions.visibility_of_element_located((By.ID, "detail")))
+    _wait(browser, lambda b: HOSTILE_CAPTION in dialog.text)  # its caption, as text
+    assert not dialog.find_elements(By.CSS_SELECTOR, "script, b:not(.why b), img[src='x']")
+    assert browser.execute_script("return window.__pwned") is None
+    browser.find_element(By.ID, "close").click()
     browser.execute_script("document.getElementById('q').value = arguments[0]", HOSTILE_CAPTION)
     browser.find_element(By.CSS_SELECTOR, "#search button").click()
     _wait(browser, lambda b: HOSTILE_CAPTION in b.find_element(By.ID, "query-words").text)
