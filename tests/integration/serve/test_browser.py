@@ -114,6 +114,8 @@ def test_text_search_shows_the_apis_overlays_and_switches_methods(
     switched = _api(live_url, QUERIES[0], "patch")
     assert _shown(browser, ".layer.heatmap") == [h["picture"]["heatmap"] for h in switched]
     assert _shown(browser, ".layer.heatmap") != [h["picture"]["heatmap"] for h in expected]
+    # nothing refused by the content-security policy, no failed request, no script error
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_hovering_a_query_word_shows_where_each_hit_has_it(browser: Any, live_url: str) -> None:
