@@ -112,9 +112,26 @@ def create_app(
     app.state.service = service
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
+    # the largest request body: an image at the policy's byte limit, as base64, plus JSON
+    max_body = service.explainer.sources.limits.max_bytes * 4 // 3 + 1024 * 1024
+
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+    async def guard(request: Request, call_next: Any) -> Response:
+        """Refuses oversized bodies before reading them; sets the security headers."""
+        length = request.headers.get("content-length", "0")
+        response: Response
+        if not length.isdigit() or int(length) > max_body:
+            response = _error(
+                413,
+                InputTooLargeError(
+                    f"the request body is over {max_body} bytes; send a smaller image",
+                    setting="ImageLimits.max_bytes",
+                    limit=max_body,
+                    size=int(length) if length.isdigit() else -1,
+                ),
+            )
+        else:
+            response = await call_next(request)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"

@@ -243,6 +243,22 @@ def test_a_long_untrusted_value_is_quoted_briefly(api: TestClient) -> None:
     assert len(response.json()["error"]["message"]) < 400
 
 
+def test_an_oversized_body_is_refused_before_it_is_read(service: ExplainService) -> None:
+    from qdrant_xai.images.load import ImageLimits
+
+    small = ExplainService(
+        service.client,
+        service.encoder,
+        collection_name=COLLECTION,
+        image_limits=ImageLimits(max_bytes=1000),
+    )
+    api = TestClient(create_app(small, allowed_hosts=["testserver"]))
+    body = {"image": "A" * 2_000_000, "ids": [1]}
+    response = api.post("/api/explain", json=body)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "InputTooLargeError"
+
+
 def test_other_hosts_are_refused(service: ExplainService) -> None:
     app = TestClient(create_app(service), base_url="http://127.0.0.1")
     assert app.get("/api/info").status_code == 200
