@@ -40,6 +40,7 @@ from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.images.query import bounded_query_image, load_query_image
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.search import Searcher
+from qdrant_xai.serial_client import serial_client
 from qdrant_xai.storage.detect import resolve_layout
 from qdrant_xai.storage.indexer import Indexer
 from qdrant_xai.storage.layouts import CollectionLayout
@@ -51,7 +52,6 @@ from qdrant_xai_mcp.results import (
     short_text,
     with_mcp_hint,
 )
-from qdrant_xai.serial_client import serial_client
 from qdrant_xai_mcp.settings import MAX_SEARCH_LIMIT, ServerSettings
 
 __all__ = ["OVERLAY_MAX_SIDE", "XaiBackend", "decode_query_image", "with_mcp_hint"]

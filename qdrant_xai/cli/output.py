@@ -37,13 +37,21 @@ def print_hits(
     else:
         _print_text(hits, explanations)
     if args.html and explanations is not None:
+        from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL
         from qdrant_xai.render import write_report
+        from qdrant_xai.storage.schema import PayloadKeys
 
         report_query = query if isinstance(query, str) else query.image
+        # --model, else the model recorded with the hits (what load_encoder chose)
+        recorded = next(
+            (m for h in hits if isinstance(m := (h.payload or {}).get(PayloadKeys.MODEL), str)),
+            None,
+        )
         path = write_report(
             args.html,
             [(report_query, list(explanations))],
             subtitle=f"collection '{args.collection}'",
+            model=getattr(args, "model", None) or recorded or DEFAULT_MODEL,
         )
         print(f"report: {path}", file=sys.stderr)
     elif args.html:

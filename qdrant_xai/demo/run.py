@@ -141,8 +141,9 @@ def run_demo(
             result.report,
             sections,  # type: ignore[arg-type]
             title="qdrant-xai demo",
-            subtitle=f"model {encoder.model_id} · collection '{DEMO_COLLECTION}' · "
+            subtitle=f"collection '{DEMO_COLLECTION}' · "
             f"{summary.indexed_images} images, {summary.indexed_texts} captions",
+            model=encoder.model_id,
         )
         return result
     finally:

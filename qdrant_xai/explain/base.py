@@ -188,7 +188,8 @@ class MethodRegistry(MutableMapping[str, Callable[..., _M]]):
             return method
         if method not in self:
             raise UnknownMethodError(
-                f"unknown {self.kind} method {brief_repr(str(method))}; choose one of {', '.join(sorted(self))}"
+                f"unknown {self.kind} method {brief_repr(str(method))}; "
+                f"choose one of {', '.join(sorted(self))}"
             )
         return self[method](**options)
 

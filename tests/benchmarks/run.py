@@ -40,6 +40,7 @@ from tests.benchmarks.inputs import BenchModels
 from tests.benchmarks.payloads import bench_codecs
 from tests.benchmarks.precision import bench_bf16
 from tests.benchmarks.profiling import bench_where
+from tests.benchmarks.rendering import bench_render
 from tests.benchmarks.scale import bench_scale
 from tests.benchmarks.sidecar import bench_sidecar
 
@@ -49,6 +50,7 @@ __all__ = ["SECTIONS", "main", "run"]
 SECTIONS = (
     "indexing",
     "search",
+    "render",
     "methods",
     "loo",
     "codecs",
@@ -90,6 +92,8 @@ def run(
                 sections.append(bench_indexing(config, models, root))
             elif key == "search":
                 sections.append(bench_search(config, models, root))
+            elif key == "render":
+                sections.append(bench_render(config, models, root))
             elif key == "methods" and config.method_costs:
                 sections.append(bench_methods(config, models))
             elif key == "loo":

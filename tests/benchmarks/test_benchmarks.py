@@ -201,7 +201,8 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
 
     # every target is stated next to its figure
     assert text.count("Target") >= 5
-    assert text.count("**met**") + text.count("**missed**") == 6  # 1: 2, 2: 2, 4: 1, 5: 1
+    # 1: 2, 2: 2, render: 2 (weight, time), 4: 1, 5: 1
+    assert text.count("**met**") + text.count("**missed**") == 8
 
     indexing = sections["indexing"]
     assert set(indexing["images_per_s"]) == {"bare", "bare_eager", "features", "standard", "full"}

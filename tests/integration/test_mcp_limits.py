@@ -22,10 +22,10 @@ import httpx
 from PIL import Image
 from qdrant_client import QdrantClient
 from qdrant_xai_mcp import ServerSettings, create_server
-from qdrant_xai.serial_client import SerialClient
 from qdrant_xai_mcp.settings import DEFAULT_MAX_QUERY_CHARS, SettingsError
 
 from qdrant_xai import ClipEncoder
+from qdrant_xai.serial_client import SerialClient
 from tests.integration._mcp import (
     COMMAND,
     connect,
