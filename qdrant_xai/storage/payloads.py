@@ -55,10 +55,12 @@ def image_features_payload(
         PayloadKeys.CROP_BOX: list(encoder.crop_box(image.width, image.height)),
         PayloadKeys.FEATURES: codec.encode(feats.contributions, fingerprint=key),
     }
+    # the svd codec is for contribution maps: the residual stream is stored whole (int8)
+    dense = codec.dense()
     if feats.patch_tokens is not None:
-        payload[PayloadKeys.PATCH_TOKENS] = codec.encode(feats.patch_tokens, fingerprint=key)
+        payload[PayloadKeys.PATCH_TOKENS] = dense.encode(feats.patch_tokens, fingerprint=key)
     if feats.last_layer_inputs is not None:
-        payload[PayloadKeys.LAST_LAYER] = codec.encode(feats.last_layer_inputs, fingerprint=key)
+        payload[PayloadKeys.LAST_LAYER] = dense.encode(feats.last_layer_inputs, fingerprint=key)
     return payload
 
 

@@ -111,7 +111,7 @@ def test_encode_refuses_empty_and_non_finite_maps(bad: np.ndarray) -> None:
 
 
 def test_unknown_codec_name_is_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match="'fp16' or 'int8'"):
+    with pytest.raises(ValueError, match="'fp16', 'int8' or 'svd'"):
         PayloadFeatureCodec("fp8")  # type: ignore[arg-type]
 
 
@@ -121,6 +121,7 @@ def test_unknown_codec_name_is_refused_at_construction() -> None:
 def test_encoded_size_matches_the_docstring_numbers_for_vit_b32() -> None:
     shape = (7, 7, 512)
     fp16, int8 = PayloadFeatureCodec("fp16"), PayloadFeatureCodec("int8")
+    svd = PayloadFeatureCodec("svd")
     count = math.prod(shape)
     assert fp16.encoded_size(shape) == len(fp16.encode(np.ones(shape), fingerprint=FP)["data"])
     encoded = int8.encode(np.ones(shape), fingerprint=FP)
@@ -133,7 +134,12 @@ def test_encoded_size_matches_the_docstring_numbers_for_vit_b32() -> None:
         fp16.encoded_size(shape),  # fp16 base64
         count + 7 * 7 * 4,  # int8 raw with one float32 scale per patch
         int8.encoded_size(shape),  # int8 base64
+        14 * (49 + 512) + (49 + 14) * 4,  # svd raw: two int8 factors and their scales
+        svd.encoded_size(shape),  # svd base64
+        11_000,  # about, with its JSON keys
     ]
+    encoded = svd.encode(np.ones(shape), fingerprint="w2-0123456789abcdef:224x224:7x7:512")
+    assert abs(len(json.dumps(encoded)) - 11_000) < 200
 
 
 # -- refusals ---------------------------------------------------------------------------
