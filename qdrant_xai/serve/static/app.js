@@ -199,10 +199,11 @@ function hover(word, span) {
     if (heat) heat.hidden = word !== null;
     box.querySelectorAll(".badge.found").forEach((b) => b.remove());
     if (word === null) continue;
-    const text = match
-      ? `"${word}": ${Math.round(100 * Number(match.dataset.strength))} % of this hit's strongest word`
-      : `"${word}" not found`;
-    box.append(el("span", { class: "badge found", text }));
+    const text = match ? `"${word}" · ${Math.round(100 * Number(match.dataset.strength))} %` : `"${word}" not found`;
+    box.append(el("span", {
+      class: "badge found", text,
+      title: "the word's map at its peak, as a share of this hit's strongest word map",
+    }));
   }
 }
 
