@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tests.benchmarks.codecs import bench_compact
 from tests.benchmarks.explaining import bench_loo, bench_methods, bench_search
 from tests.benchmarks.harness import BenchConfig, Report, Section, load_average
 from tests.benchmarks.indexing import bench_indexing
@@ -54,6 +55,7 @@ SECTIONS = (
     "methods",
     "loo",
     "codecs",
+    "compact",
     "scale",
     "bf16",
     "sidecar",
@@ -100,6 +102,8 @@ def run(
                 sections.append(bench_loo(config, models))
             elif key == "codecs":
                 sections.append(bench_codecs(config, models, root))
+            elif key == "compact":
+                sections.append(bench_compact(config))
             elif key == "scale":
                 sections.append(bench_scale(config, models, root))
             elif key == "bf16":
