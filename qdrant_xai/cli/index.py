@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
 
 from qdrant_xai.cli import options
+
+if TYPE_CHECKING:
+    from qdrant_xai.encoding.encoder import ClipEncoder
+    from qdrant_xai.retry import RetryPolicy
+    from qdrant_xai.storage.distributed.pipeline import RayIndexer
+    from qdrant_xai.storage.indexer import Indexer
 
 __all__ = ["NEEDS_CLIENT", "add_parser", "run"]
 
@@ -32,23 +40,101 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="images per forward pass and write (default: 16)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    scale = parser.add_argument_group("scale (Ray Data, bulk mode)")
+    scale.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process encodes and writes (default); ray: a Ray Data actor pool "
+        "of --workers encodes (one model per worker, a GPU each when the cluster has "
+        "them). With --url the workers write to the server themselves; with an embedded "
+        "--path (locked by this process) the driver checks what is current, so a rerun "
+        "encodes nothing, and writes every point. Needs the ray extra: "
+        "pip install 'qdrant-xai[ray]'",
+    )
+    scale.add_argument(
+        "--workers",
+        type=options.positive_int,
+        default=2,
+        metavar="N",
+        help="--engine ray: actors in the pool, each with its own model (default: 2)",
+    )
+    scale.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="--engine ray: join the Ray cluster at ADDR (e.g. ray://head:10001 or auto); "
+        "default: start a local Ray for this run and stop it at the end",
+    )
+    scale.add_argument(
+        "--bulk",
+        action="store_true",
+        help="large ingests into a server (--url): HNSW graph building deferred (m=0) "
+        "while indexing and the collection's own m set back at the end, also after an "
+        "error or Ctrl-C, as Qdrant's bulk-upload guidance advises; with --engine ray "
+        "the workers upload in parallel. Search is slower until Qdrant has rebuilt the "
+        "graph. Does nothing on an embedded --path (it builds no HNSW graph)",
+    )
     options.add_qdrant_options(parser)
 
 
 def run(args: argparse.Namespace, client: Any) -> int:
-    from qdrant_xai.storage.indexer import Indexer
+    from qdrant_xai.storage.schema import ensure_collection
 
-    indexer = Indexer(
-        client,
-        options.load_encoder(args),
-        collection_name=args.collection,
-        codec=args.codec,
-        batch_size=args.batch_size,
-        profile=args.profile,
-        retry=options.retry_policy(args),
-    )
-    summary = indexer.index_folder(
-        args.directory, captions=args.captions, progress=not args.no_progress
-    )
+    encoder = options.load_encoder(args)
+    retry = options.retry_policy(args)
+    with contextlib.ExitStack() as stack:
+        if args.bulk:
+            from qdrant_xai.storage.distributed.bulk import bulk_ingest
+
+            ensure_collection(client, args.collection, dim=encoder.dim, retry=retry)
+            notes = stack.enter_context(bulk_ingest(client, args.collection, retry=retry))
+        indexer = _indexer(args, client, encoder, retry, stack)
+        summary = indexer.index_folder(
+            args.directory, captions=args.captions, progress=not args.no_progress
+        )
+    if args.bulk:
+        summary.notes += [(f"collection {args.collection}", note) for note in notes]
     print(summary)
     return 0
+
+
+def _indexer(
+    args: argparse.Namespace,
+    client: Any,
+    encoder: ClipEncoder,
+    retry: RetryPolicy,
+    stack: contextlib.ExitStack,
+) -> Indexer | RayIndexer:
+    """The single-process indexer, or (``--engine ray``) the Ray one, with Ray started
+    (or joined) for the run and stopped at its end when this run started it."""
+    settings: dict[str, Any] = {
+        "collection_name": args.collection,
+        "codec": args.codec,
+        "batch_size": args.batch_size,
+        "profile": args.profile,
+        "retry": retry,
+    }
+    if args.engine == "local":
+        from qdrant_xai.storage.indexer import Indexer
+
+        return Indexer(client, encoder, **settings)
+    from qdrant_xai.storage.distributed.pipeline import RayIndexer, import_ray, start_ray
+
+    ray = import_ray()
+    # a local Ray gets at least one CPU per worker, so that the whole pool can start
+    if start_ray(args.ray_address, num_cpus=max(os.cpu_count() or 1, args.workers)):
+        stack.callback(ray.shutdown)
+    server = args.url if args.url and args.path is None else None
+    return RayIndexer(
+        client,
+        encoder,
+        workers=args.workers,
+        url=server,
+        api_key=os.environ.get("QDRANT_API_KEY") if server else None,
+        timeout=args.timeout,
+        # --device names the workers' device too; cpu (the default) lets them use the
+        # cluster's GPUs when it has some
+        device=None if args.device == "cpu" else args.device,
+        **settings,
+    )

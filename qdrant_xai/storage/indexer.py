@@ -9,9 +9,7 @@ is read, so an interrupted run resumes where it stopped and a second run changes
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 
 from qdrant_client import QdrantClient, models
 
@@ -29,6 +27,7 @@ from qdrant_xai.progress import progress_bar
 from qdrant_xai.retry import RetryPolicy
 from qdrant_xai.storage.captions import list_folder, printable, read_captions_csv
 from qdrant_xai.storage.codec import Codec, PayloadFeatureCodec
+from qdrant_xai.storage.index_records import BatchPlan, ImageRecord, IndexSummary
 from qdrant_xai.storage.payloads import (
     image_features_payload,
     is_current,
@@ -45,50 +44,9 @@ from qdrant_xai.storage.schema import (
     text_point_id,
 )
 
-__all__ = ["ImageRecord", "IndexSummary", "Indexer", "read_captions_csv"]
+__all__ = ["BatchPlan", "ImageRecord", "IndexSummary", "Indexer", "read_captions_csv"]
 
 _POINT_OVERHEAD = 2048  # bytes of JSON around the vector and features of one point
-# what would break a summary entry into several lines: C0/C1 controls, Unicode separators
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image to index and its captions (may be empty)."""
-
-    source: str
-    captions: tuple[str, ...] = ()
-
-
-@dataclass
-class IndexSummary:
-    """What an indexing run did.
-
-    Attributes:
-        indexed_images, indexed_texts: points written in this run.
-        unchanged: images (with their captions) already present for this model, skipped.
-        failed: ``(source, reason)`` for every image, caption or CSV row that was skipped.
-        notes: ``(source, remark)`` for items indexed with a caveat (truncated captions,
-            the first page of a multi-page file).
-
-    ``str()`` gives one line per entry: control characters in names (a newline in a file
-    name) are shown escaped, as ``repr`` shows them.
-    """
-
-    indexed_images: int = 0
-    indexed_texts: int = 0
-    unchanged: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [
-            f"indexed {self.indexed_images} images and {self.indexed_texts} texts; "
-            f"{self.unchanged} unchanged; {len(self.failed)} skipped"
-        ]
-        lines += [f"  skipped {_one_line(s)}: {_one_line(r)}" for s, r in self.failed]
-        lines += [f"  note {_one_line(s)}: {_one_line(r)}" for s, r in self.notes]
-        return "\n".join(lines)
 
 
 class Indexer:
@@ -190,11 +148,11 @@ class Indexer:
         for record in records:
             batch.append(record)
             if len(batch) == self.batch_size:
-                self._index_batch(batch, summary)
+                self.index_batch(batch, summary)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            self._index_batch(batch, summary)
+            self.index_batch(batch, summary)
             bar.update(len(batch))
         bar.close()
         return summary
@@ -217,7 +175,16 @@ class Indexer:
 
     # -- one batch ----------------------------------------------------------------------
 
-    def _index_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> None:
+    def index_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> None:
+        """One batch: checked, skipped when current, encoded and written (see the module)."""
+        plan = self.plan_batch(batch, summary)
+        todo, stored_captions = self.pending(plan, summary)
+        for points, stale in self.batch_points(todo, plan, stored_captions, summary):
+            self.write_points(points, stale)
+
+    def plan_batch(self, batch: list[ImageRecord], summary: IndexSummary) -> BatchPlan:
+        """The storable records of ``batch`` (valid names, acceptable captions; the others
+        listed in ``summary``), their point ids and their files' digests; no Qdrant call."""
         batch = [
             ImageRecord(r.source, tuple(c for c in r.captions if self._acceptable_text(c, summary)))
             for r in batch
@@ -230,15 +197,36 @@ class Indexer:
         # an image is current only with the same bytes: a file overwritten in place is
         # re-encoded, whatever its path and size
         digests = {ids[r.source]: file_digest(r.source, self.image_limits) for r in batch}
+        return BatchPlan(batch, ids, caption_ids, digests)
+
+    def pending(
+        self, plan: BatchPlan, summary: IndexSummary
+    ) -> tuple[list[ImageRecord], dict[str, list[str]]]:
+        """The records of ``plan`` not yet current in the collection (the others counted as
+        unchanged), and the caption ids each stored image point lists."""
         current, stored_captions = self._current(
-            [*ids.values(), *(i for v in caption_ids.values() for i in v)], digests
+            [*plan.ids.values(), *(i for v in plan.caption_ids.values() for i in v)],
+            plan.digests,
         )
         todo = []
-        for record in batch:
-            if ids[record.source] in current and set(caption_ids[record.source]) <= current:
+        for record in plan.records:
+            if plan.ids[record.source] in current and (
+                set(plan.caption_ids[record.source]) <= current
+            ):
                 summary.unchanged += 1
             else:
                 todo.append(record)
+        return todo, stored_captions
+
+    def batch_points(
+        self,
+        todo: list[ImageRecord],
+        plan: BatchPlan,
+        stored_captions: dict[str, list[str]],
+        summary: IndexSummary,
+    ) -> Iterator[tuple[list[models.PointStruct], list[str]]]:
+        """Decodes and encodes ``todo`` in passes of bounded memory; per pass, the points to
+        write (counted as indexed in ``summary``) and the caption points to delete."""
 
         def load(record: ImageRecord) -> LoadedImage | None:
             try:
@@ -249,18 +237,33 @@ class Indexer:
 
         # bounded memory per batch: decoded and encoded in passes of at most the budget
         for loaded in load_in_passes(todo, load, max_pixels=self.image_limits.max_batch_pixels):
-            self._write_loaded(loaded, ids, digests, stored_captions, summary)
+            yield self._loaded_points(loaded, plan.ids, plan.digests, stored_captions, summary)
 
-    def _write_loaded(
+    def write_points(self, points: list[models.PointStruct], stale: list[str]) -> None:
+        """Upserts ``points`` in requests under :attr:`max_request_bytes`, then deletes the
+        ``stale`` caption points (captions no longer given)."""
+        self._upsert(points)
+        old: list[models.ExtendedPointId] = list(stale)
+        if old:  # edited captions: the old caption points go with the old captions
+            self.retry.call(
+                self.client.delete,
+                self.collection_name,
+                what=f"deleting {len(stale)} replaced caption points",
+                client=self.client,
+                points_selector=models.PointIdsList(points=old),
+                wait=True,
+            )
+
+    def _loaded_points(
         self,
         loaded: list[tuple[ImageRecord, LoadedImage]],
         ids: dict[str, str],
         digests: dict[str, str | None],
         stored_captions: dict[str, list[str]],
         summary: IndexSummary,
-    ) -> None:
-        """Encodes decoded images and writes them with their captions; caption points of
-        those images whose caption is no longer given are deleted."""
+    ) -> tuple[list[models.PointStruct], list[str]]:
+        """Encodes decoded images into points with their captions' points, and the caption
+        points of those images whose caption is no longer given."""
         features = self._encode_images([image for _, image in loaded], summary)
         points: list[models.PointStruct] = []
         captions: list[tuple[str, str, str | None]] = []
@@ -284,18 +287,9 @@ class Indexer:
             points.append(self._image_point(image_id, image, feats, kept, digests.get(image_id)))
             stale += [c for c in stored_captions.get(image_id, []) if c not in kept]
         text_points = self._text_points(captions, summary)
-        self._upsert([*text_points, *points])
-        if stale:  # edited captions: the old caption points go with the old captions
-            self.retry.call(
-                self.client.delete,
-                self.collection_name,
-                what=f"deleting {len(stale)} replaced caption points",
-                client=self.client,
-                points_selector=models.PointIdsList(points=list(dict.fromkeys(stale))),
-                wait=True,
-            )
         summary.indexed_images += len(points)
         summary.indexed_texts += len(text_points)
+        return [*text_points, *points], list(dict.fromkeys(stale))
 
     def _acceptable_text(self, text: str, summary: IndexSummary) -> bool:
         """Whether ``text`` is valid Unicode within :attr:`text_limits`; reported if not."""
@@ -442,11 +436,6 @@ class Indexer:
             points=points,
             wait=True,
         )
-
-
-def _one_line(text: str) -> str:
-    """``text`` on one line: control characters and line separators escaped as repr does."""
-    return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _storable_source(source: str, summary: IndexSummary) -> bool:
