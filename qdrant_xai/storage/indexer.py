@@ -68,7 +68,8 @@ class Indexer:
         client: any ``QdrantClient`` (embedded or server).
         encoder: the CLIP encoder; its fingerprint is stored with every point.
         collection_name: created with named vectors ``image`` and ``text`` when missing.
-        codec: payload codec of the features, ``"fp16"`` or ``"int8"``.
+        codec: payload codec of the features, ``"fp16"``, ``"int8"`` or ``"svd"`` (see
+            :mod:`qdrant_xai.storage.codec`).
         batch_size: images per forward pass.
         max_request_bytes: upper bound of one upsert request (Qdrant refuses 32 MB).
         image_limits: size bounds for decoding; a batch is decoded and encoded in passes of
