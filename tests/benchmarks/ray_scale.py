@@ -30,15 +30,20 @@ __all__ = ["main", "run"]
 
 class Timeline:
     """A progress bar stand-in that records ``(seconds, images done, driver RSS MB)`` at
-    every update."""
+    every update; with ``kill_at``, it kills one encoder actor's process (SIGKILL) once that
+    many images are done, and records its pid and the count in :attr:`killed`."""
 
-    def __init__(self) -> None:
+    def __init__(self, kill_at: int | None = None) -> None:
         self.start = time.perf_counter()
         self.points: list[tuple[float, int, float]] = [(0.0, 0, _driver_rss_mb())]
+        self.kill_at = kill_at
+        self.killed: tuple[int, int] | None = None
 
     def update(self, n: int) -> None:
         done = self.points[-1][1] + n
         self.points.append((time.perf_counter() - self.start, done, _driver_rss_mb()))
+        if self.kill_at is not None and self.killed is None and done >= self.kill_at:
+            self.killed = _kill_an_encoder(done)
 
     def close(self) -> None:
         pass
@@ -118,6 +123,23 @@ class MemoryWatch:
         return {f"{pid} {self.roles.get(pid, 'ray::IDLE')}": mb for pid, mb in self.rss.items()}
 
 
+def _kill_an_encoder(done: int) -> tuple[int, int] | None:
+    """SIGKILL the process of one ``BatchEncoder`` actor; ``(pid, images done)``."""
+    import signal
+
+    import psutil
+
+    for process in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith("ray::") and "BatchEncoder" in title:
+            os.kill(process.pid, signal.SIGKILL)
+            return process.pid, done
+    return None
+
+
 def _role(cmdline: list[str]) -> str:
     """``ray::MapWorker(MapBatches(BatchEncoder))`` without the method; Ray's daemons by
     their program's name; empty for a worker not yet titled."""
@@ -130,7 +152,16 @@ def _role(cmdline: list[str]) -> str:
     return ""
 
 
-def run(images: int, workers: int, batch_size: int, root: Path, cpus: int) -> dict[str, Any]:
+def run(
+    images: int,
+    workers: int,
+    batch_size: int,
+    root: Path,
+    cpus: int,
+    kill_at: float | None = None,
+) -> dict[str, Any]:
+    """Indexes ``images`` generated images through a local Ray, then again (a rerun);
+    ``kill_at``: kill one encoder actor once that fraction of the first run is done."""
     from qdrant_client import QdrantClient
 
     from qdrant_xai.demo.world import write_scene_folder
@@ -159,7 +190,8 @@ def run(images: int, workers: int, batch_size: int, root: Path, cpus: int) -> di
             client, encoder, collection_name="scale", batch_size=batch_size, workers=workers
         )
         for run_name in ("first", "rerun"):
-            timeline, summary = Timeline(), IndexSummary()
+            kill = None if kill_at is None or run_name == "rerun" else int(images * kill_at)
+            timeline, summary = Timeline(kill), IndexSummary()
             records = _records(folder, csv)
             dataset = engine.pipeline(records, summary, timeline)
             engine.collect(dataset, summary, timeline)
@@ -172,8 +204,11 @@ def run(images: int, workers: int, batch_size: int, root: Path, cpus: int) -> di
                 "unchanged": summary.unchanged,
                 "failed": len(summary.failed),
                 "tenths": timeline.tenths() if run_name == "first" else [],
+                "killed": timeline.killed,
             }
         result["points_stored"] = client.count("scale").count
+        # every image has one caption: a point lost or written twice shows here
+        result["points_expected"] = 2 * images
     result["store_mb"] = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 2**20
     result["peak_rss_mb"] = memory.peaks or {
         "driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -223,11 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp)")
+    parser.add_argument(
+        "--kill-at",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="kill one encoder actor once this fraction of the images is done",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root = args.dir or Path(tempfile.mkdtemp(prefix="ray_scale_"))
     try:
-        _print(run(args.images, args.workers, args.batch_size, root, args.cpus))
+        _print(run(args.images, args.workers, args.batch_size, root, args.cpus, args.kill_at))
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

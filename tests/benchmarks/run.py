@@ -41,6 +41,7 @@ from tests.benchmarks.inputs import BenchModels
 from tests.benchmarks.payloads import bench_codecs
 from tests.benchmarks.precision import bench_bf16
 from tests.benchmarks.profiling import bench_where
+from tests.benchmarks.projection import bench_ray
 from tests.benchmarks.rendering import bench_render
 from tests.benchmarks.scale import bench_scale
 from tests.benchmarks.sidecar import bench_sidecar
@@ -60,6 +61,7 @@ SECTIONS = (
     "bf16",
     "sidecar",
     "where",
+    "ray",
 )
 
 
@@ -114,6 +116,8 @@ def run(
                 )
             elif key == "where":
                 sections.append(bench_where(config, models, root))
+            elif key == "ray":
+                sections.append(bench_ray(config, models, root))
     elapsed = time.perf_counter() - started
     setup = {
         "command": "python -m tests.benchmarks" + (" --quick" if config.quick else ""),
