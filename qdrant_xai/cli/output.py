@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from qdrant_client import models
@@ -70,21 +70,14 @@ def print_hits(
 def _print_json(
     hits: Sequence[models.ScoredPoint], explanations: Sequence[Explanation] | None
 ) -> None:
-    from qdrant_xai.storage.schema import without_features
+    from qdrant_xai.explain.results import unexplained_record
 
     for rank, hit in enumerate(hits):
-        record: dict[str, Any]
-        if explanations is not None:
-            record = explanations[rank].to_dict()
-        else:
-            record = {
-                "id": hit.id,
-                "score": hit.score,
-                "rank": rank,
-                "payload": without_features(hit.payload),
-                "heatmap": None,
-                "words": [],
-            }
+        record = (
+            explanations[rank].to_dict()
+            if explanations is not None
+            else unexplained_record(hit, rank)
+        )
         print(json.dumps(record, ensure_ascii=False))
 
 

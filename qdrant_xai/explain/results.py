@@ -32,6 +32,7 @@ __all__ = [
     "grid_region",
     "hit_image",
     "text_fields",
+    "unexplained_record",
 ]
 
 Side = Literal["query", "hit"]
@@ -258,6 +259,20 @@ class Explanation:
             )
         check_content(self.payload.get(PayloadKeys.CONTENT), source, what=what)
         return load_image(source).image
+
+
+def unexplained_record(hit: models.ScoredPoint, rank: int) -> dict[str, Any]:
+    """The JSON of a hit searched but not explained: the fields of
+    :meth:`Explanation.to_dict` that a search alone gives (``search --json`` without
+    ``--explain``, the server's ``explain=false``)."""
+    return {
+        "id": hit.id,
+        "score": hit.score,
+        "rank": rank,
+        "payload": without_features(hit.payload),
+        "heatmap": None,
+        "words": [],
+    }
 
 
 def hit_image(

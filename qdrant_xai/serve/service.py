@@ -346,7 +346,7 @@ class ExplainService:
         explain: bool,
         options: ExplainOptions,
     ) -> dict[str, Any]:
-        from qdrant_xai.storage.schema import without_features
+        from qdrant_xai.explain.results import unexplained_record
 
         records: list[dict[str, Any]]
         if explain:
@@ -365,17 +365,7 @@ class ExplainService:
                 for record, explanation in zip(records, explanations, strict=True):
                     record["picture"] = self._picture(explanation, query, options.size)
         else:
-            records = [
-                {
-                    "id": hit.id,
-                    "score": hit.score,
-                    "rank": rank,
-                    "payload": without_features(hit.payload),
-                    "heatmap": None,
-                    "words": [],
-                }
-                for rank, hit in enumerate(hits)
-            ]
+            records = [unexplained_record(hit, rank) for rank, hit in enumerate(hits)]
         return {
             "query": query if isinstance(query, str) else None,
             "query_image": None if isinstance(query, str) else query.source,

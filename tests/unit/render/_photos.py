@@ -9,19 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-#: ten photos: 12 MP both ways, strips both ways, common camera sizes
-LARGE_SIZES = (
-    (4000, 3000),
-    (3000, 4000),
-    (1600, 90),
-    (90, 1600),
-    (4000, 3000),
-    (2400, 1600),
-    (1920, 1080),
-    (1080, 1920),
-    (4000, 3000),
-    (3000, 2000),
-)
 HOSTILE_SCRIPT = "<script>alert(1)</script>"
 HOSTILE_ATTRIBUTE = '"><img src=x onerror=alert(1)>'
 

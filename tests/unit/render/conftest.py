@@ -10,10 +10,10 @@ from qdrant_client import QdrantClient
 
 from qdrant_xai import ClipEncoder, Indexer, Searcher
 from qdrant_xai.explain import Explainer, Explanation
+from tests.benchmarks.rendering import LARGE_SIZES
 from tests.unit.render._photos import (
     HOSTILE_ATTRIBUTE,
     HOSTILE_SCRIPT,
-    LARGE_SIZES,
     write_captions,
     write_photos,
 )
