@@ -222,11 +222,11 @@ def create_app(
             raise RequestError('give either "query" (text) or "image" (base64), not both')
         query: Any = body.query
         if body.image is not None:
-            from qdrant_xai.images.query import bounded_query_image, load_query_image
+            from qdrant_xai.images.query import load_query_image
 
-            query = bounded_query_image(
-                load_query_image(body.image, roots=(), limits=service.explainer.sources.limits)
-            )
+            # base64 or a data URI only (no paths), scaled down as a search query is
+            limits = service.explainer.sources.limits
+            query = load_query_image(body.image, roots=(), limits=limits)
         points = [_scored_point(p, i) for i, p in enumerate(body.points)]
         options = ExplainOptions(
             body.heatmap_method,
