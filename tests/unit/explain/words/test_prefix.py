@@ -136,7 +136,7 @@ def test_reading_scores_add_up_and_the_default_mixes_knockouts(encoder: ClipEnco
             assert abs(float(scores.sum()) - expected) <= 1e-5
             # for the last word both terms are the exact leave-one-out
             assert abs(float(knocked[k][1][-1] - scores[-1])) <= 1e-5
-        assert np.allclose(mixed[k][1], 0.5 * scores + 0.5 * knocked[k][1], atol=1e-6)
+        assert np.allclose(mixed[k][1], 0.25 * scores + 0.75 * knocked[k][1], atol=1e-6)
 
 
 def test_one_pass_per_distinct_text_serves_every_target() -> None:
