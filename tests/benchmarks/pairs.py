@@ -12,7 +12,7 @@ Three models:
 * ``shapes-clip``: the bundled model (4 vision layers, 8x8 patches), the one the methods
   were developed and tuned on: its figures are development figures;
 * ``clutter-4l`` and ``clutter-8l``: trained by ``examples/train_clutter_clip.py`` with
-  their own seeds (11, 12), depths (4 and 8 vision layers) and patch grids (8x8 and 7x7) on
+  their own seeds (11, 111, 1111; 12, 112, ...), depths (4 and 8 vision layers) and patch grids (8x8 and 7x7) on
   the clutter world, and never used while developing a method: held out.
 
 Every model is measured on both worlds (the clutter models know every word of the shapes
@@ -66,7 +66,7 @@ class BenchModel:
 MODELS: tuple[BenchModel, ...] = (
     BenchModel("shapes-clip", "shapes", False, "bundled; 4 layers, 8x8 patches; tuned on"),
     BenchModel(
-        "clutter-4l", str(MODELS_DIR / "clutter-4l"), True, "4 layers, 8x8 patches, seed 11"
+        "clutter-4l", str(MODELS_DIR / "clutter-4l"), True, "4 layers, 8x8 patches, seeds 11/111/1111"
     ),
     BenchModel(
         "clutter-8l", str(MODELS_DIR / "clutter-8l"), True, "8 layers, 7x7 patches, seed 12"
