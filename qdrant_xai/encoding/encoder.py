@@ -56,9 +56,11 @@ class ImageFeatures:
         contributions: [gh, gw, P] direct patch contributions; ``contributions @ t`` is the
             heatmap of ``cos(image, t)`` for a normalised query ``t``.
         patch_tokens: [gh, gw, P] raw patch tokens (after ``post_layernorm`` and the
-            projection), only when requested.
+            projection; SigLIP: the pooling head applied to each token alone), only when
+            requested.
         last_layer_inputs: [1 + gh*gw, D] the residual stream entering the last vision
-            layer (the ``full`` feature profile), only when requested.
+            layer (the ``full`` feature profile; ``[gh*gw, D]`` for SigLIP, which has no
+            class token), only when requested.
     """
 
     embedding: np.ndarray
@@ -76,7 +78,8 @@ class TextFeatures:
         embedding: [P] L2-normalised text embedding.
         words: the words that fit in the model's context, with character spans.
         word_contributions: [n_words, P] direct contribution of each word's tokens to the
-            normalised embedding (at the end-of-text token).
+            normalised embedding (at the pooled token: CLIP's end-of-text token, SigLIP's
+            last position).
         truncated: True when words past the model's context length were dropped.
     """
 
@@ -235,7 +238,7 @@ class ClipEncoder:
         except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
             # ImportError: SigLIP v1's SentencePiece tokenizer needs the sentencepiece package
             hint = (
-                f"no CLIP or SigLIP checkpoint in {name}: it needs config.json, "
+                f"no CLIP checkpoint in {name} (nor a SigLIP one): it needs config.json, "
                 "model.safetensors and the processor files (save both with save_pretrained)"
                 if os.path.isdir(name)
                 else f"could not load {name!r}: pass a Hugging Face hub id such as "
