@@ -116,16 +116,21 @@ def test_head_parts_sum_exactly_to_the_embedding(biased: ClipEncoder) -> None:
 def test_how_much_of_the_embedding_the_patches_carry(
     siglip: ClipEncoder, biased: ClipEncoder
 ) -> None:
-    """cos(Σ_i C_i, y): 1 for a new model (no biases), below 1 once biases carry a part."""
+    """cos(Σ_i C_i, y): 1 for a new model (no biases), below 1 once biases carry a part;
+    also ``Σ_i C_i · ŷ``, the patches' share of ``ŷ · ŷ = 1`` (the rest is the biases')."""
     shares = {}
     for name, encoder in (("as built", siglip), ("random biases", biased)):
         features = encoder.encode_images(_images(6, seed=2))
-        cosines = []
+        cosines, along = [], []
         for f in features:
             total = f.contributions.reshape(-1, encoder.dim).sum(0)
             cosines.append(float(total @ f.embedding / np.linalg.norm(total)))
+            along.append(float(total @ f.embedding))
         shares[name] = float(np.mean(cosines))
-        print(f"SigLIP patch share, {name}: mean cos(sum C_i, y) = {shares[name]:.4f}")
+        print(
+            f"SigLIP patch share, {name}: mean cos(sum C_i, y) = {shares[name]:.4f}, "
+            f"mean sum C_i . y/|y| = {np.mean(along):.4f}"
+        )
     assert shares["as built"] == pytest.approx(1.0, abs=1e-5)
     assert 0.0 < shares["random biases"] <= 1.0 + 1e-6
 
