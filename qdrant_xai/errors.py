@@ -5,7 +5,8 @@ message says what went wrong and what to do next::
 
     QdrantXaiError
     ├── ModelLoadError            a CLIP checkpoint could not be loaded
-│   └── DeviceUnavailableError  the torch device asked for is not available here
+    │   ├── DeviceUnavailableError  the torch device asked for is not available here
+    │   └── UnsupportedModelError   a checkpoint of a model family qdrant-xai does not explain
     ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
     │   └── InlineImageError      a base64 / data-URI image that cannot be decoded (says why)
     ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
@@ -23,6 +24,7 @@ message says what went wrong and what to do next::
     ├── DiskFullError             the disk filled up while writing (also an OSError)
     ├── PointIdError              a value that is not a Qdrant point id (also a ValueError)
     ├── UnknownMethodError        a method name that is not registered (also a ValueError)
+    ├── UnsupportedMethodError    a method that does not apply to this model (also a ValueError)
     └── DatasetError              a retrieval dataset is malformed or incomplete
 
 Library errors (Pillow, transformers, qdrant-client) are wrapped with ``raise ... from exc``
@@ -59,6 +61,8 @@ __all__ = [
     "StaleFeaturesError",
     "StorageLockedError",
     "UnknownMethodError",
+    "UnsupportedMethodError",
+    "UnsupportedModelError",
     "brief_repr",
 ]
 
@@ -74,6 +78,11 @@ class ModelLoadError(QdrantXaiError):
 class DeviceUnavailableError(ModelLoadError):
     """The torch device asked for (``cuda``, ``mps``, ``cuda:3``) is not available with the
     torch installed here; the message names the devices that are."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """A checkpoint of a model type qdrant-xai does not explain; the message names the
+    supported ones (``clip``, ``siglip``)."""
 
 
 class ImageLoadError(QdrantXaiError):
@@ -207,6 +216,11 @@ class StorageLockedError(QdrantUnavailableError):
 
 class UnknownMethodError(QdrantXaiError, ValueError):
     """A method name that is not registered; the message lists the known ones."""
+
+
+class UnsupportedMethodError(QdrantXaiError, ValueError):
+    """A method that cannot explain this model (``prefix`` needs a causal text tower, which
+    SigLIP's is not); the message says why and names the methods that apply."""
 
 
 class DatasetError(QdrantXaiError):

@@ -114,9 +114,10 @@ def run(args: argparse.Namespace, client: Any) -> int:
         skip_missing=args.skip_missing,
     )
     args.collection = args.collection or default_collection(dataset)
+    encoder = options.load_encoder(args, client)
     report = evaluate(
         client,
-        options.load_encoder(args, client),
+        encoder,
         dataset,
         collection_name=args.collection,
         reuse=not args.reindex,
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace, client: Any) -> int:
         cap=args.max_rank,
         explain_top=args.explain_top,
         heatmap_method=args.heatmap_method,
-        word_method=args.word_method,
+        word_method=args.word_method or encoder.family.default_word_method,
         codec=args.codec,
         profile=args.profile,
         exact=not args.approximate,

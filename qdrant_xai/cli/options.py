@@ -198,9 +198,10 @@ def add_method_choices(
     )
     container.add_argument(
         "--word-method",
-        default="prefix",
+        default=None,
         choices=sorted(WORD_METHODS),
-        help="word attribution method (default: prefix, from one text forward)"
+        help="word attribution method (default: prefix, from one text forward; tokens for "
+        "SigLIP, whose text tower is not causal)"
         if described
         else None,
     )

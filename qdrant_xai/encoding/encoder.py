@@ -1,4 +1,5 @@
-"""CLIP encoding: one forward pass per batch yields embeddings and explainable features.
+"""CLIP and SigLIP encoding: one forward pass per batch yields embeddings and explainable
+features (what differs per model family: :mod:`qdrant_xai.encoding.families`).
 
 For images: the normalised embedding and the direct per-patch contributions in the joint
 space (a ``gh x gw x P`` grid, 7x7x512 for ViT-B/32), see :mod:`qdrant_xai.encoding.towers`.
@@ -8,8 +9,6 @@ direct per-word contributions (BPE sub-tokens merged per word).
 
 from __future__ import annotations
 
-import copy
-import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -22,9 +21,9 @@ import torch
 from PIL import Image
 
 from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, check_device, checkpoint_path
+from qdrant_xai.encoding.families import ModelFamily, family_of, sdpa_twin
 from qdrant_xai.encoding.fingerprint import ModelFingerprint
 from qdrant_xai.encoding.text_prefixes import TextPrefixes, prefix_embeddings
-from qdrant_xai.encoding.towers import run_image_tower, run_text_tower
 from qdrant_xai.encoding.words import Word, split_words, token_word_matrix
 from qdrant_xai.errors import ModelLoadError
 from qdrant_xai.images.load import LoadedImage, load_image
@@ -57,9 +56,11 @@ class ImageFeatures:
         contributions: [gh, gw, P] direct patch contributions; ``contributions @ t`` is the
             heatmap of ``cos(image, t)`` for a normalised query ``t``.
         patch_tokens: [gh, gw, P] raw patch tokens (after ``post_layernorm`` and the
-            projection), only when requested.
+            projection; SigLIP: the pooling head applied to each token alone), only when
+            requested.
         last_layer_inputs: [1 + gh*gw, D] the residual stream entering the last vision
-            layer (the ``full`` feature profile), only when requested.
+            layer (the ``full`` feature profile; ``[gh*gw, D]`` for SigLIP, which has no
+            class token), only when requested.
     """
 
     embedding: np.ndarray
@@ -77,7 +78,8 @@ class TextFeatures:
         embedding: [P] L2-normalised text embedding.
         words: the words that fit in the model's context, with character spans.
         word_contributions: [n_words, P] direct contribution of each word's tokens to the
-            normalised embedding (at the end-of-text token).
+            normalised embedding (at the pooled token: CLIP's end-of-text token, SigLIP's
+            last position).
         truncated: True when words past the model's context length were dropped.
     """
 
@@ -89,7 +91,9 @@ class TextFeatures:
 
 
 class ClipEncoder:
-    """A Hugging Face CLIP model and its processor, yielding explainable features.
+    """A Hugging Face CLIP or SigLIP model and its processor, yielding explainable features
+    (:attr:`family` from ``config.model_type``). Scores are cosines, also for SigLIP (its
+    sigmoid logit ``exp(logit_scale) · cos + logit_bias`` is monotone in the cosine).
 
     Setup::
 
@@ -108,20 +112,14 @@ class ClipEncoder:
     """
 
     def __init__(self, model: Any, processor: Any, *, model_id: str) -> None:
-        if getattr(model.config, "model_type", None) != "clip":
-            raise ModelLoadError(
-                f"{model_id} is a {getattr(model.config, 'model_type', '?')!r} model; "
-                "qdrant-xai explains CLIP models (model_type 'clip')"
-            )
+        #: what differs between CLIP and SigLIP (towers, padding, causal text)
+        self.family: ModelFamily = family_of(model.config.model_type, model_id=model_id)
         if getattr(model.config, "_attn_implementation", "eager") != "eager":
             model.set_attn_implementation("eager")
         self.model = model.eval()
         #: the same weights with SDPA attention, for the paths that need no attention weights
-        self._embedder = _sdpa_twin(self.model)
-        self._text_parameters = (
-            *model.text_model.parameters(),
-            *model.text_projection.parameters(),
-        )
+        self._embedder = sdpa_twin(self.model)
+        self._text_parameters = self.family.text_parameters(model)
         self._queries: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._query_prefixes: dict[tuple[str, int], TextPrefixes] = {}
         self._queries_lock = threading.Lock()
@@ -148,9 +146,11 @@ class ClipEncoder:
         )
         self.image_size: tuple[int, int] = size
         self.grid: tuple[int, int] = (size[0] // vision.patch_size, size[1] // vision.patch_size)
-        self.dim: int = int(model.config.projection_dim)
-        #: width of the vision tower's residual stream (last-layer inputs are [1+gh*gw, D])
+        self.dim: int = self.family.dim(model)
+        #: width of the vision tower's residual stream (last-layer inputs are [N, D])
         self.vision_width: int = int(vision.hidden_size)
+        #: tokens ``N`` of that stream: ``1 + gh*gw`` with a class token (CLIP), else ``gh*gw``
+        self.vision_tokens: int = self.family.vision_tokens(self.grid)
         self.max_text_tokens: int = int(model.config.text_config.max_position_embeddings)
         self._fingerprint: ModelFingerprint | None = None
         self._fingerprint_lock = threading.Lock()
@@ -169,6 +169,7 @@ class ClipEncoder:
                     image_size=self.image_size,
                     grid=self.grid,
                     dim=self.dim,
+                    family=self.family.name,
                 )
             return self._fingerprint
 
@@ -183,7 +184,10 @@ class ClipEncoder:
         revision: str | None = None,
         local_files_only: bool | None = None,
     ) -> ClipEncoder:
-        """Loads a CLIP checkpoint by hub id or from a ``save_pretrained`` directory.
+        """Loads a CLIP or SigLIP checkpoint by hub id or from a ``save_pretrained``
+        directory; the family is read from its ``config.json`` (``model_type`` ``"clip"``
+        or ``"siglip"``, anything else raises
+        :class:`~qdrant_xai.errors.UnsupportedModelError`).
 
         Weights load from safetensors only, and remote code never runs.
 
@@ -199,7 +203,7 @@ class ClipEncoder:
             revision: hub revision (branch, tag or commit) to pin.
             local_files_only: never touch the network (defaults to ``HF_HUB_OFFLINE``).
         """
-        from transformers import AutoProcessor, CLIPModel
+        from transformers import AutoConfig, AutoProcessor
 
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -218,25 +222,31 @@ class ClipEncoder:
         if local_files_only is not None:
             kwargs["local_files_only"] = local_files_only
         try:
-            model = CLIPModel.from_pretrained(
-                name,
-                dtype=_DTYPES[dtype],
-                attn_implementation="eager",
-                use_safetensors=True,
-                **kwargs,
+            config = AutoConfig.from_pretrained(name, **kwargs)
+            model = (
+                family_of(config.model_type, model_id=model_id)
+                .model_class()
+                .from_pretrained(
+                    name,
+                    dtype=_DTYPES[dtype],
+                    attn_implementation="eager",
+                    use_safetensors=True,
+                    **kwargs,
+                )
             )
             processor = AutoProcessor.from_pretrained(name, **kwargs)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+            # ImportError: SigLIP v1's SentencePiece tokenizer needs the sentencepiece package
             hint = (
-                f"no CLIP checkpoint in {name}: it needs config.json, model.safetensors and "
-                "the processor files (save both with save_pretrained)"
+                f"no CLIP checkpoint in {name} (nor a SigLIP one): it needs config.json, "
+                "model.safetensors and the processor files (save both with save_pretrained)"
                 if os.path.isdir(name)
                 else f"could not load {name!r}: pass a Hugging Face hub id such as "
                 f"{DEFAULT_MODEL!r} (weights download on first use, so the hub must be "
                 "reachable) or a local directory saved with save_pretrained"
             )
             raise ModelLoadError(f"{hint} ({type(exc).__name__}: {exc})") from exc
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)
         return cls(model, processor, model_id=model_id)
 
     # -- geometry ---------------------------------------------------------------------
@@ -302,7 +312,7 @@ class ClipEncoder:
             return []
         pixels = self.pixel_values(images)
         with self.forward_lock:
-            out = run_image_tower(self.model, pixels)
+            out = self.family.run_image_tower(self.model, pixels)
         norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         embeds = _numpy(out.embeds / norms)
         contributions = _numpy(out.contributions)
@@ -324,10 +334,8 @@ class ClipEncoder:
         in chunks of ``batch_size``."""
         chunks = []
         for start in range(0, int(pixel_values.shape[0]), batch_size):
-            vision = self._embedder.vision_model(
-                pixel_values=pixel_values[start : start + batch_size]
-            )
-            chunks.append(_normalised(self._embedder.visual_projection(vision.pooler_output)))
+            pixels = pixel_values[start : start + batch_size]
+            chunks.append(_normalised(self.family.image_embeds(self._embedder, pixels)))
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(chunks)
@@ -337,15 +345,15 @@ class ClipEncoder:
         """[B, P] L2-normalised image embeddings (no features)."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vision = self._embedder.vision_model(pixel_values=self.pixel_values(images))
-        return _normalised(self._embedder.visual_projection(vision.pooler_output))
+        pixels = self.pixel_values(images)
+        return _normalised(self.family.image_embeds(self._embedder, pixels))
 
     # -- texts --------------------------------------------------------------------------
 
     def _tokenize(self, texts: Sequence[str], *, offsets: bool) -> Any:
         return self.processor.tokenizer(
             list(texts),
-            padding=True,
+            padding=self.family.padding,  # SigLIP: the fixed length it was trained with
             truncation=True,
             max_length=self.max_text_tokens,
             return_offsets_mapping=offsets,
@@ -383,10 +391,8 @@ class ClipEncoder:
             return []
         batch = self._tokenize(texts, offsets=True)
         with self.forward_lock:
-            out = run_text_tower(
-                self.model,
-                batch["input_ids"].to(self.device),
-                batch["attention_mask"].to(self.device),
+            out = self.family.run_text_tower(
+                self.model, batch["input_ids"].to(self.device), _mask(batch, self.device)
             )
         norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         embeds = _numpy(out.embeds / norms)
@@ -441,11 +447,8 @@ class ClipEncoder:
         chunks = []
         for start in range(0, len(texts), self.text_batch_size):  # bounded memory per pass
             batch = self._tokenize(texts[start : start + self.text_batch_size], offsets=False)
-            text = self._embedder.text_model(
-                input_ids=batch["input_ids"].to(self.device),
-                attention_mask=batch["attention_mask"].to(self.device),
-            )
-            chunks.append(_normalised(self._embedder.text_projection(text.pooler_output)))
+            ids, mask = batch["input_ids"].to(self.device), _mask(batch, self.device)
+            chunks.append(_normalised(self.family.text_embeds(self._embedder, ids, mask)))
         return np.concatenate(chunks)
 
     def _text_weights_version(self) -> int:
@@ -454,28 +457,6 @@ class ClipEncoder:
 
     def __repr__(self) -> str:
         return f"ClipEncoder({self.model_id!r}, grid={self.grid}, dim={self.dim})"
-
-
-def _sdpa_twin(model: Any) -> Any:
-    """``model`` with scaled-dot-product attention, sharing its parameters and buffers.
-
-    The feature paths need the attention weights, so ``model`` stays eager; the plain
-    embedding paths (queries, perturbed images and texts of occlusion methods) need none
-    and run with SDPA (faster, the more so the longer the sequence), with the same values
-    within float rounding. The twin is a copy of the module tree that shares every tensor
-    (so later in-place updates of the weights reach both) with its own config, so no
-    attention setting is switched per call and concurrent callers never see the other
-    implementation. Models that cannot switch keep eager attention.
-    """
-    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    try:
-        twin = copy.deepcopy(model, shared)
-        twin.set_attn_implementation("sdpa")
-    except Exception:  # any model that cannot be copied or switched keeps eager attention
-        return model
-    if getattr(twin.config, "_attn_implementation", None) != "sdpa":
-        return model
-    return twin.eval()
 
 
 def _reduced(image: Image.Image, side: int) -> Image.Image:
@@ -489,6 +470,11 @@ def _as_loaded(image: ImageInput) -> LoadedImage:
     if isinstance(image, LoadedImage):
         return image
     return load_image(image)
+
+
+def _mask(batch: Any, device: torch.device) -> torch.Tensor | None:
+    mask = batch.get("attention_mask")  # None when the tokenizer gives none
+    return None if mask is None else mask.to(device)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -18,6 +18,9 @@ it), in name order, floating-point tensors rounded to bfloat16, so fp32 and bf16
 one checkpoint share it and a fine-tune of any layer (a merged LoRA) changes it. Keys
 written before version 2 (:attr:`ModelFingerprint.legacy_key`, ``"<16 hex>:224x224:..."``)
 hashed the two projection matrices only, which a change of the backbone left unchanged.
+The model family (``"clip"``, ``"siglip"``; :mod:`.families`) is hashed too for every
+family but CLIP (whose keys stay those written before families existed), so two families
+never share a key even with equal weight names and values; SigLIP has no legacy key.
 
 **Migration of collections written with the old key.** A point carrying this model's
 legacy key is never current for :func:`~qdrant_xai.storage.payloads.is_current` (nor for a
@@ -84,7 +87,8 @@ class ModelFingerprint:
         weights_hash: 16 hex digits of SHA-256 over every parameter and buffer of both
             towers and both projections (bf16-rounded, in name order; see the module doc).
         legacy_hash: 16 hex digits of SHA-256 over the two projection matrices only (bf16),
-            the identity written before key version 2; empty when unknown.
+            the identity written before key version 2; empty when unknown (and for SigLIP).
+        family: the model family, ``"clip"`` or ``"siglip"`` (in ``weights_hash``).
     """
 
     model_id: str
@@ -93,6 +97,7 @@ class ModelFingerprint:
     dim: int
     weights_hash: str
     legacy_hash: str = ""
+    family: str = "clip"
 
     @classmethod
     def of_model(
@@ -103,18 +108,24 @@ class ModelFingerprint:
         image_size: tuple[int, int],
         grid: tuple[int, int],
         dim: int,
+        family: str = "clip",
     ) -> ModelFingerprint:
-        """The fingerprint of a ``transformers`` ``CLIPModel`` (all weights hashed: about
-        0.5 s for ViT-B/32 on two CPU cores, milliseconds for tiny models)."""
+        """The fingerprint of a ``transformers`` ``CLIPModel`` or ``SiglipModel`` (all
+        weights hashed: about 0.5 s for ViT-B/32 on two CPU cores, milliseconds for tiny
+        models)."""
+        legacy = ""
+        if family == "clip":
+            legacy = cls.hash_arrays(
+                bf16_bytes(model.visual_projection.weight), bf16_bytes(model.text_projection.weight)
+            )
         return cls(
             model_id=model_id,
             image_size=image_size,
             grid=grid,
             dim=dim,
-            weights_hash=hash_weights(model),
-            legacy_hash=cls.hash_arrays(
-                bf16_bytes(model.visual_projection.weight), bf16_bytes(model.text_projection.weight)
-            ),
+            weights_hash=hash_weights(model, family=family),
+            legacy_hash=legacy,
+            family=family,
         )
 
     @property
@@ -173,9 +184,10 @@ def is_versioned_key(stored_key: object) -> bool:
     return isinstance(stored_key, str) and stored_key.startswith(f"{KEY_VERSION}-")
 
 
-def hash_weights(model: Any) -> str:
-    """16 hex digits identifying every weight of a CLIP model that produces embeddings or
-    features: each parameter and buffer but ``logit_scale``, in name order, each hashed
+def hash_weights(model: Any, *, family: str = "clip") -> str:
+    """16 hex digits identifying every weight of a CLIP or SigLIP model that produces
+    embeddings or features, and its ``family`` (hashed for every family but ``"clip"``):
+    each parameter and buffer but ``logit_scale``/``logit_bias``, in name order, each hashed
     as its name, dtype class, shape and bf16-rounded bytes (integer buffers as they are);
     the per-tensor SHA-256 digests are hashed in turn. Tensors are converted and hashed in
     a few threads (torch and hashlib release the GIL), a tensor at a time per thread, so
@@ -189,11 +201,12 @@ def hash_weights(model: Any) -> str:
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         digests = list(pool.map(lambda name: _tensor_digest(name, named[name]), names))
-    return _combine(digests)
+    return _combine(digests, family)
 
 
-def _combine(digests: Iterable[bytes]) -> str:
-    total = hashlib.sha256(KEY_VERSION.encode())
+def _combine(digests: Iterable[bytes], family: str = "clip") -> str:
+    # CLIP keys are hashed as before families existed: its collections stay current
+    total = hashlib.sha256(KEY_VERSION.encode() + (b"" if family == "clip" else family.encode()))
     for digest in digests:
         total.update(digest)
     return total.hexdigest()[:16]

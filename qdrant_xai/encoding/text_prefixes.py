@@ -42,12 +42,14 @@ from torch import Tensor
 
 from qdrant_xai.encoding.towers import eos_positions
 from qdrant_xai.encoding.words import Word, split_words, token_word_matrix
+from qdrant_xai.errors import UnsupportedMethodError
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
 
 __all__ = [
     "TextPrefixes",
+    "check_causal",
     "prefix_boundaries",
     "prefix_embeddings",
     "remembered_prefixes",
@@ -188,10 +190,28 @@ def remembered_prefixes(encoder: ClipEncoder, text: str) -> TextPrefixes | None:
         return encoder._query_prefixes.get(key) if key in encoder._queries else None
 
 
+def check_causal(encoder: ClipEncoder) -> None:
+    """Raise :class:`~qdrant_xai.errors.UnsupportedMethodError` unless the encoder's text
+    tower is causal: in a bidirectional one (SigLIP's) every token reads the whole text, so
+    no forward pass yields the embedding of a prefix."""
+    if not encoder.family.causal_text:
+        raise UnsupportedMethodError(
+            f"the word method 'prefix' needs a causal text tower, and {encoder.model_id} is a "
+            f"{encoder.family.name!r} model whose text tower is bidirectional (every token "
+            "reads the whole text, so one forward pass cannot yield each word prefix's "
+            "embedding); use word_method 'tokens' (its default), 'occlusion', 'context' or 'ig'"
+        )
+
+
 def prefix_embeddings(encoder: ClipEncoder, texts: Sequence[str]) -> list[TextPrefixes]:
     """The embeddings of every word prefix of each text and of each word's knockout (see
     module doc), in forward passes of at most ``encoder.text_batch_size`` texts; a text the
-    encoder remembers as a query (see ``ClipEncoder.query_prefixes``) is not recomputed."""
+    encoder remembers as a query (see ``ClipEncoder.query_prefixes``) is not recomputed.
+
+    Raises:
+        UnsupportedMethodError: the text tower is not causal (SigLIP; :func:`check_causal`).
+    """
+    check_causal(encoder)
     found: dict[str, TextPrefixes] = {}
     for text in dict.fromkeys(texts):
         if (known := remembered_prefixes(encoder, text)) is not None:

@@ -48,7 +48,8 @@ def token_word_matrix(offsets: Sequence[tuple[int, int]], words: Sequence[Word])
         words: the words of the text.
 
     Returns:
-        [T, n_words] float32 matrix with a 1 where token ``t`` lies inside word ``w``.
+        [T, n_words] float32 matrix with a 1 where token ``t`` overlaps word ``w`` (the
+        first such word; a SentencePiece token's span includes the space before its word).
         Words whose tokens were cut off by truncation have an all-zero column.
     """
     matrix = np.zeros((len(offsets), len(words)), dtype=np.float32)
@@ -57,7 +58,8 @@ def token_word_matrix(offsets: Sequence[tuple[int, int]], words: Sequence[Word])
     for t, (start, end) in enumerate(offsets):
         if end <= start or not len(words):
             continue
-        hit = np.nonzero((starts <= start) & (start < ends))[0]
+        # overlap, not the start: SentencePiece-style tokens ("▁red") span the space before
+        hit = np.nonzero((starts < end) & (start < ends))[0]
         if hit.size:
             matrix[t, hit[0]] = 1.0
     return matrix

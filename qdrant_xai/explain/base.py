@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 
 from qdrant_xai.encoding.words import Word
-from qdrant_xai.errors import UnknownMethodError, brief_repr
+from qdrant_xai.errors import UnknownMethodError, UnsupportedMethodError, brief_repr
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -61,7 +61,7 @@ class ImageEvidence:
         contributions: [N, gh, gw, P] direct patch contributions (always stored).
         patch_tokens: [N, gh, gw, P] raw projected patch tokens (stored on request).
         last_layer_inputs: [N, 1 + gh*gw, D] input of the last vision layer (the ``full``
-            feature profile).
+            feature profile; ``[N, gh*gw, D]`` for SigLIP, which has no class token).
         images: the decoded images, when they were read.
     """
 
@@ -97,6 +97,26 @@ class HeatmapMethod(ABC):
     requires: tuple[frozenset[str], ...]
     #: forward/backward passes per hit, for the docs' cost table
     cost: ClassVar[str] = ""
+    #: the model families (``encoder.family.name``) the method explains; methods that
+    #: replay CLIP's class token, projection or last layer name ``{"clip"}`` only
+    families: ClassVar[frozenset[str]] = frozenset({"clip", "siglip"})
+
+    def check_model(self, encoder: ClipEncoder) -> HeatmapMethod:
+        """The method itself, or :class:`~qdrant_xai.errors.UnsupportedMethodError` when it
+        cannot explain ``encoder``'s model family (the message names the methods that can)."""
+        family = encoder.family.name
+        if family not in self.families:
+            usable = sorted(
+                name
+                for name, cls in HEATMAP_METHODS.items()
+                if family in getattr(cls, "families", ())
+            )
+            raise UnsupportedMethodError(
+                f"the heatmap method {self.name!r} replays parts of CLIP's vision tower "
+                f"(class token, projection, last layer) and cannot explain {encoder.model_id}, "
+                f"a {family!r} model; use heatmap_method {', '.join(map(repr, usable))}"
+            )
+        return self
 
     def can_run(self, evidence: ImageEvidence) -> bool:
         return any(all(evidence.has(f) for f in option) for option in self.requires)

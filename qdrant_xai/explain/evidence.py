@@ -375,7 +375,7 @@ class EvidenceReader:
         shapes = {
             "contributions": (*fp.grid, fp.dim),
             "patch_tokens": (*fp.grid, fp.dim),
-            "last_layer_inputs": (1 + fp.grid[0] * fp.grid[1], self.encoder.vision_width),
+            "last_layer_inputs": (self.encoder.vision_tokens, self.encoder.vision_width),
         }
         for field, shape in shapes.items():
             key = STORED_FIELDS[field]

@@ -85,8 +85,8 @@ class Explainer:
         image_limits: decoding bounds for images that are read.
         heatmap_method: default heatmap method, by name (see
             :data:`~qdrant_xai.explain.HEATMAP_METHODS`) or instance.
-        word_method: default word-attribution method (see
-            :data:`~qdrant_xai.explain.WORD_METHODS`).
+        word_method: default word-attribution method (see :data:`~qdrant_xai.explain.
+            WORD_METHODS`); ``None``: the family's (``prefix``; SigLIP: ``tokens``).
         grounding: attach word-to-region grounding to text-image pairs by default.
         rationales: attach rationales by default; ``True`` uses the default concept
             vocabulary, a :class:`RationaleScorer` uses yours.
@@ -120,7 +120,7 @@ class Explainer:
         image_roots: Sequence[str | os.PathLike[str]] = (),
         image_limits: ImageLimits | None = None,
         heatmap_method: str | HeatmapMethod = "decomposition",
-        word_method: str | WordMethod = "prefix",
+        word_method: str | WordMethod | None = None,
         grounding: bool = False,
         rationales: bool | RationaleScorer = False,
         layout: LayoutSpec = AUTO,
@@ -150,7 +150,7 @@ class Explainer:
         self.sidecar = sidecar
         self._sidecars: dict[str, Sidecar] = {}
         self.heatmap_method = HEATMAP_METHODS.create(heatmap_method)
-        self.word_method = WORD_METHODS.create(word_method)
+        self.word_method = WORD_METHODS.create(word_method or encoder.family.default_word_method)
         self.grounding = grounding
         self.rationales = rationales
         self._occlusion = WordOcclusion()
@@ -263,7 +263,8 @@ class Explainer:
         ]
 
     def _heatmaps(self, given: str | HeatmapMethod | None) -> HeatmapMethod:
-        return self.heatmap_method if given is None else HEATMAP_METHODS.create(given)
+        method = self.heatmap_method if given is None else HEATMAP_METHODS.create(given)
+        return method.check_model(self.encoder)  # CLIP-only methods refuse SigLIP
 
     def _rationale_scorer(self, rationales: bool | RationaleScorer) -> RationaleScorer | None:
         if isinstance(rationales, RationaleScorer):

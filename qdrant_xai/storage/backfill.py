@@ -257,11 +257,10 @@ class Backfiller:
                     payload.get(PayloadKeys.FEATURES), fingerprint=fp.key, shape=(*fp.grid, fp.dim)
                 )
                 if self.profile == "full":
-                    tokens = 1 + fp.grid[0] * fp.grid[1]
                     self.codec.decode(
                         payload.get(PayloadKeys.LAST_LAYER),
                         fingerprint=fp.key,
-                        shape=(tokens, self.encoder.vision_width),
+                        shape=(self.encoder.vision_tokens, self.encoder.vision_width),
                     )
                 return True
             words = payload.get(PayloadKeys.WORDS)

@@ -111,6 +111,8 @@ class ClipSurgery(HeatmapMethod):
     """
 
     name = "clip-surgery"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = (frozenset({"images"}),)
     cost = "1 vision forward per batch (no gradient)"
 

@@ -111,6 +111,8 @@ class DecompXHeatmap(HeatmapMethod):
     """
 
     name = "decompx"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = (frozenset({"images"}),)
     cost = "2 + gh*gw passes (once per image if stored)"
 

@@ -208,6 +208,8 @@ class GradEclip(_BatchedGradientMethod):
     """
 
     name = "grad-eclip"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = _FROM_LAST_LAYER
     cost = "1 last-layer forward + backward per batch (+1 forward without stored inputs)"
 
@@ -253,6 +255,8 @@ class Gae(_BatchedGradientMethod):
     """
 
     name = "gae"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = _FROM_IMAGES
     cost = "1 full vision forward + backward per batch"
 
@@ -310,6 +314,8 @@ class GaeLastLayer(Gae):
     """
 
     name = "gae-last"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = _FROM_LAST_LAYER
     cost = "1 last-layer forward + backward per batch (+1 forward without stored inputs)"
 

@@ -175,6 +175,8 @@ class PatchSimilarity(HeatmapMethod):
     """
 
     name = "patch"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = (
         frozenset({"patch_tokens"}),
         frozenset({"last_layer_inputs"}),
@@ -249,6 +251,8 @@ class DebiasedPatch(HeatmapMethod):
     """
 
     name = "debiased"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires = (frozenset({"last_layer_inputs"}), frozenset({"images"}))
     cost = "1 replay of the last attention layer (full profile), else 1 forward"
 
@@ -333,6 +337,8 @@ class MultiScale(HeatmapMethod):
     """
 
     name = "multiscale"
+
+    families = frozenset({"clip"})  # replays CLIP's vision tower
     requires: tuple[frozenset[str], ...] = (frozenset({"contributions"}), frozenset({"images"}))
     cost = "0 passes (stored features)"
 

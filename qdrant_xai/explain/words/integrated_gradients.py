@@ -328,7 +328,7 @@ class IntegratedGradients(WordMethod):
             out = text_model(
                 input_ids=batch.input_ids[texts], attention_mask=batch.attention_mask[texts]
             )
-        projected = encoder.model.text_projection(out.pooler_output).float()
+        projected = encoder.family.project_text(encoder.model, out.pooler_output).float()
         return torch.nn.functional.cosine_similarity(projected, targets.float(), dim=-1)
 
 

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qdrant_xai.encoding.text_prefixes import TextPrefixes, prefix_embeddings
+from qdrant_xai.encoding.text_prefixes import TextPrefixes, check_causal, prefix_embeddings
 from qdrant_xai.explain.base import WordMethod, WordScores, register_word_method, unique_texts
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ class PrefixReading(WordMethod):
     ``a_j = (1 − knockout) · r_j + knockout · k_j`` with ``r_j = cos(e_j, v) − cos(e_{j−1},
     v)`` (the left-to-right reading; with ``knockout=0`` the scores sum to ``cos(text, v) −
     cos(empty text, v)``) and ``k_j = cos(text, v) − cos(text with word j knocked out, v)``.
-    Words past the model's context length are not returned.
+    Words past the model's context length are not returned. Needs a causal text tower
+    (CLIP's): for SigLIP it raises :class:`~qdrant_xai.errors.UnsupportedMethodError`.
 
     Args:
         knockout: the weight of the knockout term, in ``[0, 1]`` (0: the reading alone).
@@ -96,6 +97,7 @@ class PrefixReading(WordMethod):
     ) -> list[WordScores]:
         if not texts:
             return []
+        check_causal(encoder)  # SigLIP's bidirectional text tower has no prefixes
         targets = np.asarray(targets, dtype=np.float32).reshape(len(texts), -1)
         # from now on the encoder embeds queries with their prefixes in the same pass, so
         # the explanation of a search reuses the search's forward

@@ -1,4 +1,4 @@
-"""Tiny CLIP checkpoints built offline, for tests and examples.
+"""Tiny CLIP (and SigLIP: :mod:`.siglip`) checkpoints built offline, for tests and examples.
 
 Like httpx's test transport, these helpers ship with the library so that code
 using qdrant-xai can be tested without downloading a model: they build a
@@ -52,7 +52,9 @@ __all__ = [
     "EOS_TOKEN",
     "build_clip_processor",
     "build_clip_tokenizer",
+    "build_siglip_tokenizer",
     "build_tiny_clip",
+    "build_tiny_siglip",
     "build_vit_b32_random",
     "bytes_to_unicode",
     "clip_bpe_vocabulary",
@@ -399,3 +401,6 @@ def write_tutorial_collection(
             for i, p in enumerate(paths)
         ],
     )
+
+
+from qdrant_xai.testing.siglip import build_siglip_tokenizer, build_tiny_siglip  # noqa: E402

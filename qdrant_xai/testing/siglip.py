@@ -1,0 +1,206 @@
+"""Tiny SigLIP checkpoints built offline, for tests and examples.
+
+Like :func:`~qdrant_xai.testing.build_tiny_clip`, :func:`build_tiny_siglip` writes a real,
+randomly initialised :class:`~transformers.SiglipModel` and its processor in the usual
+``save_pretrained`` layout, loadable with ``ClipEncoder.from_pretrained(folder)``:
+
+* ``version=1``: SigLIP. Its hub tokenizer is a SentencePiece model (``SiglipTokenizer``,
+  which needs the ``sentencepiece`` package); the one written here is the same kind of
+  model in the ``tokenizers`` library (a Unigram over ``▁``-prefixed pieces, lower-cased,
+  ``</s>`` appended and used as padding), saved as ``tokenizer.json``, so nothing but
+  ``transformers`` is needed to load it.
+* ``version=2``: fixed-resolution SigLIP 2, which Google publishes as ``SiglipModel``
+  checkpoints with a Gemma tokenizer: here ``Siglip2Tokenizer`` (Gemma's byte-fallback BPE,
+  lower-cased, padded on the left with ``<pad>``, no special token added).
+
+Both pad texts to ``max_length`` tokens (64 by default, as SigLIP was trained), and the
+text tower pools the last position. The words given become single tokens.
+
+Use::
+
+    from qdrant_xai import ClipEncoder
+    from qdrant_xai.testing import build_tiny_siglip
+
+    encoder = ClipEncoder.from_pretrained(build_tiny_siglip(tmp_path / "siglip"))
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import Unigram
+from transformers import (
+    PreTrainedTokenizerFast,
+    Siglip2Tokenizer,
+    SiglipConfig,
+    SiglipImageProcessorPil,
+    SiglipModel,
+    SiglipProcessor,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+)
+
+from qdrant_xai.demo.world import WORLD_WORDS
+
+__all__ = ["build_siglip_tokenizer", "build_tiny_siglip"]
+
+_SPACE = "▁"  # SentencePiece's word-start mark
+_CHARACTERS = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+
+
+def _words(words: Iterable[str]) -> list[str]:
+    kept = []
+    for raw in words:
+        word = unicodedata.normalize("NFC", raw).lower()
+        if not word or not word.isalpha():
+            raise ValueError(f"cannot make {raw!r} a single token: words must be runs of letters")
+        kept.append(word)
+    return list(dict.fromkeys(kept))
+
+
+def _unigram_tokenizer(words: list[str], max_length: int) -> PreTrainedTokenizerFast:
+    """SigLIP v1's kind of tokenizer: a SentencePiece Unigram over ``▁word`` pieces."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), (_SPACE, -2.0)]
+    pieces += [(_SPACE + word, -1.0) for word in words]
+    pieces += [(char, -5.0) for char in _CHARACTERS]
+    backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="</s>",
+        pad_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def _gemma_tokenizer(words: list[str], max_length: int) -> Siglip2Tokenizer:
+    """SigLIP 2's tokenizer (Gemma BPE, lower-cased) whose vocabulary makes each word, with
+    and without its leading ``▁``, one token."""
+    vocab: dict[str, int] = {}
+    for token in ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", _SPACE, *_CHARACTERS]:
+        vocab.setdefault(token, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for target in [piece for word in words for piece in (word, _SPACE + word)]:
+        symbols = list(target)
+        while len(symbols) > 1:  # merges in rank order leave earlier words unchanged
+            for left, right in merges:
+                i = 0
+                while i < len(symbols) - 1:
+                    if (symbols[i], symbols[i + 1]) == (left, right):
+                        symbols[i : i + 2] = [left + right]
+                    else:
+                        i += 1
+            if len(symbols) > 1:
+                merges.append((symbols[0], symbols[1]))
+                vocab.setdefault(symbols[0] + symbols[1], len(vocab))
+                symbols[0:2] = [symbols[0] + symbols[1]]
+    return Siglip2Tokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        model_max_length=max_length,
+    )
+
+
+def build_siglip_tokenizer(
+    words: Iterable[str] = WORLD_WORDS, *, version: int = 1, max_length: int = 64
+) -> Any:
+    """The tokenizer of :func:`build_tiny_siglip` (module doc): each of ``words`` one token.
+
+    Args:
+        words: words to make single tokens (letters only; lower-cased).
+        version: 1 (SigLIP: SentencePiece-style Unigram) or 2 (SigLIP 2: Gemma BPE).
+        max_length: the fixed length texts are padded to (``model_max_length``).
+    """
+    kept = _words(words)
+    if version == 1:
+        return _unigram_tokenizer(kept, max_length)
+    if version == 2:
+        return _gemma_tokenizer(kept, max_length)
+    raise ValueError(f"version must be 1 (SigLIP) or 2 (SigLIP 2), got {version!r}")
+
+
+def build_tiny_siglip(
+    output_dir: str | Path,
+    *,
+    version: int = 1,
+    words: Iterable[str] = WORLD_WORDS,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    max_length: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Build a randomly initialised tiny SigLIP (or fixed-resolution SigLIP 2) and save it
+    with its processor.
+
+    Both towers share ``hidden_size`` (also the embedding dimension: SigLIP has no
+    projection after its image head), ``num_layers`` and ``num_heads`` (MLPs ``4 *
+    hidden_size`` wide). The image processor resizes to ``image_size`` square (no crop) and
+    normalises with mean and std 0.5, as SigLIP's does.
+
+    Args:
+        output_dir: folder to write ``config.json``, ``model.safetensors`` and the
+            processor files into; created if missing.
+        version: 1 (SigLIP) or 2 (fixed-resolution SigLIP 2); see the module doc.
+        words: words the tokenizer keeps as single tokens.
+        image_size: side of the square model input in pixels.
+        patch_size: side of a square patch; must divide ``image_size``.
+        hidden_size: width of both transformers; divisible by ``num_heads``.
+        num_layers: depth of both transformers.
+        num_heads: attention heads per layer (and in the image's pooling head).
+        max_length: the text length texts are padded to (``max_position_embeddings``).
+        seed: seed for the random weights; the same arguments give the same model.
+
+    Returns:
+        ``Path(output_dir)``.
+    """
+    if patch_size <= 0 or image_size % patch_size != 0:
+        raise ValueError(f"patch_size={patch_size} must divide image_size={image_size}")
+    if num_heads <= 0 or hidden_size % num_heads != 0:
+        raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size}")
+    tokenizer = build_siglip_tokenizer(words, version=version, max_length=max_length)
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    shared: dict[str, Any] = {
+        "hidden_size": hidden_size,
+        "intermediate_size": 4 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+    }
+    text_config = SiglipTextConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_length,
+        projection_size=hidden_size,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        **shared,
+    )
+    vision_config = SiglipVisionConfig(image_size=image_size, patch_size=patch_size, **shared)
+    config = SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SiglipModel(config)
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    processor.save_pretrained(path)
+    return path
