@@ -154,7 +154,9 @@ class QdrantXaiRetriever(BaseRetriever):
         image_limits: decoding bounds for every image read.
         text_limits: bounds on a text query (:class:`~qdrant_xai.TextLimits`); a longer one
             raises :class:`~qdrant_xai.InputTooLargeError` before any search or model work.
-        heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
+        heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``;
+            ``word_method=None``: the model's default, ``prefix`` for CLIP, ``tokens`` for
+            SigLIP).
         grounding, rationales: add word-to-region grounding / rationales to explanations.
         top_words: how many words ``top_words`` lists.
         sidecar, write_sidecar: where the features of a collection another tool wrote are
@@ -187,7 +189,7 @@ class QdrantXaiRetriever(BaseRetriever):
     image_limits: ImageLimits = Field(default_factory=ImageLimits)
     text_limits: TextLimits = Field(default_factory=TextLimits)
     heatmap_method: str = "decomposition"
-    word_method: str = "prefix"
+    word_method: str | None = None
     grounding: bool = False
     rationales: bool = False
     top_words: int = Field(default=3, ge=0)
@@ -222,7 +224,8 @@ class QdrantXaiRetriever(BaseRetriever):
             )
         # unknown method and preset names raise here (both are ValueErrors)
         HEATMAP_METHODS.create(self.heatmap_method)
-        WORD_METHODS.create(self.word_method)
+        if self.word_method is not None:
+            WORD_METHODS.create(self.word_method)
         if self.layout is not None and self.layout != "auto":
             layout_named(self.layout)
         self._retry = self.retry or RetryPolicy()

@@ -119,7 +119,9 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
         image_limits: decoding bounds for every image read.
         text_limits: bounds on a text query (:class:`~qdrant_xai.TextLimits`); a longer
             ``query_str`` raises :class:`~qdrant_xai.InputTooLargeError` before any work.
-        heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``).
+        heatmap_method, word_method: explanation methods by name (see ``qdrant_xai.explain``;
+            ``word_method=None``: the model's default, ``prefix`` for CLIP, ``tokens`` for
+            SigLIP).
         top_words: how many words ``top_words`` lists.
         metadata_key: the metadata key the explanation is put under.
         sidecar, write_sidecar: where the features of the collection's points are kept
@@ -141,7 +143,7 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
     image_limits: ImageLimits = Field(default_factory=ImageLimits, exclude=True)
     text_limits: TextLimits = Field(default_factory=TextLimits, exclude=True)
     heatmap_method: str = "decomposition"
-    word_method: str = "prefix"
+    word_method: str | None = None
     top_words: int = Field(default=3, ge=0)
     metadata_key: str = Field(default="explanation", min_length=1)
     sidecar: str | bool = "auto"
@@ -156,7 +158,8 @@ class QdrantXaiNodePostprocessor(BaseNodePostprocessor):
     def _check(self) -> QdrantXaiNodePostprocessor:
         # unknown method and preset names raise here (both are ValueErrors)
         HEATMAP_METHODS.create(self.heatmap_method)
-        WORD_METHODS.create(self.word_method)
+        if self.word_method is not None:
+            WORD_METHODS.create(self.word_method)
         if self.layout is not None and self.layout != "auto":
             layout_named(self.layout)
         return self

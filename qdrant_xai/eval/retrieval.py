@@ -169,7 +169,7 @@ def evaluate(
     cap: int = DEFAULT_CAP,
     explain_top: int = 10,
     heatmap_method: str = "decomposition",
-    word_method: str = "prefix",
+    word_method: str | None = None,
     codec: Codec = "fp16",
     profile: Profile = "standard",
     exact: bool = True,
@@ -203,7 +203,8 @@ def evaluate(
         batch_size: images per indexing batch, and queries per search batch.
         cap: ranks counted per query (see the module docstring).
         explain_top: hits explained per query.
-        heatmap_method, word_method: the explanation methods.
+        heatmap_method, word_method: the explanation methods (``word_method=None``: the
+            model's default, ``prefix`` for CLIP, ``tokens`` for SigLIP).
         codec, profile: how features are stored when indexing (see :class:`Indexer`).
         exact: exact (brute force) search, so that the metrics are the model's; False
             searches through the HNSW index as a deployment would.
@@ -224,6 +225,7 @@ def evaluate(
         raise ValueError("batch_size and explain_top must be at least 1")
 
     retry = retry or RetryPolicy()
+    word_method = word_method or encoder.family.default_word_method
     started = time.perf_counter()
     exists = retry.call(
         client.collection_exists, collection_name, what="checking the collection", client=client
