@@ -12,8 +12,9 @@ Three models:
 * ``shapes-clip``: the bundled model (4 vision layers, 8x8 patches), the one the methods
   were developed and tuned on: its figures are development figures;
 * ``clutter-4l`` and ``clutter-8l``: trained by ``examples/train_clutter_clip.py`` with
-  their own seeds (11, 111, 1111; 12, 112, ...), depths (4 and 8 vision layers) and patch grids (8x8 and 7x7) on
-  the clutter world, and never used while developing a method: held out.
+  their own seeds (11, 111, 1111 and 12, 112, ..., 1114), depths (4 and 8 vision layers)
+  and patch grids (8x8 and 7x7) on the clutter world, and never used while developing a
+  method: held out.
 
 Every model is measured on both worlds (the clutter models know every word of the shapes
 world). Queries are every object's phrase against its scene, labelled with
@@ -69,7 +70,7 @@ MODELS: tuple[BenchModel, ...] = (
         "clutter-4l", str(MODELS_DIR / "clutter-4l"), True, "4 layers, 8x8 patches, seeds 11/111/1111"
     ),
     BenchModel(
-        "clutter-8l", str(MODELS_DIR / "clutter-8l"), True, "8 layers, 7x7 patches, seed 12"
+        "clutter-8l", str(MODELS_DIR / "clutter-8l"), True, "8 layers, 7x7 patches, seeds 12/112/.../1114"
     ),
 )
 WORLDS: tuple[str, ...] = ("shapes", "clutter")

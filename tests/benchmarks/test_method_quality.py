@@ -11,12 +11,14 @@ import pytest
 
 from qdrant_xai import ClipEncoder
 from tests.benchmarks import pairs
+from tests.benchmarks.heatmap_quality import HARD
 from tests.benchmarks.method_quality import evaluate_pair
 from tests.benchmarks.method_tables import (
+    BAR_HARD,
+    BAR_POINTING,
     DEFAULT_HEATMAP,
     DEFAULT_WORDS,
     HEATMAP_ORDER,
-    RELIED,
     WORD_ORDER,
     PairResult,
     render_markdown,
@@ -34,9 +36,9 @@ def development(shapes_encoder: ClipEncoder) -> PairResult:
     )
 
 
-@pytest.fixture(scope="module")
-def held_out() -> PairResult:
-    model = next(m for m in pairs.MODELS if m.name == "clutter-8l")
+@pytest.fixture(scope="module", params=["clutter-4l", "clutter-8l"])
+def held_out(request: pytest.FixtureRequest) -> PairResult:
+    model = next(m for m in pairs.MODELS if m.name == request.param)
     return evaluate_pair(
         "clutter",
         model,
@@ -68,22 +70,29 @@ def test_word_method_beats_random(development: PairResult, method: str) -> None:
     assert comp > development.eraser["random"][0] and suff < development.eraser["random"][1]
 
 
+#: what a 30-scene sample must show of issue 15's bar (pointing >= 90 %, PG hard >= 85 %
+#: on the 60 scenes of docs/explanations.md): a sample this size is within about 5 points
+#: of the table's figure (95 % interval), so the sample bound is 5 points under the bar
+SAMPLE_POINTING, SAMPLE_HARD = BAR_POINTING - 0.05, BAR_HARD - 0.05
+
+
 def test_the_defaults_hold_on_a_held_out_model_and_world(held_out: PairResult) -> None:
-    """The documented standing on a model and world no method was developed on: the default
-    heatmap finds the target where the model's own score leans on it, beats the baselines,
-    and keeps up with the gradient methods; the default words rank content first and
-    separate true words from foils far better than chance."""
+    """Issue 15's bar on models and a world no method was developed on (a small sample):
+    the default heatmap points at the named object and past same-coloured or same-shaped
+    distractors, beats the centre prior, and keeps up with the gradient methods; the
+    default words rank content first and separate true words from foils."""
     default, centre = held_out.heatmap(DEFAULT_HEATMAP), held_out.heatmap("centre")
-    relied = held_out.heatmap(DEFAULT_HEATMAP, RELIED)
-    assert default and centre and relied and relied.pointing.n >= 20
-    assert relied.pointing.mean >= 0.7, relied  # docs: 80.8 % [73.7, 87.2] on 60 scenes
-    assert default.pointing.mean > centre.pointing.mean + 0.2, (default, centre)
+    hard = held_out.heatmap(DEFAULT_HEATMAP, HARD)
+    assert default and centre and hard and hard.pointing.n >= 60
+    assert default.pointing.mean >= SAMPLE_POINTING, default
+    assert hard.pointing.mean >= SAMPLE_HARD, hard
+    assert default.pointing.mean > centre.pointing.mean + 0.3, (default, centre)
     for name in ("gae", "grad-eclip"):
         other = held_out.heatmap(name)
-        assert other and default.pointing.mean >= other.pointing.mean - 0.1, (default, other)
+        assert other and default.pointing.mean >= other.pointing.mean - 0.05, (default, other)
     words = {r.name: r for r in held_out.words}
-    assert words[DEFAULT_WORDS].content_first.value >= 0.9  # docs: 96.6 %
-    assert words[DEFAULT_WORDS].foil_auc.value > words["random"].foil_auc.value + 0.1
+    assert words[DEFAULT_WORDS].content_first.value >= 0.9
+    assert words[DEFAULT_WORDS].foil_auc.value >= 0.8
 
 
 def test_markdown_lists_every_method_and_pair(
@@ -92,5 +101,5 @@ def test_markdown_lists_every_method_and_pair(
     text = render_markdown([development, held_out], [], setup={"machine": "test"})
     for name in [*HEATMAP_ORDER, *WORD_ORDER, "random", "centre"]:
         assert f"| {name} |" in text
-    assert "clutter world × clutter-8l (held out)" in text
+    assert f"clutter world × {held_out.model.name} (held out)" in text
     assert "shapes world × shapes-clip (development)" in text
