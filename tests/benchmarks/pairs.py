@@ -67,10 +67,16 @@ class BenchModel:
 MODELS: tuple[BenchModel, ...] = (
     BenchModel("shapes-clip", "shapes", False, "bundled; 4 layers, 8x8 patches; tuned on"),
     BenchModel(
-        "clutter-4l", str(MODELS_DIR / "clutter-4l"), True, "4 layers, 8x8 patches, seeds 11/111/1111"
+        "clutter-4l",
+        str(MODELS_DIR / "clutter-4l"),
+        True,
+        "4 layers, 8x8 patches, seeds 11/111/1111",
     ),
     BenchModel(
-        "clutter-8l", str(MODELS_DIR / "clutter-8l"), True, "8 layers, 7x7 patches, seeds 12/112/.../1114"
+        "clutter-8l",
+        str(MODELS_DIR / "clutter-8l"),
+        True,
+        "8 layers, 7x7 patches, seeds 12/112/.../1114",
     ),
 )
 WORLDS: tuple[str, ...] = ("shapes", "clutter")
