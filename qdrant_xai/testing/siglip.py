@@ -29,6 +29,7 @@ from __future__ import annotations
 import string
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,7 @@ def build_tiny_siglip(
     num_heads: int = 2,
     max_length: int = 64,
     seed: int = 0,
+    spiece: bool = False,
 ) -> Path:
     """Build a randomly initialised tiny SigLIP (or fixed-resolution SigLIP 2) and save it
     with its processor.
@@ -164,6 +166,12 @@ def build_tiny_siglip(
         num_heads: attention heads per layer (and in the image's pooling head).
         max_length: the text length texts are padded to (``max_position_embeddings``).
         seed: seed for the random weights; the same arguments give the same model.
+        spiece: (``version=1``) write the tokenizer as SigLIP's hub checkpoints ship it
+            (``google/siglip-base-patch16-224``): a SentencePiece ``spiece.model`` trained
+            here on shapes-world captions and ``words`` (sub-word pieces, not one token per
+            word), ``tokenizer_config.json`` naming ``SiglipTokenizer``,
+            ``special_tokens_map.json`` and ``preprocessor_config.json``. Loading it needs
+            ``sentencepiece`` and ``protobuf`` (``pip install 'qdrant-xai[siglip]'``).
 
     Returns:
         ``Path(output_dir)``.
@@ -172,6 +180,22 @@ def build_tiny_siglip(
         raise ValueError(f"patch_size={patch_size} must divide image_size={image_size}")
     if num_heads <= 0 or hidden_size % num_heads != 0:
         raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size}")
+    arch = {
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "max_length": max_length,
+    }
+    if spiece:
+        if version != 1:
+            raise ValueError("spiece=True writes SigLIP v1's tokenizer: use version=1")
+        from qdrant_xai.testing.spiece import write_spiece_tokenizer
+
+        path = Path(output_dir)
+        ids = write_spiece_tokenizer(path, _words(words), image_size, max_length, seed=seed)
+        return save_tiny_siglip_model(path, ids, arch, seed=seed)
     tokenizer = build_siglip_tokenizer(words, version=version, max_length=max_length)
     image_processor = SiglipImageProcessorPil(
         size={"height": image_size, "width": image_size},
@@ -179,28 +203,53 @@ def build_tiny_siglip(
         image_std=[0.5, 0.5, 0.5],
     )
     processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    ids = TokenIds(
+        vocab_size=len(tokenizer),
+        pad=tokenizer.pad_token_id,
+        eos=tokenizer.eos_token_id,
+        bos=getattr(tokenizer, "bos_token_id", None),
+    )
+    path = save_tiny_siglip_model(Path(output_dir), ids, arch, seed=seed)
+    processor.save_pretrained(path)
+    return path
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """What the text tower's config needs from its tokenizer."""
+
+    vocab_size: int
+    pad: int | None
+    eos: int | None
+    bos: int | None = None
+
+
+def save_tiny_siglip_model(path: Path, ids: TokenIds, arch: dict[str, int], *, seed: int) -> Path:
+    """Write a randomly initialised ``SiglipModel`` (``config.json``, ``model.safetensors``)
+    with the architecture ``arch`` (the keyword arguments of :func:`build_tiny_siglip`) and
+    a vocabulary of ``ids.vocab_size`` tokens into ``path``, created if missing."""
     shared: dict[str, Any] = {
-        "hidden_size": hidden_size,
-        "intermediate_size": 4 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
+        "hidden_size": arch["hidden_size"],
+        "intermediate_size": 4 * arch["hidden_size"],
+        "num_hidden_layers": arch["num_layers"],
+        "num_attention_heads": arch["num_heads"],
     }
     text_config = SiglipTextConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_length,
-        projection_size=hidden_size,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        vocab_size=ids.vocab_size,
+        max_position_embeddings=arch["max_length"],
+        projection_size=arch["hidden_size"],
+        pad_token_id=ids.pad,
+        eos_token_id=ids.eos,
+        bos_token_id=ids.bos,
         **shared,
     )
-    vision_config = SiglipVisionConfig(image_size=image_size, patch_size=patch_size, **shared)
+    vision_config = SiglipVisionConfig(
+        image_size=arch["image_size"], patch_size=arch["patch_size"], **shared
+    )
     config = SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SiglipModel(config)
-    path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
-    processor.save_pretrained(path)
     return path
