@@ -85,9 +85,7 @@ def offsets_mapping(
     rows = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)
     result = []
     for text, ids in zip(texts, rows, strict=True):
-        pieces = [
-            None if token_id in special else tokenizer.convert_ids_to_tokens(int(token_id))
-            for token_id in ids
-        ]
+        tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+        pieces = [None if i in special else t for i, t in zip(ids, tokens, strict=True)]
         result.append(align_pieces(text, pieces))
     return result
