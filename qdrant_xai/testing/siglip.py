@@ -49,7 +49,13 @@ from transformers import (
 
 from qdrant_xai.demo.world import WORLD_WORDS
 
-__all__ = ["build_siglip_tokenizer", "build_tiny_siglip"]
+__all__ = [
+    "build_siglip_processor",
+    "build_siglip_tokenizer",
+    "build_tiny_siglip",
+    "tiny_siglip_config",
+    "token_ids",
+]
 
 _SPACE = "▁"  # SentencePiece's word-start mark
 _CHARACTERS = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
@@ -132,6 +138,25 @@ def build_siglip_tokenizer(
     raise ValueError(f"version must be 1 (SigLIP) or 2 (SigLIP 2), got {version!r}")
 
 
+def build_siglip_processor(
+    words: Iterable[str] = WORLD_WORDS,
+    *,
+    version: int = 1,
+    image_size: int = 32,
+    max_length: int = 64,
+) -> SiglipProcessor:
+    """The processor of :func:`build_tiny_siglip`: :func:`build_siglip_tokenizer` and an
+    image processor that resizes to ``image_size`` square (no crop) and normalises with
+    mean and std 0.5, as SigLIP's does."""
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    tokenizer = build_siglip_tokenizer(words, version=version, max_length=max_length)
+    return SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
 def build_tiny_siglip(
     output_dir: str | Path,
     *,
@@ -196,20 +221,10 @@ def build_tiny_siglip(
         path = Path(output_dir)
         ids = write_spiece_tokenizer(path, _words(words), image_size, max_length, seed=seed)
         return save_tiny_siglip_model(path, ids, arch, seed=seed)
-    tokenizer = build_siglip_tokenizer(words, version=version, max_length=max_length)
-    image_processor = SiglipImageProcessorPil(
-        size={"height": image_size, "width": image_size},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+    processor = build_siglip_processor(
+        words, version=version, image_size=image_size, max_length=max_length
     )
-    processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    ids = TokenIds(
-        vocab_size=len(tokenizer),
-        pad=tokenizer.pad_token_id,
-        eos=tokenizer.eos_token_id,
-        bos=getattr(tokenizer, "bos_token_id", None),
-    )
-    path = save_tiny_siglip_model(Path(output_dir), ids, arch, seed=seed)
+    path = save_tiny_siglip_model(Path(output_dir), token_ids(processor.tokenizer), arch, seed=seed)
     processor.save_pretrained(path)
     return path
 
@@ -224,29 +239,76 @@ class TokenIds:
     bos: int | None = None
 
 
+def token_ids(tokenizer: Any) -> TokenIds:
+    """The ids a SigLIP text config needs from ``tokenizer``."""
+    return TokenIds(
+        vocab_size=len(tokenizer),
+        pad=tokenizer.pad_token_id,
+        eos=tokenizer.eos_token_id,
+        bos=getattr(tokenizer, "bos_token_id", None),
+    )
+
+
+def tiny_siglip_config(
+    ids: TokenIds,
+    *,
+    image_size: int,
+    patch_size: int,
+    vision_hidden_size: int,
+    vision_layers: int,
+    vision_heads: int,
+    text_hidden_size: int,
+    text_layers: int,
+    text_heads: int,
+    context_length: int,
+) -> SiglipConfig:
+    """A :class:`~transformers.SiglipConfig` wired to a tokenizer's ids (:func:`token_ids`).
+
+    SigLIP has no projection after its image head, so the embedding dimension is
+    ``vision_hidden_size`` and the text tower's head maps ``text_hidden_size`` onto it.
+    MLPs are ``4 * hidden_size`` wide; ``context_length`` is the fixed length texts are
+    padded to (``max_position_embeddings``).
+    """
+    text_config = SiglipTextConfig(
+        vocab_size=ids.vocab_size,
+        hidden_size=text_hidden_size,
+        intermediate_size=4 * text_hidden_size,
+        num_hidden_layers=text_layers,
+        num_attention_heads=text_heads,
+        max_position_embeddings=context_length,
+        projection_size=vision_hidden_size,
+        pad_token_id=ids.pad,
+        eos_token_id=ids.eos,
+        bos_token_id=ids.bos,
+    )
+    vision_config = SiglipVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_hidden_size,
+        intermediate_size=4 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=vision_heads,
+    )
+    return SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict())
+
+
 def save_tiny_siglip_model(path: Path, ids: TokenIds, arch: dict[str, int], *, seed: int) -> Path:
     """Write a randomly initialised ``SiglipModel`` (``config.json``, ``model.safetensors``)
     with the architecture ``arch`` (the keyword arguments of :func:`build_tiny_siglip`) and
     a vocabulary of ``ids.vocab_size`` tokens into ``path``, created if missing."""
-    shared: dict[str, Any] = {
-        "hidden_size": arch["hidden_size"],
-        "intermediate_size": 4 * arch["hidden_size"],
-        "num_hidden_layers": arch["num_layers"],
-        "num_attention_heads": arch["num_heads"],
-    }
-    text_config = SiglipTextConfig(
-        vocab_size=ids.vocab_size,
-        max_position_embeddings=arch["max_length"],
-        projection_size=arch["hidden_size"],
-        pad_token_id=ids.pad,
-        eos_token_id=ids.eos,
-        bos_token_id=ids.bos,
-        **shared,
+    hidden, layers, heads = arch["hidden_size"], arch["num_layers"], arch["num_heads"]
+    config = tiny_siglip_config(
+        ids,
+        image_size=arch["image_size"],
+        patch_size=arch["patch_size"],
+        vision_hidden_size=hidden,
+        vision_layers=layers,
+        vision_heads=heads,
+        text_hidden_size=hidden,
+        text_layers=layers,
+        text_heads=heads,
+        context_length=arch["max_length"],
     )
-    vision_config = SiglipVisionConfig(
-        image_size=arch["image_size"], patch_size=arch["patch_size"], **shared
-    )
-    config = SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SiglipModel(config)
