@@ -70,6 +70,7 @@ _OPTIONS = (
     "patch_size",
     "text_layers",
     "scene_size",
+    "context_length",
 )
 
 
