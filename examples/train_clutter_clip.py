@@ -17,7 +17,8 @@ object's colour to another's shape, and the relation turned round.
 
 At the end the script reloads the checkpoint and writes held-out metrics to
 ``TRAINING.md``: Recall@1/5 of full captions, colour binding, relation accuracy and the
-pointing game of the decomposition heatmap split by query kind.
+pointing game of the decomposition heatmap split by query kind. ``--family siglip`` trains
+a SigLIP with its sigmoid loss instead (see ``examples/train_shapes_clip.py``).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import train_shapes_clip as base  # the sibling script; examples/ is on sys.path when run
-from transformers import CLIPModel, CLIPProcessor
 
+from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.clutter import (
     CLUTTER_WORDS,
     QUERY_KINDS,
@@ -46,6 +48,7 @@ from qdrant_xai.demo.clutter import (
     relation_caption,
 )
 from qdrant_xai.demo.world import caption_for, misbound_phrase, recolour, reshape_one, swap_colours
+from qdrant_xai.encoding.families import family_of
 from qdrant_xai.eval import pointing_game
 
 Claim = list[tuple[str, str]] | Relation
@@ -67,6 +70,7 @@ _OPTIONS = (
     "patch_size",
     "text_layers",
     "scene_size",
+    "context_length",
 )
 
 
@@ -98,36 +102,27 @@ def training_claims(scene: ClutterScene, rng: np.random.Generator) -> list[Claim
 
 
 def clutter_batch_loss(
-    model: CLIPModel,
-    processor: CLIPProcessor,
-    batch: Sequence[ClutterScene],
-    rng: np.random.Generator,
+    model: Any, processor: Any, batch: Sequence[ClutterScene], rng: np.random.Generator
 ) -> torch.Tensor:
-    """Multi-positive symmetric InfoNCE over a batch's claims (see the module docstring)."""
+    """The family's loss (``base.contrastive_loss``) over a batch's claims (module doc)."""
     claims = [claim for scene in batch for claim in training_claims(scene, rng)]
-    pixel_values = processor(images=[s.image for s in batch], return_tensors="pt")["pixel_values"]
-    images = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
+    images = base._encode_images(model, processor, [s.image for s in batch])
     texts = base._encode_texts(model, processor, [text_of(c) for c in claims])
-    logits = model.logit_scale.exp() * images @ texts.T  # [B, T]
     positive = torch.tensor([[holds(c, s) for c in claims] for s in batch])  # [B, T]
-    image_to_text = base._multi_positive_nce(logits, positive)
-    has_image = positive.any(dim=0)
-    text_to_image = base._multi_positive_nce(logits.T[has_image], positive.T[has_image])
-    return 0.5 * (image_to_text + text_to_image)
+    return base.contrastive_loss(model, images, texts, positive)
 
 
 def evaluate_clutter_clip(
-    model: CLIPModel, processor: CLIPProcessor, *, n_scenes: int, seed: int, scene_size: int
+    model: Any, processor: Any, *, n_scenes: int, seed: int, scene_size: int
 ) -> dict[str, float]:
-    """Held-out Recall@1/5, binding, relation accuracy and pointing by query kind."""
-    from qdrant_xai.encoding.towers import image_patch_contributions
-
+    """Held-out Recall@1/5, binding, relation accuracy and pointing by query kind (CLIP or
+    SigLIP loaded with eager attention)."""
     scenes = list(generate_clutter_scenes(n_scenes, seed=seed, size=scene_size))
     pixel_values = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
     rng = np.random.default_rng(seed)
     with torch.no_grad():
-        embeds, contributions = image_patch_contributions(model, pixel_values)
-        images = F.normalize(embeds, dim=-1)
+        tower = family_of(model.config.model_type).run_image_tower(model, pixel_values)
+        images, contributions = F.normalize(tower.embeds, dim=-1), tower.contributions
         captions = base._encode_texts(model, processor, [s.caption for s in scenes])
         ranked = (captions @ images.T).argsort(dim=1, descending=True)
         truth = torch.tensor(
@@ -190,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="continue training this checkpoint (a second stage: fresh schedule, new scenes; "
         "its TRAINING.md is kept as a section of the new one)",
     )
+    parser.add_argument("--family", choices=("clip", "siglip"), default=defaults.family)
     for name in _OPTIONS:
         parser.add_argument(
             "--" + name.replace("_", "-"), type=int, default=getattr(defaults, name)
@@ -197,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.batch_size < 2:
         parser.error("--steps must be positive and --batch-size at least 2")
-    config = replace(defaults, **{name: getattr(args, name) for name in _OPTIONS})
+    config = replace(defaults, **{name: getattr(args, name) for name in ("family", *_OPTIONS)})
     scenes = generate_clutter_scenes(
         config.steps * config.batch_size, seed=config.seed, size=config.scene_size
     )
@@ -210,10 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     base.save_shapes_clip(model, processor, args.out)
     print(f"saved to {args.out} after {wall_time:.0f}s of training", flush=True)
 
-    reloaded = CLIPModel.from_pretrained(args.out, attn_implementation="eager")
+    reloaded = ClipEncoder.from_pretrained(args.out)
     metrics = evaluate_clutter_clip(
-        reloaded,
-        CLIPProcessor.from_pretrained(args.out),
+        reloaded.model,
+        reloaded.processor,
         n_scenes=config.eval_scenes,
         seed=config.seed + _EVAL_SEED_OFFSET,
         scene_size=EVAL_SCENE_SIZE,
@@ -223,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join([parser.prog, *(sys.argv[1:] if argv is None else argv)])
     settings = "\n".join(f"| `{key}` | {value} |" for key, value in asdict(config).items())
     (args.out / "TRAINING.md").write_text(
-        f"# clutter-clip ({args.out.name})\n\nA small CLIP trained from scratch on the clutter"
+        f"# clutter-{config.family} ({args.out.name})\n\nA small"
+        f" {'SigLIP' if config.family == 'siglip' else 'CLIP'} trained from scratch on the clutter"
         " world (`qdrant_xai.demo.clutter`) by `examples/train_clutter_clip.py`, for the"
         " explanation benchmark: no method was developed on it.\n\n"
         f"## Command\n\n```\n{command}\n```\n\nTraining wall time {wall_time / 60:.1f} min on"

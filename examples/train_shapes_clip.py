@@ -1,8 +1,9 @@
-"""Train the bundled shapes-world CLIP from scratch.
+"""Train the bundled shapes-world CLIP (or a SigLIP) from scratch.
 
 Run::
 
     python examples/train_shapes_clip.py --out qdrant_xai/demo/model [--steps N] [--seed S]
+    python examples/train_shapes_clip.py --family siglip --out shapes-siglip --threads 1
 
 The model is a small :class:`~transformers.CLIPModel` trained with the symmetric contrastive
 (InfoNCE) loss of CLIP (Radford et al., 2021, https://arxiv.org/abs/2103.00020) on scenes
@@ -27,6 +28,12 @@ scenes: text-to-image Recall@1/5, colour-binding accuracy, and the pointing game
 object a one-object query names?) for the per-patch decomposition of the image embedding
 (Gandelsman et al., ICLR 2024, https://arxiv.org/abs/2310.05916) and, for comparison, for
 raw patch-token similarity. The metrics also go into ``TRAINING.md`` in the output folder.
+
+``--family siglip`` trains a :class:`~transformers.SiglipModel` (no projections; texts
+padded to ``--context-length``) with SigLIP's sigmoid loss (Zhai et al., ICCV 2023,
+https://arxiv.org/abs/2303.15343) instead: each (image, text) pair is its own binary
+decision, so a phrase true of several images is simply a positive for each. The texts,
+optimiser and evaluation (through the family's hooked towers) are shared.
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, CLIPProcessor
+from transformers import AutoModel, AutoProcessor, CLIPModel, SiglipModel
 
+from qdrant_xai import ClipEncoder
 from qdrant_xai.demo.world import (
     COLORS,
     WORLD_WORDS,
@@ -57,8 +65,10 @@ from qdrant_xai.demo.world import (
     reshape_one,
     swap_colours,
 )
+from qdrant_xai.encoding.families import family_of
 from qdrant_xai.eval import pointing_game
 from qdrant_xai.testing import build_clip_processor, tiny_clip_config
+from qdrant_xai.testing.siglip import build_siglip_processor, tiny_siglip_config, token_ids
 
 Pair = tuple[str, str]
 """A ``(colour, shape)`` pair naming one object."""
@@ -66,16 +76,23 @@ Pair = tuple[str, str]
 # Held-out scenes come from a seed the training stream never uses.
 _EVAL_SEED_OFFSET = 1_000_003
 # the settings of ShapesTrainingConfig that the command line sets
-_OPTIONS = ("steps", "seed", "batch_size", "threads", "eval_scenes")
+_OPTIONS = ("steps", "seed", "batch_size", "threads", "eval_scenes", "context_length")
+# the settings that size both families' towers
+_ARCHITECTURE = ("image_size", "patch_size", "context_length")
+_ARCHITECTURE += tuple(
+    f"{tower}_{size}" for tower in ("vision", "text") for size in ("hidden_size", "layers", "heads")
+)
 
 
 @dataclass(frozen=True)
 class ShapesTrainingConfig:
     """Hyper-parameters of the shapes-world CLIP and its training run.
 
-    The defaults are those of the bundled ``qdrant_xai/demo/model``.
+    The defaults are those of the bundled ``qdrant_xai/demo/model``. For ``family="siglip"``
+    the embedding dimension is ``vision_hidden_size`` (``projection_dim`` is unused).
     """
 
+    family: str = "clip"
     steps: int = 4000
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -99,21 +116,13 @@ class ShapesTrainingConfig:
 
 @dataclass(frozen=True)
 class ShapesEvaluation:
-    """Held-out metrics of a shapes-world CLIP, all fractions in ``[0, 1]``.
-
-    Attributes:
-        scenes: Number of unseen scenes evaluated.
-        recall_at_1: Text-to-image Recall@1 of full captions over all scenes; an image
-            counts as correct when it contains every object the caption names.
-        recall_at_5: The same at rank 5.
-        binding_accuracy: How often an image scores its caption above the caption with
-            colours swapped between objects (scenes with two or more objects of different
-            colours).
-        pointing_decomposition: Pointing-game accuracy of the per-patch decomposition
-            heatmap, over every (scene, object) query.
-        pointing_raw_patches: Pointing-game accuracy of raw patch-token similarity,
-            ``visual_projection(post_layernorm(patch_tokens))``.
-        queries: Number of one-object pointing queries.
+    """Held-out metrics of a shapes-world model, all fractions in ``[0, 1]``: ``scenes``
+    unseen scenes; text-to-image ``recall_at_1``/``_5`` of full captions (an image is
+    correct when it holds every object named); ``binding_accuracy``, how often an image
+    scores its caption above the caption with colours swapped between objects; pointing-game
+    accuracy over ``queries`` one-object queries of the per-patch decomposition heatmap
+    (``pointing_decomposition``) and of raw patch-token similarity (``pointing_raw_patches``:
+    the family's ``patch_tokens``; CLIP: ``visual_projection(post_layernorm(.))``).
     """
 
     scenes: int
@@ -139,29 +148,27 @@ class ShapesEvaluation:
         )
 
 
-def build_shapes_clip(
-    config: ShapesTrainingConfig, *, words: Sequence[str] | None = None
-) -> tuple[CLIPModel, CLIPProcessor]:
-    """Build the untrained model and its processor (weights seeded by ``config.seed``)."""
+def build_shapes_clip(config: ShapesTrainingConfig, *, words: Sequence[str] | None = None) -> Any:
+    """Build the untrained ``(model, processor)`` of ``config.family`` (weights seeded by
+    ``config.seed``); a SigLIP starts from the paper's ``t = 10``, ``b = -10``."""
+    words = WORLD_WORDS if words is None else words
+    sizes = {name: getattr(config, name) for name in _ARCHITECTURE}
+    torch.manual_seed(config.seed)
+    if config.family == "siglip":
+        processor = build_siglip_processor(
+            words, image_size=config.image_size, max_length=config.context_length
+        )
+        model = SiglipModel(tiny_siglip_config(token_ids(processor.tokenizer), **sizes))
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(10.0))
+            model.logit_bias.fill_(-10.0)
+        return model, processor
     processor = build_clip_processor(
-        WORLD_WORDS if words is None else words,
-        image_size=config.image_size,
-        model_max_length=config.context_length,
+        words, image_size=config.image_size, model_max_length=config.context_length
     )
     clip_config = tiny_clip_config(
-        processor.tokenizer,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        vision_hidden_size=config.vision_hidden_size,
-        vision_layers=config.vision_layers,
-        vision_heads=config.vision_heads,
-        text_hidden_size=config.text_hidden_size,
-        text_layers=config.text_layers,
-        text_heads=config.text_heads,
-        context_length=config.context_length,
-        projection_dim=config.projection_dim,
+        processor.tokenizer, projection_dim=config.projection_dim, **sizes
     )
-    torch.manual_seed(config.seed)
     return CLIPModel(clip_config), processor
 
 
@@ -173,8 +180,8 @@ def train_shapes_clip(
     batch_loss: Callable[..., torch.Tensor] | None = None,
     words: Sequence[str] | None = None,
     init: Path | None = None,
-) -> tuple[CLIPModel, CLIPProcessor]:
-    """Train a shapes-world CLIP from scratch (or go on training ``init``).
+) -> tuple[Any, Any]:
+    """Train a shapes-world CLIP or SigLIP from scratch (or go on training ``init``).
 
     Args:
         config: Model and training hyper-parameters.
@@ -193,7 +200,7 @@ def train_shapes_clip(
     if init is None:
         model, processor = build_shapes_clip(config, words=words)
     else:
-        model, processor = CLIPModel.from_pretrained(init), CLIPProcessor.from_pretrained(init)
+        model, processor = AutoModel.from_pretrained(init), AutoProcessor.from_pretrained(init)
     loss_of = _batch_loss if batch_loss is None else batch_loss
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -240,7 +247,7 @@ def train_shapes_clip(
     return model, processor
 
 
-def save_shapes_clip(model: CLIPModel, processor: CLIPProcessor, output_dir: Path) -> None:
+def save_shapes_clip(model: Any, processor: Any, output_dir: Path) -> None:
     """Save model (safetensors) and processor with ``save_pretrained``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir, safe_serialization=True)
@@ -253,39 +260,27 @@ def save_shapes_clip(model: CLIPModel, processor: CLIPProcessor, output_dir: Pat
 
 
 def evaluate_shapes_clip(
-    model: CLIPModel,
-    processor: CLIPProcessor,
+    model: Any,
+    processor: Any,
     *,
     n_scenes: int = 200,
     seed: int = _EVAL_SEED_OFFSET,
     scene_size: int = 128,
 ) -> ShapesEvaluation:
-    """Measure retrieval, binding and pointing on unseen scenes.
+    """Measure retrieval, binding and pointing on ``n_scenes`` unseen scenes of
+    ``scene_size`` pixels (``seed`` must differ from the training seed).
 
-    Args:
-        model: A shapes-world CLIP loaded with ``attn_implementation="eager"``
-            (the decomposition needs attention probabilities).
-        processor: Its processor.
-        n_scenes: Number of held-out scenes.
-        seed: Scene seed; must differ from the training seed.
-        scene_size: Side of the rendered scenes in pixels.
-
-    Returns:
-        The metrics as a :class:`ShapesEvaluation`.
+    ``model`` (CLIP or SigLIP) must be loaded with ``attn_implementation="eager"`` (the
+    decomposition needs attention probabilities), as ``ClipEncoder.model`` is.
     """
-    from qdrant_xai.encoding.towers import image_patch_contributions
-
     model.eval()
     scenes = list(generate_scenes(n_scenes, seed=seed, size=scene_size))
     pixel_values = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        # image_embeds: [N, D]; contributions: [N, gh, gw, D]
-        image_embeds, contributions = image_patch_contributions(model, pixel_values)
-        images = F.normalize(image_embeds, dim=-1)
-        vision = model.vision_model(pixel_values=pixel_values)
-        # raw patch tokens in the joint space
-        raw = model.visual_projection(model.vision_model.post_layernorm(vision.last_hidden_state))
-        raw = F.normalize(raw[:, 1:], dim=-1).reshape(contributions.shape)  # [N, gh, gw, D]
+        tower = family_of(model.config.model_type).run_image_tower(model, pixel_values)
+        images = F.normalize(tower.embeds, dim=-1)  # [N, D]
+        contributions = tower.contributions  # [N, gh, gw, D]
+        raw = F.normalize(tower.patch_tokens, dim=-1)  # [N, gh, gw, D] patch tokens
 
         captions = _encode_texts(model, processor, [s.caption for s in scenes])  # [N, D]
         scores = captions @ images.T  # [N captions, N images]
@@ -331,14 +326,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python examples/train_shapes_clip.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    for name in _OPTIONS:  # --steps, --seed, --batch-size, --threads, --eval-scenes
+    parser.add_argument("--family", choices=("clip", "siglip"), default=defaults.family)
+    for name in _OPTIONS:  # --steps, --seed, --batch-size, --threads, ...
         parser.add_argument(
             "--" + name.replace("_", "-"), type=int, default=getattr(defaults, name)
         )
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.batch_size < 2:
         parser.error("--steps must be positive and --batch-size at least 2")
-    config = ShapesTrainingConfig(**{name: getattr(args, name) for name in _OPTIONS})
+    config = ShapesTrainingConfig(**{name: getattr(args, name) for name in ("family", *_OPTIONS)})
 
     started = time.perf_counter()
     model, processor = train_shapes_clip(config)
@@ -347,11 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"saved to {args.out} after {wall_time:.0f}s of training", flush=True)
 
     # Evaluate what was saved, loaded the way users load it.
-    reloaded = CLIPModel.from_pretrained(args.out, attn_implementation="eager")
-    reloaded_processor = CLIPProcessor.from_pretrained(args.out)
+    reloaded = ClipEncoder.from_pretrained(args.out)
     evaluation = evaluate_shapes_clip(
-        reloaded,
-        reloaded_processor,
+        reloaded.model,
+        reloaded.processor,
         n_scenes=config.eval_scenes,
         seed=config.seed + _EVAL_SEED_OFFSET,
         scene_size=config.scene_size,
@@ -373,12 +368,9 @@ def _learning_rate_factor(step: int, config: ShapesTrainingConfig) -> float:
 
 
 def _batch_loss(
-    model: CLIPModel,
-    processor: CLIPProcessor,
-    batch: Sequence[ShapeScene],
-    rng: np.random.Generator,
+    model: Any, processor: Any, batch: Sequence[ShapeScene], rng: np.random.Generator
 ) -> torch.Tensor:
-    """Multi-positive symmetric InfoNCE over a batch and its hard negatives."""
+    """The family's loss (:func:`contrastive_loss`) over a batch and its hard negatives."""
     texts: list[list[Pair]] = []
     for scene in batch:  # full captions, in the scene's own order
         texts.append(_pairs(scene))
@@ -391,12 +383,24 @@ def _batch_loss(
         texts.append([misbound_phrase(pairs, rng)])
         texts.append(reshape_one(pairs, rng))
 
-    pixel_values = processor(images=[s.image for s in batch], return_tensors="pt")["pixel_values"]
-    images = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
+    images = _encode_images(model, processor, [s.image for s in batch])
     text_embeds = _encode_texts(model, processor, [caption_for(t) for t in texts])
-    logits = model.logit_scale.exp() * images @ text_embeds.T  # [B, T]
-
     positive = torch.tensor([[_is_true(t, _pairs(s)) for t in texts] for s in batch])  # [B, T]
+    return contrastive_loss(model, images, text_embeds, positive)
+
+
+def contrastive_loss(
+    model: Any, images: torch.Tensor, texts: torch.Tensor, positive: torch.Tensor
+) -> torch.Tensor:
+    """The loss of ``model``'s family over normalised ``images`` [B, D] and ``texts``
+    [T, D], ``positive`` [B, T] saying which text is true of which image: CLIP's
+    multi-positive symmetric InfoNCE, or SigLIP's sigmoid loss, the mean over images of
+    ``-sum_j log sigmoid(z_ij * (t * x_i . y_j + b))``, ``z_ij = +1`` where ``positive``
+    else -1 (Zhai et al. 2023; the paper sums over pairs and divides by the batch size)."""
+    logits = model.logit_scale.exp() * images @ texts.T  # [B, T]
+    if family_of(model.config.model_type).name == "siglip":
+        signs = positive.to(logits.dtype) * 2.0 - 1.0
+        return -F.logsigmoid(signs * (logits + model.logit_bias)).sum() / logits.shape[0]
     image_to_text = _multi_positive_nce(logits, positive)
     has_image = positive.any(dim=0)  # texts true of no image only serve as negatives
     text_to_image = _multi_positive_nce(logits.T[has_image], positive.T[has_image])
@@ -404,24 +408,28 @@ def _batch_loss(
 
 
 def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """InfoNCE where each positive competes only against its row's negatives.
-
-    Args:
-        logits: Scaled similarities, shape ``[R, C]``.
-        positive: Boolean mask of the same shape; every row has a positive.
-
-    Returns:
-        Scalar: mean over positives of ``-log(e^pos / (e^pos + sum e^neg))``.
-    """
+    """InfoNCE where each positive competes only against its row's negatives: the mean over
+    ``positive`` (``[R, C]``, a positive in every row) of ``-log(e^pos / (e^pos + sum e^neg))``
+    for scaled similarities ``logits`` ``[R, C]``."""
     negatives = logits.masked_fill(positive, float("-inf"))
     negative_lse = torch.logsumexp(negatives, dim=1, keepdim=True)  # [R, 1]
     return F.softplus(negative_lse - logits)[positive].mean()
 
 
-def _encode_texts(model: CLIPModel, processor: CLIPProcessor, texts: list[str]) -> torch.Tensor:
-    """Normalised text embeddings, shape ``[len(texts), D]``."""
-    tokens = processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-    return F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+def _encode_images(model: Any, processor: Any, images: list[Any]) -> torch.Tensor:
+    """Normalised image embeddings, shape ``[len(images), D]``."""
+    pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+    return F.normalize(family_of(model.config.model_type).image_embeds(model, pixel_values), dim=-1)
+
+
+def _encode_texts(model: Any, processor: Any, texts: list[str]) -> torch.Tensor:
+    """Normalised text embeddings, shape ``[len(texts), D]``, padded as the family is."""
+    family = family_of(model.config.model_type)
+    tokens = processor.tokenizer(
+        texts, padding=family.padding, truncation=True, return_tensors="pt"
+    )
+    embeds = family.text_embeds(model, tokens["input_ids"], tokens.get("attention_mask"))
+    return F.normalize(embeds, dim=-1)
 
 
 def _pairs(scene: ShapeScene) -> list[Pair]:
@@ -443,13 +451,14 @@ def _training_report(
     weights = out / "model.safetensors"
     size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
     settings = "\n".join(f"| `{key}` | {value} |" for key, value in asdict(config).items())
-    return f"""# shapes-clip
+    model = {"clip": "CLIP", "siglip": "SigLIP (sigmoid loss)"}[config.family]
+    return f"""# shapes-{config.family}
 
-A small CLIP trained from scratch on the synthetic shapes world
-(`qdrant_xai.demo.world`) by `examples/train_shapes_clip.py`. It knows
-{len(COLORS)} colours and the shapes circle, square, triangle and cross, and
-binds colours to shapes well enough that per-patch explanations point at the
-object a query names. Useful for tests and demos without downloading a model.
+A small {model} trained from scratch on the synthetic shapes world (`qdrant_xai.demo.world`)
+by `examples/train_shapes_clip.py`. It knows {len(COLORS)} colours and the shapes circle,
+square, triangle and cross, and is trained to bind colours to shapes so that per-patch
+explanations point at the object a query names (the metrics below say how well). Useful
+for tests and demos without downloading a model.
 
 ## Command
 
@@ -469,15 +478,14 @@ threads ({platform.processor() or platform.machine()}, torch {torch.__version__}
 {evaluation.summary()}
 ```
 
-Recall counts an image as correct when it contains every object the caption
-names. Binding accuracy compares a scene's caption with the caption whose
-colours are swapped between objects. The pointing game
-(`qdrant_xai.eval.pointing_game`) asks, for every object of every scene, whether the
-argmax patch of the heatmap for the query `"a <colour> <shape>"` overlaps the object's
-mask; the decomposition heatmap
-is `qdrant_xai.encoding.towers.image_patch_contributions` dotted with the
-normalised text embedding, the raw one is
-`visual_projection(post_layernorm(patch_tokens))`, normalised, dotted with it.
+Recall counts an image as correct when it contains every object the caption names.
+Binding accuracy compares a scene's caption with the caption whose colours are swapped
+between objects. The pointing game (`qdrant_xai.eval.pointing_game`) asks, for every object
+of every scene, whether the argmax patch of the heatmap for the query `"a <colour> <shape>"`
+overlaps the object's mask; the decomposition heatmap is the family's patch contributions
+(`qdrant_xai.encoding.families`) dotted with the normalised text embedding, the raw one its
+patch tokens (CLIP: `visual_projection(post_layernorm(.))`; SigLIP: the pooling head on each
+token alone), normalised, dotted with it.
 
 ## Hyper-parameters
 

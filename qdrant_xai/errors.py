@@ -6,7 +6,8 @@ message says what went wrong and what to do next::
     QdrantXaiError
     ├── ModelLoadError            a CLIP checkpoint could not be loaded
     │   ├── DeviceUnavailableError  the torch device asked for is not available here
-    │   └── UnsupportedModelError   a checkpoint of a model family qdrant-xai does not explain
+    │   ├── UnsupportedModelError   a checkpoint of a model family qdrant-xai does not explain
+    │   └── MissingDependencyError  (also an ImportError) a package it needs; names the extra
     ├── ImageLoadError            an image is unreadable, corrupt, too large or degenerate
     │   └── InlineImageError      a base64 / data-URI image that cannot be decoded (says why)
     ├── SourceNotAllowedError     an image source (path, URL) is outside what the user allowed
@@ -50,6 +51,7 @@ __all__ = [
     "InlineImageError",
     "InlineProblem",
     "InputTooLargeError",
+    "MissingDependencyError",
     "ModelLoadError",
     "ModelMismatchError",
     "PointIdError",
@@ -83,6 +85,11 @@ class DeviceUnavailableError(ModelLoadError):
 class UnsupportedModelError(ModelLoadError):
     """A checkpoint of a model type qdrant-xai does not explain; the message names the
     supported ones (``clip``, ``siglip``)."""
+
+
+class MissingDependencyError(ModelLoadError, ImportError):
+    """A checkpoint needs a package that is not installed (SigLIP's SentencePiece tokenizer:
+    ``sentencepiece`` and ``protobuf``); the message names the extra that installs it."""
 
 
 class ImageLoadError(QdrantXaiError):

@@ -49,6 +49,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="load no model: do not compare the stored vectors with re-encodings",
     )
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model that may have written the vectors (hub id, folder or 'shapes'; "
+        "repeatable): each is loaded in turn, re-encodes the sampled images and texts, and "
+        "the report gives its cosine with the stored vectors and the candidate that "
+        "reproduces them (median cosine >= 0.98), or that none does. With --candidate and "
+        "no --model, no other model is loaded",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     options.add_layout_option(parser)
     options.add_source_options(parser)
@@ -62,7 +73,7 @@ def run(args: argparse.Namespace, client: Any) -> int:
     retry = options.retry_policy(args)
     require_collection(client, args.collection, retry=retry)  # before loading a model
     encoder, note = None, None
-    if not args.no_model:
+    if not args.no_model and not (args.candidate and args.model is None):
         try:
             encoder = options.load_encoder(args, client)
         except QdrantXaiError as exc:
@@ -76,6 +87,8 @@ def run(args: argparse.Namespace, client: Any) -> int:
         sample=args.sample,
         layout=options.layout_from_args(args),
         retry=retry,
+        candidates=args.candidate,
+        load_candidate=lambda name: options.load_candidate(args, name),
     )
     if note is not None:
         report = replace(report, notes=(*report.notes, note))

@@ -383,6 +383,16 @@ def load_encoder(args: argparse.Namespace, client: Any = None) -> ClipEncoder:
     )
 
 
+def load_candidate(args: argparse.Namespace, name: str) -> ClipEncoder:
+    """The encoder of one ``inspect --candidate``, on ``--device`` in ``--dtype``."""
+    quiet_transformers()
+    from qdrant_xai.encoding.encoder import ClipEncoder
+
+    return ClipEncoder.from_pretrained(
+        name, device=args.device, dtype=args.dtype, num_threads=args.threads
+    )
+
+
 def check_device(device: str) -> None:
     """Refuses a ``--device`` this torch cannot use (not a device name, CUDA on a CPU-only
     torch, a GPU index past the last), naming the devices that are available.

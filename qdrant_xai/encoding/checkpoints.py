@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qdrant_xai.errors import DeviceUnavailableError, brief_repr
+from qdrant_xai.errors import DeviceUnavailableError, MissingDependencyError, brief_repr
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +26,7 @@ __all__ = [
     "check_device",
     "checkpoint_path",
     "is_loadable_name",
+    "missing_dependency",
     "quiet_transformers",
 ]
 
@@ -96,3 +97,27 @@ def check_device(device: object) -> torch.device:
     if parsed in usable or (parsed.index is None and parsed.type in {d.type for d in usable}):
         return parsed
     raise DeviceUnavailableError(f"device {brief_repr(device)} is not available ({fix})")
+
+
+#: packages a checkpoint's processor may need beyond the core: (package, its modules, extra)
+_OPTIONAL_PACKAGES = (
+    ("sentencepiece", ("sentencepiece",), "siglip"),
+    ("protobuf", ("google.protobuf", "google"), "siglip"),
+)
+
+
+def missing_dependency(exc: BaseException, model_id: str) -> MissingDependencyError | None:
+    """The typed error for a checkpoint load that failed for want of an optional package
+    (transformers' ``ImportError`` for SigLIP's SentencePiece ``SiglipTokenizer``, which
+    needs ``sentencepiece`` and ``protobuf``), naming the extra; ``None`` for any other."""
+    if not isinstance(exc, ImportError):
+        return None
+    message = str(exc).lower()
+    for package, modules, extra in _OPTIONAL_PACKAGES:
+        if package in message or exc.name in modules:
+            return MissingDependencyError(
+                f"{brief_repr(model_id)} has a SentencePiece tokenizer (SigLIP's spiece.model), "
+                f"which needs the {package} package: pip install 'qdrant-xai[{extra}]' "
+                "(sentencepiece and protobuf)"
+            )
+    return None

@@ -20,10 +20,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from qdrant_xai.encoding.checkpoints import DEFAULT_MODEL, check_device, checkpoint_path
+from qdrant_xai.encoding.checkpoints import (
+    DEFAULT_MODEL,
+    check_device,
+    checkpoint_path,
+    missing_dependency,
+)
 from qdrant_xai.encoding.families import ModelFamily, family_of, sdpa_twin
 from qdrant_xai.encoding.fingerprint import ModelFingerprint
 from qdrant_xai.encoding.text_prefixes import TextPrefixes, prefix_embeddings
+from qdrant_xai.encoding.token_offsets import needs_offsets, offsets_mapping
 from qdrant_xai.encoding.words import Word, split_words, token_word_matrix
 from qdrant_xai.errors import ModelLoadError
 from qdrant_xai.images.load import LoadedImage, load_image
@@ -236,7 +242,9 @@ class ClipEncoder:
             )
             processor = AutoProcessor.from_pretrained(name, **kwargs)
         except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
-            # ImportError: SigLIP v1's SentencePiece tokenizer needs the sentencepiece package
+            missing = missing_dependency(exc, model_id)  # SigLIP's SentencePiece tokenizer
+            if missing is not None:
+                raise missing from exc
             hint = (
                 f"no CLIP checkpoint in {name} (nor a SigLIP one): it needs config.json, "
                 "model.safetensors and the processor files (save both with save_pretrained)"
@@ -351,14 +359,20 @@ class ClipEncoder:
     # -- texts --------------------------------------------------------------------------
 
     def _tokenize(self, texts: Sequence[str], *, offsets: bool) -> Any:
-        return self.processor.tokenizer(
+        tokenizer = self.processor.tokenizer
+        aligned = offsets and needs_offsets(tokenizer)
+        batch = tokenizer(
             list(texts),
             padding=self.family.padding,  # SigLIP: the fixed length it was trained with
             truncation=True,
             max_length=self.max_text_tokens,
-            return_offsets_mapping=offsets,
+            return_offsets_mapping=offsets and not aligned,
             return_tensors="pt",
         )
+        if aligned:  # SigLIP's SentencePiece tokenizer gives no offsets: align its pieces
+            spans = offsets_mapping(tokenizer, texts, batch["input_ids"])  # [B][T] (start, end)
+            batch["offset_mapping"] = torch.tensor(spans, dtype=torch.long)
+        return batch
 
     def words_in_context(self, text: str, words: Sequence[Word] | None = None) -> int:
         """How many leading words of ``text`` reach the model (a token of theirs is inside

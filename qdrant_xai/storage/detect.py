@@ -16,7 +16,7 @@ to detect it, a preset name, or a :class:`~qdrant_xai.storage.layouts.Collection
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
@@ -24,6 +24,7 @@ from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_xai.errors import CollectionError
 from qdrant_xai.images.policy import ImageSourcePolicy
 from qdrant_xai.retry import RetryPolicy
+from qdrant_xai.storage.candidates import match_candidates
 from qdrant_xai.storage.layouts import (
     AUTO,
     CollectionLayout,
@@ -209,6 +210,8 @@ def inspect_collection(
     sample: int = DEFAULT_SAMPLE,
     layout: LayoutSpec = AUTO,
     retry: RetryPolicy | None = None,
+    candidates: Sequence[ClipEncoder | str] = (),
+    load_candidate: Callable[[str], ClipEncoder] | None = None,
 ) -> CollectionReport:
     """What a collection holds and what of it can be explained, from ``sample`` points.
 
@@ -223,6 +226,10 @@ def inspect_collection(
             exists; False: none.
         sample: points to look at.
         layout: ``"auto"`` (detect), a preset name, or a layout.
+        candidates: models that may have written the vectors (encoders, or hub ids and
+            folders loaded one at a time with ``load_candidate``, default
+            ``ClipEncoder.from_pretrained``): each re-encodes the sample and the report
+            says which reproduces the stored vectors (:mod:`.candidates`).
 
     Raises:
         CollectionError: the collection does not exist.
@@ -256,6 +263,15 @@ def inspect_collection(
     for record in records:
         survey.add(record, features.get(str(record.id)))
     survey.compare(info, collection_name)
+    matches = match_candidates(
+        candidates,
+        records,
+        layout=resolved,
+        info=info,
+        collection_name=collection_name,
+        sources=sources or ImageSourcePolicy(),
+        load=load_candidate,
+    )
     vectors, sparse = _vectors(info)
     image_hits, text_hits = survey.explainable()
     return CollectionReport(
@@ -282,6 +298,7 @@ def inspect_collection(
         image_hits=image_hits,
         text_hits=text_hits,
         sidecar=sidecar_name,
+        candidates=matches,
         notes=tuple(notes),
     )
 

@@ -15,7 +15,7 @@ from qdrant_xai.encoding.fingerprint import MIN_AGREEMENT
 from qdrant_xai.storage.layouts import CollectionLayout
 from qdrant_xai.storage.writers import WRITERS
 
-__all__ = ["Agreement", "CollectionReport", "Explainable", "VectorInfo"]
+__all__ = ["Agreement", "CandidateMatch", "CollectionReport", "Explainable", "VectorInfo"]
 
 
 def _vector(name: str) -> str:
@@ -129,6 +129,64 @@ class Explainable:
 
 
 @dataclass(frozen=True)
+class CandidateMatch:
+    """How well one candidate model reproduces a collection's stored vectors
+    (``qdrant-xai inspect --candidate``): the sampled images and texts re-encoded by it.
+
+    Attributes:
+        model: the candidate as named (hub id or folder).
+        family: its model family (``"clip"``, ``"siglip"``); None when it did not load.
+        dim: its embedding dimension; None when it did not load.
+        image, text: its re-encodings against the stored vectors, per modality.
+        checked: vectors compared, both modalities.
+        cosine: median cosine over them (None: none compared); ``minimum`` the lowest.
+        error: why it could not be compared (did not load), if so.
+    """
+
+    model: str
+    family: str | None = None
+    dim: int | None = None
+    image: Agreement = field(default_factory=Agreement)
+    text: Agreement = field(default_factory=Agreement)
+    checked: int = 0
+    cosine: float | None = None
+    minimum: float | None = None
+    error: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        """Whether it reproduces the stored vectors: median cosine >= 0.98."""
+        return self.cosine is not None and self.cosine >= MIN_AGREEMENT
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return f"{self.model}: not compared ({self.error})"
+        head = f"{self.model} ({self.family}, {self.dim} dims)"
+        if self.cosine is None or self.minimum is None:
+            reason = self.image.reason or self.text.reason or "nothing to re-encode"
+            return f"{head}: not compared ({reason})"
+        verdict = "MATCHES" if self.matches else "no match"
+        return (
+            f"{head}: {self.checked} vectors, cosine median {self.cosine:.3f}, min "
+            f"{self.minimum:.3f}: {verdict}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "family": self.family,
+            "dim": self.dim,
+            "checked": self.checked,
+            "cosine": self.cosine,
+            "min": self.minimum,
+            "matches": self.matches,
+            "image": self.image.to_dict(),
+            "text": self.text.to_dict(),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
 class CollectionReport:
     """What a collection holds and what of it can be explained (from a sample of points).
 
@@ -151,6 +209,8 @@ class CollectionReport:
         image_agreement, text_agreement: stored vectors against re-encodings.
         image_hits, text_hits: what can be explained.
         sidecar: the sidecar collection's name when it exists.
+        candidates: the candidate models compared (``inspect --candidate``), in the
+            order given; :attr:`best_candidate` the one that reproduces the vectors.
         notes: anything else worth knowing.
     """
 
@@ -175,7 +235,15 @@ class CollectionReport:
     image_hits: Explainable = field(default_factory=Explainable)
     text_hits: Explainable = field(default_factory=Explainable)
     sidecar: str | None = None
+    candidates: tuple[CandidateMatch, ...] = ()
     notes: tuple[str, ...] = ()
+
+    @property
+    def best_candidate(self) -> CandidateMatch | None:
+        """The candidate with the highest median cosine, when it matches (>= 0.98)."""
+        compared = [c for c in self.candidates if c.cosine is not None]
+        best = max(compared, key=lambda c: c.cosine or 0.0, default=None)
+        return best if best is not None and best.matches else None
 
     @property
     def writer_title(self) -> str:
@@ -210,7 +278,8 @@ class CollectionReport:
         for key, count, example in self.not_images:
             lines.append(f"  not images: {key} on {count} points (e.g. {example}): texts")
         if self.model is None:
-            lines.append("stored vectors: not compared (no model)")
+            how = "with the candidate models below" if self.candidates else "not compared"
+            lines.append(f"stored vectors: {how} (no model)")
         else:
             lines += [
                 f"stored vectors against {self.model}:",
@@ -222,8 +291,24 @@ class CollectionReport:
             f"  image hits: {self.image_hits.describe('image', self.sidecar)}",
             f"  text hits: {self.text_hits.describe('text', self.sidecar)}",
         ]
+        if self.candidates:
+            lines += [
+                f"candidate models (sampled points re-encoded; a match needs median cosine "
+                f">= {MIN_AGREEMENT}):",
+                *(f"  {candidate}" for candidate in self.candidates),
+                f"  {self._best_line()}",
+            ]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def _best_line(self) -> str:
+        best = self.best_candidate
+        if best is not None:
+            return f"best: {best.model} ({best.family})"
+        compared = [c for c in self.candidates if c.cosine is not None]
+        closest = max(compared, key=lambda c: c.cosine or 0.0, default=None)
+        near = "" if closest is None else f" (closest: {closest.model}, {closest.cosine:.3f})"
+        return f"none matches: no candidate reproduces the stored vectors{near}"
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``qdrant-xai inspect --json``)."""
@@ -267,6 +352,8 @@ class CollectionReport:
                 "text_hits": self.text_hits.to_dict(),
             },
             "sidecar": self.sidecar,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "best_candidate": None if self.best_candidate is None else self.best_candidate.model,
             "notes": list(self.notes),
         }
 

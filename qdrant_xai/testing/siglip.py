@@ -29,6 +29,7 @@ from __future__ import annotations
 import string
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,13 @@ from transformers import (
 
 from qdrant_xai.demo.world import WORLD_WORDS
 
-__all__ = ["build_siglip_tokenizer", "build_tiny_siglip"]
+__all__ = [
+    "build_siglip_processor",
+    "build_siglip_tokenizer",
+    "build_tiny_siglip",
+    "tiny_siglip_config",
+    "token_ids",
+]
 
 _SPACE = "▁"  # SentencePiece's word-start mark
 _CHARACTERS = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
@@ -131,6 +138,25 @@ def build_siglip_tokenizer(
     raise ValueError(f"version must be 1 (SigLIP) or 2 (SigLIP 2), got {version!r}")
 
 
+def build_siglip_processor(
+    words: Iterable[str] = WORLD_WORDS,
+    *,
+    version: int = 1,
+    image_size: int = 32,
+    max_length: int = 64,
+) -> SiglipProcessor:
+    """The processor of :func:`build_tiny_siglip`: :func:`build_siglip_tokenizer` and an
+    image processor that resizes to ``image_size`` square (no crop) and normalises with
+    mean and std 0.5, as SigLIP's does."""
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    tokenizer = build_siglip_tokenizer(words, version=version, max_length=max_length)
+    return SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
 def build_tiny_siglip(
     output_dir: str | Path,
     *,
@@ -143,6 +169,7 @@ def build_tiny_siglip(
     num_heads: int = 2,
     max_length: int = 64,
     seed: int = 0,
+    spiece: bool = False,
 ) -> Path:
     """Build a randomly initialised tiny SigLIP (or fixed-resolution SigLIP 2) and save it
     with its processor.
@@ -164,6 +191,12 @@ def build_tiny_siglip(
         num_heads: attention heads per layer (and in the image's pooling head).
         max_length: the text length texts are padded to (``max_position_embeddings``).
         seed: seed for the random weights; the same arguments give the same model.
+        spiece: (``version=1``) write the tokenizer as SigLIP's hub checkpoints ship it
+            (``google/siglip-base-patch16-224``): a SentencePiece ``spiece.model`` trained
+            here on shapes-world captions and ``words`` (sub-word pieces, not one token per
+            word), ``tokenizer_config.json`` naming ``SiglipTokenizer``,
+            ``special_tokens_map.json`` and ``preprocessor_config.json``. Loading it needs
+            ``sentencepiece`` and ``protobuf`` (``pip install 'qdrant-xai[siglip]'``).
 
     Returns:
         ``Path(output_dir)``.
@@ -172,35 +205,113 @@ def build_tiny_siglip(
         raise ValueError(f"patch_size={patch_size} must divide image_size={image_size}")
     if num_heads <= 0 or hidden_size % num_heads != 0:
         raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size}")
-    tokenizer = build_siglip_tokenizer(words, version=version, max_length=max_length)
-    image_processor = SiglipImageProcessorPil(
-        size={"height": image_size, "width": image_size},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    shared: dict[str, Any] = {
+    arch = {
+        "image_size": image_size,
+        "patch_size": patch_size,
         "hidden_size": hidden_size,
-        "intermediate_size": 4 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "max_length": max_length,
     }
-    text_config = SiglipTextConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_length,
-        projection_size=hidden_size,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=getattr(tokenizer, "bos_token_id", None),
-        **shared,
+    if spiece:
+        if version != 1:
+            raise ValueError("spiece=True writes SigLIP v1's tokenizer: use version=1")
+        from qdrant_xai.testing.spiece import write_spiece_tokenizer
+
+        path = Path(output_dir)
+        ids = write_spiece_tokenizer(path, _words(words), image_size, max_length, seed=seed)
+        return save_tiny_siglip_model(path, ids, arch, seed=seed)
+    processor = build_siglip_processor(
+        words, version=version, image_size=image_size, max_length=max_length
     )
-    vision_config = SiglipVisionConfig(image_size=image_size, patch_size=patch_size, **shared)
-    config = SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict())
+    path = save_tiny_siglip_model(Path(output_dir), token_ids(processor.tokenizer), arch, seed=seed)
+    processor.save_pretrained(path)
+    return path
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """What the text tower's config needs from its tokenizer."""
+
+    vocab_size: int
+    pad: int | None
+    eos: int | None
+    bos: int | None = None
+
+
+def token_ids(tokenizer: Any) -> TokenIds:
+    """The ids a SigLIP text config needs from ``tokenizer``."""
+    return TokenIds(
+        vocab_size=len(tokenizer),
+        pad=tokenizer.pad_token_id,
+        eos=tokenizer.eos_token_id,
+        bos=getattr(tokenizer, "bos_token_id", None),
+    )
+
+
+def tiny_siglip_config(
+    ids: TokenIds,
+    *,
+    image_size: int,
+    patch_size: int,
+    vision_hidden_size: int,
+    vision_layers: int,
+    vision_heads: int,
+    text_hidden_size: int,
+    text_layers: int,
+    text_heads: int,
+    context_length: int,
+) -> SiglipConfig:
+    """A :class:`~transformers.SiglipConfig` wired to a tokenizer's ids (:func:`token_ids`).
+
+    SigLIP has no projection after its image head, so the embedding dimension is
+    ``vision_hidden_size`` and the text tower's head maps ``text_hidden_size`` onto it.
+    MLPs are ``4 * hidden_size`` wide; ``context_length`` is the fixed length texts are
+    padded to (``max_position_embeddings``).
+    """
+    text_config = SiglipTextConfig(
+        vocab_size=ids.vocab_size,
+        hidden_size=text_hidden_size,
+        intermediate_size=4 * text_hidden_size,
+        num_hidden_layers=text_layers,
+        num_attention_heads=text_heads,
+        max_position_embeddings=context_length,
+        projection_size=vision_hidden_size,
+        pad_token_id=ids.pad,
+        eos_token_id=ids.eos,
+        bos_token_id=ids.bos,
+    )
+    vision_config = SiglipVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_hidden_size,
+        intermediate_size=4 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=vision_heads,
+    )
+    return SiglipConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict())
+
+
+def save_tiny_siglip_model(path: Path, ids: TokenIds, arch: dict[str, int], *, seed: int) -> Path:
+    """Write a randomly initialised ``SiglipModel`` (``config.json``, ``model.safetensors``)
+    with the architecture ``arch`` (the keyword arguments of :func:`build_tiny_siglip`) and
+    a vocabulary of ``ids.vocab_size`` tokens into ``path``, created if missing."""
+    hidden, layers, heads = arch["hidden_size"], arch["num_layers"], arch["num_heads"]
+    config = tiny_siglip_config(
+        ids,
+        image_size=arch["image_size"],
+        patch_size=arch["patch_size"],
+        vision_hidden_size=hidden,
+        vision_layers=layers,
+        vision_heads=heads,
+        text_hidden_size=hidden,
+        text_layers=layers,
+        text_heads=heads,
+        context_length=arch["max_length"],
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SiglipModel(config)
-    path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
-    processor.save_pretrained(path)
     return path

@@ -121,7 +121,7 @@ class _Batch:
     """The distinct texts of a call, tokenised once."""
 
     input_ids: Tensor  # [U, T]
-    attention_mask: Tensor  # [U, T]
+    attention_mask: Tensor | None  # [U, T]; None: the tokenizer gives none (hub SigLIP)
     inputs: Tensor  # [U, T, D] token embeddings x
     baselines: Tensor  # [U, T, D] baseline embeddings x'
     words: list[tuple[Word, ...]]  # the words that kept at least one token
@@ -239,7 +239,8 @@ class IntegratedGradients(WordMethod):
     def _prepare(self, encoder: ClipEncoder, texts: Sequence[str]) -> _Batch:
         tokens = encoder._tokenize(texts, offsets=True)
         input_ids = tokens["input_ids"].to(encoder.device)
-        attention_mask = tokens["attention_mask"].to(encoder.device)
+        mask = tokens.get("attention_mask")  # hub SigLIP tokenizers return input_ids only
+        attention_mask = None if mask is None else mask.to(encoder.device)
         offsets = tokens["offset_mapping"]
         # special and padding tokens have an empty character span; all others are replaced
         replaced = (offsets[..., 1] > offsets[..., 0]).to(encoder.device)
@@ -325,9 +326,8 @@ class IntegratedGradients(WordMethod):
         """
         text_model = encoder.model.text_model
         with encoder.forward_lock, _replaced_output(_token_embedding(encoder), embeds):
-            out = text_model(
-                input_ids=batch.input_ids[texts], attention_mask=batch.attention_mask[texts]
-            )
+            mask = None if batch.attention_mask is None else batch.attention_mask[texts]
+            out = text_model(input_ids=batch.input_ids[texts], attention_mask=mask)
         projected = encoder.family.project_text(encoder.model, out.pooler_output).float()
         return torch.nn.functional.cosine_similarity(projected, targets.float(), dim=-1)
 
