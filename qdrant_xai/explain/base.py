@@ -154,6 +154,9 @@ class WordMethod(ABC):
 
     name: ClassVar[str]
     cost: ClassVar[str] = ""
+    #: the model families (``encoder.family.name``) the method explains; ``prefix`` needs a
+    #: causal text tower and names ``{"clip"}`` only
+    families: ClassVar[frozenset[str]] = frozenset({"clip", "siglip"})
 
     @abstractmethod
     def attribute(

@@ -64,6 +64,7 @@ from tests.benchmarks.method_tables import (
 from tests.benchmarks.pairs import (
     MODELS,
     QUALITY_SEED,
+    SIGLIP_MODELS,
     WORLDS,
     BenchModel,
     foil_items,
@@ -96,6 +97,11 @@ def evaluate_pair(
 ) -> PairResult:
     """Every heatmap and word method (and the baselines) on ``scenes`` scenes of a pair."""
     encoder = encoder or ClipEncoder.from_pretrained(model.source)
+    # a method that cannot explain this model's family (CLIP-only replays, prefix on a
+    # bidirectional text tower) has no row
+    family = encoder.family.name
+    heatmap_methods = [m for m in heatmap_methods if family in heatmap_method(m).families]
+    word_methods = [m for m in word_methods if family in word_method(m).families]
     items = heatmap_items(world, scenes, seed=seed)
     methods = [*heatmap_methods, _RandomMap(), _CentrePrior()]
     scores = item_scores(encoder, items, methods=methods, steps=steps)
@@ -246,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=100, help="scenes per world (quality)")
     parser.add_argument("--no-cost", action="store_true", help="skip the ViT-B/32 timings")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--models", nargs="+", default=[m.name for m in MODELS])
+    parser.add_argument("--models", nargs="+", default=[m.name for m in (*MODELS, *SIGLIP_MODELS)])
     parser.add_argument("--worlds", nargs="+", default=list(WORLDS))
     parser.add_argument(
         "--save", default=None, help="pickle the pair results here instead of writing markdown"
@@ -264,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for saved in args.merge:  # pairs measured by separate runs (e.g. one process per model)
         with open(saved, "rb") as handle:
             results += pickle.load(handle)
-    for model in [m for m in MODELS if m.name in args.models and not args.merge]:
+    chosen = [m for m in (*MODELS, *SIGLIP_MODELS) if m.name in args.models]
+    for model in [m for m in chosen if not args.merge]:
         encoder = ClipEncoder.from_pretrained(model.source)
         for world in args.worlds:
             print(f"{world} × {model.name} ...", flush=True)

@@ -7,9 +7,12 @@ documented standing on a held-out model and world.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from qdrant_xai import ClipEncoder
+from qdrant_xai.testing import build_tiny_siglip
 from tests.benchmarks import pairs
 from tests.benchmarks.heatmap_quality import HARD
 from tests.benchmarks.method_quality import evaluate_pair
@@ -103,3 +106,22 @@ def test_markdown_lists_every_method_and_pair(
         assert f"| {name} |" in text
     assert f"clutter world × {held_out.model.name} (held out)" in text
     assert "shapes world × shapes-clip (development)" in text
+
+
+def test_a_siglip_pair_has_the_rows_its_family_allows(
+    tmp_path: Path, development: PairResult
+) -> None:
+    """SigLIP pairs skip the CLIP-only methods, use their own default words, and get the
+    issue-18 comparison with the CLIP trained on the same world."""
+    folder = build_tiny_siglip(tmp_path / "siglip")
+    model = pairs.BenchModel("tiny-siglip", str(folder), True, "tiny, random", family="siglip")
+    result = evaluate_pair("shapes", model, scenes=3, steps=4, seed=SEED)
+    methods = {row.method for row in result.heatmaps}
+    assert {DEFAULT_HEATMAP, "random", "centre"} <= methods
+    assert not methods & {"grad-eclip", "gae", "gae-last", "debiased", "clip-surgery"}
+    words = {row.name for row in result.words}
+    assert "tokens" in words and DEFAULT_WORDS not in words
+    text = render_markdown([development, result], [], setup={"machine": "test"})
+    assert "- shapes × tiny-siglip: pointing " in text
+    summary = next(line for line in text.splitlines() if line.startswith("| shapes | tiny-siglip"))
+    assert not summary.endswith("| - | - |")  # its own default words fill the word cells

@@ -77,6 +77,7 @@ class PrefixReading(WordMethod):
     """
 
     name = "prefix"
+    families = frozenset({"clip"})  # the causal text towers (check_causal says why)
     cost = "1 forward of the text plus 2 n_words + 1 tokens per distinct text"
 
     def __init__(self, *, knockout: float = 0.75) -> None:
