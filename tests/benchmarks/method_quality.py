@@ -267,9 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     results = []
+    merged_scenes: set[int] = set()  # the scene count each saved run measured with
     for saved in args.merge:  # pairs measured by separate runs (e.g. one process per model)
         with open(saved, "rb") as handle:
-            results += pickle.load(handle)
+            saved_run = pickle.load(handle)
+        results += saved_run["results"]
+        merged_scenes.add(saved_run["scenes"])
     chosen = [m for m in (*MODELS, *SIGLIP_MODELS) if m.name in args.models]
     for model in [m for m in chosen if not args.merge]:
         encoder = ClipEncoder.from_pretrained(model.source)
@@ -278,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(evaluate_pair(world, model, scenes=args.scenes, encoder=encoder))
     if args.save:
         with open(args.save, "wb") as handle:
-            pickle.dump(results, handle)
+            pickle.dump({"scenes": args.scenes, "results": results}, handle)
         return 0
     costs: list[MethodCost] = []
     if not args.no_cost:
@@ -295,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "torch threads": str(torch.get_num_threads()),
         "dtype": "float32",
-        "scenes": f"{args.scenes} per world (seed {QUALITY_SEED})",
+        "scenes": f"{'/'.join(map(str, sorted(merged_scenes))) if args.merge else args.scenes} "
+        f"per world (seed {QUALITY_SEED})",
         "run time": f"{time.perf_counter() - started:.0f} s",
     }
     if args.merge:  # the pairs ran in other processes: this run only rendered them
