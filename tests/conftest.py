@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# A run started in the background of a non-interactive shell (`pytest &`, `nohup ... &`)
+# inherits SIGINT ignored, and the CLI rightly leaves an ignored SIGINT ignored (nohup's
+# meaning), so the tests that stop a command with SIGINT would see nothing happen. They test
+# a stop from a terminal: give the run Python's own SIGINT handler back (children then start
+# with SIGINT at its default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from qdrant_client import QdrantClient
 
