@@ -71,7 +71,7 @@ from tests.benchmarks.pairs import (
     heatmap_items,
     relies_on_target,
 )
-from tests.benchmarks.word_quality import evaluate_word_quality
+from tests.benchmarks.word_quality import evaluate_word_quality, fitting_items
 
 __all__ = [
     "HEATMAP_ORDER",
@@ -116,7 +116,7 @@ def evaluate_pair(
             if row.kind == RELIED
         ]
     runs_from = {name: _runs_from(heatmap_method(name).requires) for name in heatmap_methods}
-    foils = foil_items(world, scenes, seed=seed)
+    foils = fitting_items(encoder, foil_items(world, scenes, seed=seed))
     words = evaluate_word_quality(encoder, foils, word_methods)
     eraser = _eraser(encoder, foils[::2], word_methods)  # one item per scene: its caption
     return PairResult(world, model, heatmaps, words, eraser, runs_from)

@@ -174,7 +174,8 @@ def render_markdown(
     if siglip_verdicts:
         lines += [
             f"SigLIP against the CLIP trained on the same world (issue 18: the default heatmap's "
-            f"pointing within {SIGLIP_GAP:.0%} of CLIP's; SigLIP's default words are `tokens`):",
+            f"pointing within {SIGLIP_GAP * 100:.0f} points of CLIP's; SigLIP's default words "
+            "are `tokens`):",
             "",
             *siglip_verdicts,
             "",

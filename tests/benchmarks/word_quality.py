@@ -36,6 +36,7 @@ __all__ = [
     "FoilItem",
     "WordQuality",
     "evaluate_word_quality",
+    "fitting_items",
     "render_word_quality",
     "shapes_foil_items",
 ]
@@ -146,6 +147,21 @@ def evaluate_word_quality(
             )
         )
     return rows
+
+
+def fitting_items(encoder: ClipEncoder, items: Sequence[FoilItem]) -> list[FoilItem]:
+    """The items whose true and foil captions fit the model's text context whole (a model
+    trained with a short context, e.g. ``shapes-siglip`` on the shapes world's captions,
+    cannot read a long clutter caption to its end, so its words past the context have no
+    score to rank)."""
+    return [
+        item
+        for item in items
+        if all(
+            encoder.words_in_context(text) == len(split_words(text))
+            for text in (item.caption, item.foil_caption)
+        )
+    ]
 
 
 def shapes_foil_items(n_scenes: int, *, seed: int = WORD_SEED) -> list[FoilItem]:
