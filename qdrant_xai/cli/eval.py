@@ -114,10 +114,9 @@ def run(args: argparse.Namespace, client: Any) -> int:
         skip_missing=args.skip_missing,
     )
     args.collection = args.collection or default_collection(dataset)
-    encoder = options.load_encoder(args, client)
     report = evaluate(
         client,
-        encoder,
+        options.load_encoder(args, client),
         dataset,
         collection_name=args.collection,
         reuse=not args.reindex,
@@ -126,7 +125,7 @@ def run(args: argparse.Namespace, client: Any) -> int:
         cap=args.max_rank,
         explain_top=args.explain_top,
         heatmap_method=args.heatmap_method,
-        word_method=args.word_method or encoder.family.default_word_method,
+        word_method=args.word_method,  # None: the model's default (evaluate resolves it)
         codec=args.codec,
         profile=args.profile,
         exact=not args.approximate,

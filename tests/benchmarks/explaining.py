@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from tests.benchmarks.inputs import (
 from tests.benchmarks.word_quality import (
     WordQuality,
     evaluate_word_quality,
+    percent,
     render_word_quality,
     shapes_foil_items,
 )
@@ -193,8 +195,7 @@ def bench_search(config: BenchConfig, models: BenchModels, workdir: Path) -> Sec
         "| world × model | method | content word first | foil AUC |",
         "|---|---|---|---|",
         *(
-            f"| {pair} | {row.name} | {row.content_first.value:.1%} "
-            f"[{row.content_first.low:.1%}, {row.content_first.high:.1%}] | {row.foil_auc} |"
+            f"| {pair} | {row.name} | {percent(row.content_first)} | {row.foil_auc} |"
             for pair, rows in held_out.items()
             for row in rows
         ),
@@ -204,22 +205,17 @@ def bench_search(config: BenchConfig, models: BenchModels, workdir: Path) -> Sec
         "ratio": ratio,
         "default_word_method": default,
         "pieces_median_s": piece,
-        "word_quality": {
-            row.name: {"content_first": asdict(row.content_first), "foil_auc": asdict(row.foil_auc)}
-            for row in quality
-        },
-        "word_quality_held_out": {
-            pair: {
-                row.name: {
-                    "content_first": asdict(row.content_first),
-                    "foil_auc": asdict(row.foil_auc),
-                }
-                for row in rows
-            }
-            for pair, rows in held_out.items()
-        },
+        "word_quality": _word_data(quality),
+        "word_quality_held_out": {pair: _word_data(rows) for pair, rows in held_out.items()},
     }
     return section
+
+
+def _word_data(rows: Sequence[WordQuality]) -> dict[str, Any]:
+    return {
+        row.name: {"content_first": asdict(row.content_first), "foil_auc": asdict(row.foil_auc)}
+        for row in rows
+    }
 
 
 #: scene seed of the held-out word table (not the seed of docs/explanations.md, 4242)

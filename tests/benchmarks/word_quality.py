@@ -37,6 +37,7 @@ __all__ = [
     "WordQuality",
     "evaluate_word_quality",
     "fitting_items",
+    "percent",
     "render_word_quality",
     "shapes_foil_items",
 ]
@@ -189,7 +190,7 @@ def render_word_quality(rows: Sequence[WordQuality], *, setup: str = "") -> list
         "|---|---|---|" + "---|" * len(kinds),
     ]
     for row in rows:
-        cells = [_percent(row.content_first), str(row.foil_auc)]
+        cells = [percent(row.content_first), str(row.foil_auc)]
         cells += [str(row.foil_auc_by_kind[k]) if k in row.foil_auc_by_kind else "-" for k in kinds]
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
     n_pairs = {kind: 0 for kind in kinds}
@@ -204,7 +205,8 @@ def render_word_quality(rows: Sequence[WordQuality], *, setup: str = "") -> list
     return lines
 
 
-def _percent(estimate: Estimate) -> str:
+def percent(estimate: Estimate) -> str:
+    """``98.3% [96.0%, 100.0%]``: a rate with its interval."""
     return f"{estimate.value:.1%} [{estimate.low:.1%}, {estimate.high:.1%}]"
 
 

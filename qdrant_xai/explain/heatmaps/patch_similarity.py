@@ -338,7 +338,9 @@ class MultiScale(HeatmapMethod):
 
     name = "multiscale"
 
-    families = frozenset({"clip"})  # replays CLIP's vision tower
+    # its patch-token mode replays CLIP's last layer; the default mode reads only the
+    # contributions and would serve SigLIP too, but has not been measured on it
+    families = frozenset({"clip"})
     requires: tuple[frozenset[str], ...] = (frozenset({"contributions"}), frozenset({"images"}))
     cost = "0 passes (stored features)"
 
