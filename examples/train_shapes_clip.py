@@ -77,6 +77,7 @@ Pair = tuple[str, str]
 _EVAL_SEED_OFFSET = 1_000_003
 # the settings of ShapesTrainingConfig that the command line sets
 _OPTIONS = ("steps", "seed", "batch_size", "threads", "eval_scenes", "context_length")
+_OPTIONS += ("vision_layers", "vision_hidden_size", "image_size", "patch_size", "text_layers")
 # the settings that size both families' towers
 _ARCHITECTURE = ("image_size", "patch_size", "context_length")
 _ARCHITECTURE += tuple(

@@ -6,31 +6,42 @@ https://arxiv.org/abs/2502.14786 (its fixed-resolution checkpoints are ``SiglipM
 
 **Image tower.** SigLIP has no class token: ``post_layernorm`` is applied to every token
 ``h_i`` (``[B, N, D]``, ``N = gh * gw`` patches), and a multi-head attention-pooling head
-reads them. A learned probe ``p`` attends over the patches (per head ``h``: weights
-``a[h, i] = softmax_i((p W_q + b_q)_h · (h_i W_k + b_k)_h / sqrt(d))``), so the head's
+reads them. A learned probe ``p`` attends over the tokens (per head ``g``: weights
+``a[g, i] = softmax_i((p W_q + b_q)_g · (LN(h_i) W_k + b_k)_g / sqrt(d))``), so the head's
 attention output is, exactly,
 
-    o = Σ_i c_i + b,    c_i = concat_h(a[h, i] · (h_i W_v)_h) · W_O,    b = b_v W_O + b_O
+    o = concat_g(Σ_i a[g, i] · (LN(h_i) W_v)_g) · W_O + b,    b = b_v W_O + b_O
 
-(``Σ_i a[h, i] = 1``, so the value bias passes whole into ``b``). The head then adds its
+(``Σ_i a[g, i] = 1``, so the value bias passes whole into ``b``). The head then adds its
 MLP over its layer norm, ``y = o + MLP(LN(o))``, and ``y`` is the image embedding
-(``get_image_features(...).pooler_output``; SigLIP has no projection after the head). The
-layer norm and MLP are linearised at the pooled vector ``o``: the layer norm with ``o``'s
-own mean and deviation (then linear in its input), the activation as the per-unit gate
-``act(z) / z`` at the real pre-activation ``z = fc1(LN(o))`` (then ``act(z) = gate ⊙ z``),
-and each part ``c_i`` (and ``b``) is carried through these linear maps, biases going to
-``b``'s part. Parts so carried sum to ``y`` *exactly* (to float rounding): the
-linearisation fixes how ``y`` is split, not its value. Patch ``i``'s contribution is its
-carried part ``C_i`` divided by ``|y|``, so that
+(``get_image_features(...).pooler_output``; SigLIP has no projection after the head).
 
-    Σ_i C_i + B = y / |y|      (``B``: the part of the biases and layer-norm shifts)
+Splitting ``o`` by the token the probe reads would attribute to token ``i`` everything
+the encoder moved into it, and a trained SigLIP's probe reads tokens that gathered the
+picture from elsewhere (``docs/explanations.md`` measures both splits). So the split goes down
+the residual stream, as Gandelsman et al. do for CLIP's class token: each final token is
+the sum of its input embedding (patch plus position), every attention layer's output at
+it and every MLP's output at it; an attention layer's output at ``i`` is
+``Σ_j Σ_h A[h, i, j] (LN(x_j) W_v)_h W_O[h]`` plus biases, and the term of source ``j``
+(``x_j`` is the whole residual stream at ``j`` entering that layer, not traced further
+down: the direct path) goes to patch ``j``. A token's own embedding and its MLP outputs
+stay with it; biases go to a bias part. With the real forward pass's attention weights
+these parts of every final token are exact. ``post_layernorm`` is linear in them given
+each token's own mean and deviation, and the pooling head's weights are known, so patch
+``j``'s part of ``o`` is its parts of every token, weighted by ``a[g, i] / σ_i`` and read
+through the head's value and out projections: the cost is about one more pass over the
+encoder's value and out projections, with no ``N x N x D`` tensor. The head's layer norm
+and MLP are linearised at the pooled vector ``o``: the layer norm with ``o``'s own mean
+and deviation, the activation as the per-unit gate ``act(z) / z`` at the real
+pre-activation ``z = fc1(LN(o))``, each part carried through these linear maps, biases
+going to the bias part. Parts so carried sum to ``y`` *exactly* (to float rounding): the
+linearisations fix how ``y`` is split, not its value. Patch ``j``'s contribution is its
+part ``C_j`` divided by ``|y|``, so that
 
-and ``C_i · t`` is patch ``i``'s share of ``cos(image, t)`` for a normalised ``t``. What
-reaches token ``i`` from other patches in the encoder layers below stays with position
-``i``: the direct-path decomposition of :mod:`.towers` (attention rows of the pooled
-token at every layer) has no analogue without a pooled token inside the encoder, so here
-the split is by the position the head reads. How much of the embedding the patches carry,
-``cos(Σ_i C_i, y)``, is measured by the tests.
+    Σ_j C_j + B = y / |y|      (``B``: the part of the biases and layer-norm shifts)
+
+and ``C_j · t`` is patch ``j``'s share of ``cos(image, t)`` for a normalised ``t``. How much
+of the embedding the patches carry, ``cos(Σ_j C_j, y)``, is measured by the tests.
 
 **Text tower.** SigLIP's text tower is bidirectional (no causal mask) and pools the LAST
 position (often a pad token, as texts are padded to a fixed length), through
@@ -47,6 +58,7 @@ agree, but shares of the cosine are not shares of that probability.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,19 +80,19 @@ __all__ = [
     "pool_each_token",
     "run_siglip_image_tower",
     "run_siglip_text_tower",
-    "split_attention_pool",
+    "split_by_source",
 ]
 
 
 @dataclass
 class PooledParts:
-    """The attention-pooling head's output split by the patch the head read.
+    """The attention-pooling head's output split by source patch (module doc).
 
     Attributes:
         embeds: [B, D] the head's output ``y`` (the image embedding, not normalised).
-        patches: [B, N, D] part ``C_i · |y|`` of each patch token (module doc).
+        patches: [B, N, D] part ``C_j · |y|`` of each patch.
         biases: [B, D] part of the biases and layer-norm shifts.
-        weights: [B, H, N] the probe's attention over the patches, per head.
+        weights: [B, G, N] the probe's attention over the tokens, per pooling head.
 
     ``patches.sum(1) + biases == embeds`` (to float rounding).
     """
@@ -91,29 +103,68 @@ class PooledParts:
     weights: Tensor
 
 
-def split_attention_pool(head: Any, tokens: Tensor) -> PooledParts:
-    """Runs SigLIP's attention-pooling head on ``tokens`` and splits its output by token.
+def split_by_source(
+    vision: Any, hidden_states: Sequence[Tensor], attentions: Sequence[Tensor]
+) -> PooledParts:
+    """SigLIP's image embedding split by source patch along the direct paths (module doc).
 
     Args:
-        head: ``vision_model.head`` (probe, ``nn.MultiheadAttention``, layer norm, MLP).
-        tokens: [B, N, D] the vision tower's output after ``post_layernorm``.
+        vision: ``model.vision_model`` (encoder layers, ``post_layernorm``, ``head``).
+        hidden_states: the encoder's ``L + 1`` residual streams [B, N, D] (the embeddings,
+            then each layer's output, before ``post_layernorm``).
+        attentions: each layer's attention weights [B, H, N, N] of that forward pass.
     """
-    attention: nn.MultiheadAttention = head.attention
-    batch, n_tokens, width = tokens.shape
-    heads = attention.num_heads
+    final = hidden_states[-1]
+    batch, n_tokens, width = final.shape
+    head = vision.head
+    pool: nn.MultiheadAttention = head.attention
+    tokens = vision.post_layernorm(final)
     probe = head.probe.expand(batch, 1, width)
-    pooled, weights = attention(
-        probe, tokens, tokens, need_weights=True, average_attn_weights=False
-    )  # [B, 1, D], [B, H, 1, N]
-    pooled, weights = pooled[:, 0], weights[:, :, 0]
-    w_v = attention.in_proj_weight[2 * width :]
-    b_v = attention.in_proj_bias[2 * width :]
-    values = (tokens @ w_v.T).view(batch, n_tokens, heads, width // heads)
-    mixed = torch.einsum("bhn,bnhd->bnhd", weights.to(values.dtype), values)
-    moved = mixed.reshape(batch, n_tokens, width) @ attention.out_proj.weight.T
-    bias = b_v @ attention.out_proj.weight.T + attention.out_proj.bias  # [D]
-    parts = torch.cat([moved, bias.expand(batch, 1, width)], dim=1)  # [B, N + 1, D]
-    # y = o + MLP(LN(o)), carried part by part with o's statistics and the real gates
+    pooled, weights = pool(probe, tokens, tokens, need_weights=True, average_attn_weights=False)
+    pooled, weights = pooled[:, 0], weights[:, :, 0].to(final.dtype)  # [B, D], [B, G, N]
+    norm = vision.post_layernorm
+    sigma = torch.sqrt(final.var(dim=-1, unbiased=False) + norm.eps)  # [B, N]
+    read = weights / sigma[:, None]  # [B, G, N]: how much of token i each pooling head reads
+
+    stays = hidden_states[0].clone()  # [B, N, D] what stays at its own position
+    bias = final.new_zeros(width)  # attention biases, the same at every position
+    parts = final.new_zeros(batch, weights.shape[1], n_tokens, width)  # [B, G, N, D]
+    for layer, x, after, attention in zip(
+        vision.encoder.layers, hidden_states[:-1], hidden_states[1:], attentions, strict=True
+    ):
+        attn = layer.self_attn
+        heads = attn.num_heads
+        values = (layer.layer_norm1(x) @ attn.v_proj.weight.T).view(batch, n_tokens, heads, -1)
+        w_o = attn.out_proj.weight.T.reshape(heads, -1, width)  # [H, d, D]
+        moved = torch.einsum("bjhd,hde->bhje", values, w_o)  # [B, H, N, D] from source j
+        attention = attention.to(final.dtype)
+        # pooling head g reads source j through this layer: Σ_i read[g, i] A[h, i, j]
+        through = torch.einsum("bgi,bhij->bghj", read, attention)
+        parts += torch.einsum("bghj,bhje->bgje", through, moved)
+        layer_bias = attn.v_proj.bias @ attn.out_proj.weight.T + attn.out_proj.bias
+        attended = torch.einsum("bhij,bhje->bie", attention, moved) + layer_bias
+        stays += after - x - attended  # the MLP's output, where it was computed
+        bias += layer_bias
+    parts += read[..., None] * stays[:, None]
+    bias_part = read.sum(-1)[..., None] * bias  # [B, G, D]
+    # post_layernorm (linear given each token's statistics, already in ``read``), then the
+    # pooling head's value and out projections, head by head
+    centred = torch.cat([parts, bias_part[:, :, None]], dim=2)
+    centred = (centred - centred.mean(dim=-1, keepdim=True)) * norm.weight
+    centred[:, :, -1] += norm.bias  # Σ_i a[g, i] = 1
+    w_v = pool.in_proj_weight[2 * width :].reshape(weights.shape[1], -1, width)  # [G, d, D]
+    b_v = pool.in_proj_bias[2 * width :]
+    values = torch.einsum("bgne,gde->bngd", centred, w_v).reshape(batch, n_tokens + 1, width)
+    values[:, -1] += b_v
+    head_parts = values @ pool.out_proj.weight.T
+    head_parts[:, -1] += pool.out_proj.bias
+    total, embeds = _through_head_mlp(head, head_parts, pooled)
+    return PooledParts(embeds=embeds, patches=total[:, :-1], biases=total[:, -1], weights=weights)
+
+
+def _through_head_mlp(head: Any, parts: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
+    """``y = o + MLP(LN(o))`` carried part by part (``parts`` [B, S, D], last: biases, sum
+    ``o``) with ``o``'s statistics and the real gates; ``(parts of y, y)``."""
     normed = _split_norm(parts[:, :, None], pooled[:, None], head.layernorm)[:, :, 0]
     mlp = head.mlp
     pre = mlp.fc1(head.layernorm(pooled))  # [B, 4D]
@@ -121,9 +172,7 @@ def split_attention_pool(head: Any, tokens: Tensor) -> PooledParts:
     pre_parts[:, -1] += mlp.fc1.bias
     out_parts = (pre_parts * _gate(pre, mlp.activation_fn)[:, None]) @ mlp.fc2.weight.T
     out_parts[:, -1] += mlp.fc2.bias
-    total = parts + out_parts
-    embeds = pooled + mlp.fc2(mlp.activation_fn(pre))
-    return PooledParts(embeds=embeds, patches=total[:, :-1], biases=total[:, -1], weights=weights)
+    return parts + out_parts, pooled + mlp.fc2(mlp.activation_fn(pre))
 
 
 def pool_each_token(head: Any, tokens: Tensor) -> Tensor:
@@ -151,29 +200,24 @@ def run_siglip_image_tower(model: Any, pixel_values: Tensor) -> ImageTowerOutput
         and ``last_layer_inputs`` [B, gh*gw, D] (no class token).
     """
     vision = model.vision_model
-    layers = vision.encoder.layers
-    entering: list[Tensor] = []
-
-    def on_last_layer(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        entering.append(args[0] if args else kwargs["hidden_states"])
-
-    handle = layers[-1].register_forward_pre_hook(on_last_layer, with_kwargs=True)
-    try:
-        outputs = vision(pixel_values=pixel_values)
-    finally:
-        handle.remove()
-    tokens = outputs.last_hidden_state  # [B, N, D], after post_layernorm
-    split = split_attention_pool(vision.head, tokens)
+    outputs = vision(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
+    if outputs.attentions is None or outputs.attentions[0] is None:
+        raise RuntimeError(
+            "the SigLIP attention layers returned no attention weights; load the model with "
+            'attn_implementation="eager" (SDPA and flash attention do not return them)'
+        )
+    split = split_by_source(vision, outputs.hidden_states, outputs.attentions)
     embeds = outputs.pooler_output
     scale = embeds.norm(dim=-1).clamp_min(1e-12)[:, None, None]
     batch = pixel_values.shape[0]
     patch = int(model.config.vision_config.patch_size)
     grid_h, grid_w = int(pixel_values.shape[-2]) // patch, int(pixel_values.shape[-1]) // patch
+    tokens = outputs.last_hidden_state  # after post_layernorm
     return ImageTowerOutput(
         embeds=embeds,
         contributions=(split.patches / scale).reshape(batch, grid_h, grid_w, -1),
         patch_tokens=pool_each_token(vision.head, tokens).reshape(batch, grid_h, grid_w, -1),
-        last_layer_inputs=entering[0],
+        last_layer_inputs=outputs.hidden_states[-2],
     )
 
 

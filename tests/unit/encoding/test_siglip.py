@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from transformers import AutoProcessor, CLIPModel, SiglipModel
 from qdrant_xai import ClipEncoder
 from qdrant_xai.encoding.families import SUPPORTED_MODEL_TYPES, family_of
 from qdrant_xai.encoding.fingerprint import hash_weights
-from qdrant_xai.encoding.siglip_towers import run_siglip_image_tower, split_attention_pool
+from qdrant_xai.encoding.siglip_towers import run_siglip_image_tower, split_by_source
 from qdrant_xai.errors import ModelLoadError, UnsupportedMethodError, UnsupportedModelError
 from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS, ImageEvidence
 from qdrant_xai.explain.words.integrated_gradients import IntegratedGradients
@@ -100,9 +101,10 @@ def test_embeddings_are_the_models_own_features(siglip: ClipEncoder, siglip_dir:
 def test_head_parts_sum_exactly_to_the_embedding(biased: ClipEncoder) -> None:
     """``Σ_i C_i + B = y / |y|``: the linearised head splits y, it does not change it."""
     pixels = biased.pixel_values(_images(3, seed=1))
+    vision = biased.model.vision_model
     with torch.no_grad():
-        tokens = biased.model.vision_model(pixel_values=pixels).last_hidden_state
-        split = split_attention_pool(biased.model.vision_model.head, tokens)
+        states = vision(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
+        split = split_by_source(vision, states.hidden_states, states.attentions)
         out = run_siglip_image_tower(biased.model, pixels)
         reference = biased.model.get_image_features(pixel_values=pixels).pooler_output
     torch.testing.assert_close(split.embeds, reference, atol=1e-5, rtol=1e-5)
@@ -111,6 +113,75 @@ def test_head_parts_sum_exactly_to_the_embedding(biased: ClipEncoder) -> None:
     norm = reference.norm(dim=-1, keepdim=True)
     total = out.contributions.sum((1, 2)) + split.biases / norm
     torch.testing.assert_close(total, reference / norm, atol=1e-5, rtol=1e-5)
+
+
+def _direct_paths_by_brute_force(vision: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """An independent reference of :func:`split_by_source`: the parts of EVERY token by
+    source, [B, N + 1, N, D], kept layer by layer (the module doc's definition, in the
+    plainest torch), then the post layer norm, the pooling head and its MLP applied to
+    them; the patches' parts [B, N, D] of the image embedding."""
+    out = vision(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
+    x = out.hidden_states[0]
+    batch, n, width = x.shape
+    eye = torch.arange(n)
+    parts = x.new_zeros(batch, n + 1, n, width)  # source j (last: biases) at token i
+    parts[:, eye, eye] = x
+    for layer, attention in zip(vision.encoder.layers, out.attentions, strict=True):
+        attn = layer.self_attn
+        heads = attn.num_heads
+        values = (layer.layer_norm1(x) @ attn.v_proj.weight.T).view(batch, n, heads, -1)
+        for j in range(n):  # what layer moves from j to every token i
+            from_j = torch.einsum("bhi,bhd->bihd", attention[:, :, :, j], values[:, j])
+            parts[:, j] += from_j.reshape(batch, n, width) @ attn.out_proj.weight.T
+        parts[:, -1] += attn.v_proj.bias @ attn.out_proj.weight.T + attn.out_proj.bias
+        x_mid = parts.sum(1)
+        mlp_out = layer.mlp(layer.layer_norm2(x_mid))
+        parts[:, eye, eye] += mlp_out
+        x = x_mid + mlp_out
+    norm = vision.post_layernorm
+    sigma = torch.sqrt(x.var(-1, unbiased=False) + norm.eps)  # [B, N]
+    normed = (parts - parts.mean(-1, keepdim=True)) * norm.weight / sigma[:, None, :, None]
+    normed[:, -1] += norm.bias
+    head = vision.head
+    pool = head.attention
+    tokens = normed.sum(1)
+    torch.testing.assert_close(tokens, out.last_hidden_state, atol=1e-5, rtol=1e-5)
+    _, weights = pool(
+        head.probe.expand(batch, 1, width), tokens, tokens, average_attn_weights=False
+    )
+    weights = weights[:, :, 0]  # [B, G, N]
+    groups = weights.shape[1]
+    values = normed @ pool.in_proj_weight[2 * width :].T
+    values[:, -1] += pool.in_proj_bias[2 * width :]
+    per_group = values.view(batch, n + 1, n, groups, -1)
+    read = torch.einsum("bgi,bsigd->bsgd", weights, per_group).reshape(batch, n + 1, width)
+    o_parts = read @ pool.out_proj.weight.T
+    o_parts[:, -1] += pool.out_proj.bias
+    o = o_parts.sum(1)
+    ln = head.layernorm
+    o_sigma = torch.sqrt(o.var(-1, unbiased=False, keepdim=True) + ln.eps)
+    ln_parts = (o_parts - o_parts.mean(-1, keepdim=True)) * ln.weight / o_sigma[:, None]
+    ln_parts[:, -1] += ln.bias
+    pre = head.mlp.fc1(ln(o))
+    gate = head.mlp.activation_fn(pre) / pre
+    fc1_parts = ln_parts @ head.mlp.fc1.weight.T
+    fc1_parts[:, -1] += head.mlp.fc1.bias
+    y_parts = o_parts + (fc1_parts * gate[:, None]) @ head.mlp.fc2.weight.T
+    y_parts[:, -1] += head.mlp.fc2.bias
+    torch.testing.assert_close(y_parts.sum(1), out.pooler_output, atol=1e-5, rtol=1e-5)
+    return y_parts[:, :-1]
+
+
+def test_the_split_by_source_equals_a_brute_force_reference(biased: ClipEncoder) -> None:
+    """The product's split (a read-out per pooling head, no [N, N, D] tensor) against the
+    parts of every token kept explicitly, on a model with random biases and norms."""
+    pixels = biased.pixel_values(_images(2, seed=3))
+    vision = biased.model.vision_model
+    with torch.no_grad():
+        reference = _direct_paths_by_brute_force(vision, pixels)
+        out = vision(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
+        split = split_by_source(vision, out.hidden_states, out.attentions)
+    torch.testing.assert_close(split.patches, reference, atol=2e-5, rtol=1e-4)
 
 
 def test_how_much_of_the_embedding_the_patches_carry(
