@@ -177,6 +177,20 @@ class WordMethod(ABC):
                 indexed by qdrant-xai); methods that do not use them ignore them.
         """
 
+    def check_model(self, encoder: ClipEncoder) -> WordMethod:
+        """The method itself, or :class:`~qdrant_xai.errors.UnsupportedMethodError` when it
+        cannot explain ``encoder``'s model family (the message names the methods that can)."""
+        family = encoder.family.name
+        if family not in self.families:
+            usable = sorted(
+                name for name, cls in WORD_METHODS.items() if family in getattr(cls, "families", ())
+            )
+            raise UnsupportedMethodError(
+                f"the word method {self.name!r} cannot explain {encoder.model_id}, a "
+                f"{family!r} model; use word_method {', '.join(map(repr, usable))}"
+            )
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

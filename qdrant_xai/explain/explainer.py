@@ -149,8 +149,11 @@ class Explainer:
         )
         self.sidecar = sidecar
         self._sidecars: dict[str, Sidecar] = {}
-        self.heatmap_method = HEATMAP_METHODS.create(heatmap_method)
-        self.word_method = WORD_METHODS.create(word_method or encoder.family.default_word_method)
+        # a method the model's family cannot run fails here, not at the first explanation
+        self.heatmap_method = HEATMAP_METHODS.create(heatmap_method).check_model(encoder)
+        self.word_method = WORD_METHODS.create(
+            word_method or encoder.family.default_word_method
+        ).check_model(encoder)
         self.grounding = grounding
         self.rationales = rationales
         self._occlusion = WordOcclusion()
@@ -218,7 +221,7 @@ class Explainer:
             return []
         run = _Run(
             heatmaps=self._heatmaps(heatmap_method),
-            words_by=self.word_method if word_method is None else WORD_METHODS.create(word_method),
+            words_by=self._words(word_method),
             grounding=self.grounding if grounding is None else grounding,
             scorer=self._rationale_scorer(self.rationales if rationales is None else rationales),
         )
@@ -265,6 +268,10 @@ class Explainer:
     def _heatmaps(self, given: str | HeatmapMethod | None) -> HeatmapMethod:
         method = self.heatmap_method if given is None else HEATMAP_METHODS.create(given)
         return method.check_model(self.encoder)  # CLIP-only methods refuse SigLIP
+
+    def _words(self, given: str | WordMethod | None) -> WordMethod:
+        method = self.word_method if given is None else WORD_METHODS.create(given)
+        return method.check_model(self.encoder)  # prefix needs CLIP's causal text tower
 
     def _rationale_scorer(self, rationales: bool | RationaleScorer) -> RationaleScorer | None:
         if isinstance(rationales, RationaleScorer):

@@ -63,5 +63,10 @@ def test_siglip_indexes_searches_and_explains(
 
     with pytest.raises(UnsupportedMethodError, match="causal"):
         explainer.explain(query, hits[:1], word_method="prefix", errors="raise")
+    # a method the family cannot run is refused when the explainer is made, not per hit
+    with pytest.raises(UnsupportedMethodError, match="causal"):
+        Explainer(siglip_encoder, client, collection_name=collection_name, word_method="prefix")
+    with pytest.raises(UnsupportedMethodError, match="'decomposition'"):
+        Explainer(siglip_encoder, client, collection_name=collection_name, heatmap_method="gae")
     occluded = explainer.explain(query, hits[:1], heatmap_method="occlusion", errors="raise")
     assert occluded[0].heatmap is not None and occluded[0].heatmap.shape == siglip_encoder.grid

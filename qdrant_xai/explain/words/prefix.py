@@ -78,6 +78,11 @@ class PrefixReading(WordMethod):
 
     name = "prefix"
     families = frozenset({"clip"})  # the causal text towers (check_causal says why)
+
+    def check_model(self, encoder: ClipEncoder) -> PrefixReading:
+        check_causal(encoder)  # its message says why a bidirectional tower has no prefixes
+        return self
+
     cost = "1 forward of the text plus 2 n_words + 1 tokens per distinct text"
 
     def __init__(self, *, knockout: float = 0.75) -> None:

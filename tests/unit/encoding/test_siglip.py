@@ -331,3 +331,16 @@ def test_heatmaps_decomposition_runs_and_clip_only_methods_refuse(siglip: ClipEn
     np.testing.assert_allclose(maps[0], features[0].contributions @ query, atol=1e-6)
     with pytest.raises(UnsupportedMethodError, match="'decomposition'"):
         HEATMAP_METHODS.create("grad-eclip").check_model(siglip)
+
+
+def test_a_word_method_for_other_families_refuses_siglip(siglip: ClipEncoder) -> None:
+    """A registered word method that names only CLIP is refused with the usable ones."""
+
+    class ClipOnlyTokens(type(WORD_METHODS.create("tokens"))):  # type: ignore[misc]
+        name = "clip-only-tokens"
+        families = frozenset({"clip"})
+
+    with pytest.raises(UnsupportedMethodError, match="'clip-only-tokens' cannot explain") as raised:
+        ClipOnlyTokens().check_model(siglip)
+    assert "'tokens'" in str(raised.value) and "'prefix'" not in str(raised.value)
+    assert WORD_METHODS.create("tokens").check_model(siglip).name == "tokens"
