@@ -58,7 +58,8 @@ agree, but shares of the cosine are not shares of that probability.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,10 @@ class PooledParts:
 
 
 def split_by_source(
-    vision: Any, hidden_states: Sequence[Tensor], attentions: Sequence[Tensor]
+    vision: Any,
+    hidden_states: Sequence[Tensor],
+    attentions: Sequence[Tensor],
+    recorded: Sequence[tuple[Tensor, Tensor]] | None = None,
 ) -> PooledParts:
     """SigLIP's image embedding split by source patch along the direct paths (module doc).
 
@@ -113,6 +117,9 @@ def split_by_source(
         hidden_states: the encoder's ``L + 1`` residual streams [B, N, D] (the embeddings,
             then each layer's output, before ``post_layernorm``).
         attentions: each layer's attention weights [B, H, N, N] of that forward pass.
+        recorded: per layer, the value projection's and the attention's outputs of that
+            pass (:func:`_recording_attention`), so they are not computed again; ``None``:
+            computed here.
     """
     final = hidden_states[-1]
     batch, n_tokens, width = final.shape
@@ -129,20 +136,29 @@ def split_by_source(
     stays = hidden_states[0].clone()  # [B, N, D] what stays at its own position
     bias = final.new_zeros(width)  # attention biases, the same at every position
     parts = final.new_zeros(batch, weights.shape[1], n_tokens, width)  # [B, G, N, D]
-    for layer, x, after, attention in zip(
-        vision.encoder.layers, hidden_states[:-1], hidden_states[1:], attentions, strict=True
+    layers = vision.encoder.layers
+    for index, (layer, x, after, attention) in enumerate(
+        zip(layers, hidden_states[:-1], hidden_states[1:], attentions, strict=True)
     ):
         attn = layer.self_attn
         heads = attn.num_heads
-        values = (layer.layer_norm1(x) @ attn.v_proj.weight.T).view(batch, n_tokens, heads, -1)
+        layer_bias = attn.v_proj.bias @ attn.out_proj.weight.T + attn.out_proj.bias
+        if recorded is None:
+            values = layer.layer_norm1(x) @ attn.v_proj.weight.T
+            attended = None
+        else:
+            values, attended = recorded[index]
+            values = values - attn.v_proj.bias
+        values = values.view(batch, n_tokens, heads, -1)
         w_o = attn.out_proj.weight.T.reshape(heads, -1, width)  # [H, d, D]
         moved = torch.einsum("bjhd,hde->bhje", values, w_o)  # [B, H, N, D] from source j
         attention = attention.to(final.dtype)
         # pooling head g reads source j through this layer: Σ_i read[g, i] A[h, i, j]
         through = torch.einsum("bgi,bhij->bghj", read, attention)
         parts += torch.einsum("bghj,bhje->bgje", through, moved)
-        layer_bias = attn.v_proj.bias @ attn.out_proj.weight.T + attn.out_proj.bias
-        attended = torch.einsum("bhij,bhje->bie", attention, moved) + layer_bias
+        if attended is None:  # the layer's attention output
+            mixed = torch.einsum("bhij,bjhd->bihd", attention, values).reshape(x.shape)
+            attended = mixed @ attn.out_proj.weight.T + layer_bias
         stays += after - x - attended  # the MLP's output, where it was computed
         bias += layer_bias
     parts += read[..., None] * stays[:, None]
@@ -160,6 +176,32 @@ def split_by_source(
     head_parts[:, -1] += pool.out_proj.bias
     total, embeds = _through_head_mlp(head, head_parts, pooled)
     return PooledParts(embeds=embeds, patches=total[:, :-1], biases=total[:, -1], weights=weights)
+
+
+@contextmanager
+def _recording_attention(layers: Any) -> Iterator[list[tuple[Tensor, Tensor]]]:
+    """Records, per encoder layer, the value projection's output (bias included) and the
+    attention's output (out projection and its bias included) of the next forward pass."""
+    values: list[Tensor] = []
+    outputs: list[Tensor] = []
+    recorded: list[tuple[Tensor, Tensor]] = []
+
+    def on_values(_module: nn.Module, _args: Any, output: Tensor) -> None:
+        values.append(output)
+
+    def on_attention(_module: nn.Module, _args: Any, output: Any) -> None:
+        outputs.append(output[0])
+
+    handles = []
+    for layer in layers:
+        handles.append(layer.self_attn.v_proj.register_forward_hook(on_values))
+        handles.append(layer.self_attn.register_forward_hook(on_attention))
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+    recorded.extend(zip(values, outputs, strict=True))
 
 
 def _through_head_mlp(head: Any, parts: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
@@ -200,13 +242,16 @@ def run_siglip_image_tower(model: Any, pixel_values: Tensor) -> ImageTowerOutput
         and ``last_layer_inputs`` [B, gh*gw, D] (no class token).
     """
     vision = model.vision_model
-    outputs = vision(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
+    with _recording_attention(vision.encoder.layers) as recorded:
+        outputs = vision(
+            pixel_values=pixel_values, output_attentions=True, output_hidden_states=True
+        )
     if outputs.attentions is None or outputs.attentions[0] is None:
         raise RuntimeError(
             "the SigLIP attention layers returned no attention weights; load the model with "
             'attn_implementation="eager" (SDPA and flash attention do not return them)'
         )
-    split = split_by_source(vision, outputs.hidden_states, outputs.attentions)
+    split = split_by_source(vision, outputs.hidden_states, outputs.attentions, recorded)
     embeds = outputs.pooler_output
     scale = embeds.norm(dim=-1).clamp_min(1e-12)[:, None, None]
     batch = pixel_values.shape[0]

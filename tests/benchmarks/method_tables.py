@@ -70,8 +70,9 @@ def _siglip_verdicts(results: Sequence[PairResult]) -> list[str]:
         if r.model.family != "siglip" or not mine or not theirs:
             continue
         gap = theirs.pointing.mean - mine.pointing.mean
+        tag = "held out" if r.model.held_out else "development"
         lines.append(
-            f"- {r.world} × {r.model.name}: pointing {mine.pointing.mean:.1%} against "
+            f"- {r.world} × {r.model.name} ({tag}): pointing {mine.pointing.mean:.1%} against "
             f"{theirs.pointing.mean:.1%} for shapes-clip: "
             f"**{'met' if gap <= SIGLIP_GAP else 'missed'}**"
         )
@@ -107,13 +108,13 @@ def render_markdown(
         "with another, touching and overlapping, on textured clutter; `qdrant_xai.demo.clutter`). "
         "Models: "
         + "; ".join(f"`{m.name}` ({m.about})" for m in (*MODELS, *SIGLIP_MODELS))
-        + ". `shapes-siglip` was trained by `examples/train_shapes_clip.py --family siglip`; "
+        + ". The SigLIPs were trained by `examples/train_shapes_clip.py --family siglip`; "
         "methods that replay CLIP's class token or last layer, and `prefix` (which needs a "
         "causal text tower), have no SigLIP rows. "
         "The clutter models were trained by `examples/train_clutter_clip.py` and never used "
         "while developing a method (their training reports: `tests/benchmarks/models/*/"
-        "TRAINING.md`): only their rows are held-out results; `shapes-clip` rows are "
-        "development figures.",
+        "TRAINING.md`), nor was `shapes-siglip-6l`: only their rows are held-out results; "
+        "`shapes-clip` and `shapes-siglip` rows are development figures.",
         "",
         'Each query is an object\'s phrase ("a red circle") against its scene; its kind says '
         'whether another object of the scene shares its colour, its shape, or both ("PG hard": '

@@ -87,8 +87,16 @@ SIGLIP_MODELS: tuple[BenchModel, ...] = (
     BenchModel(
         "shapes-siglip",
         str(MODELS_DIR / "shapes-siglip"),
+        False,
+        "SigLIP; 4 layers, 8x8 patches, seed 31; trained on the shapes world; the SigLIP "
+        "split was chosen on it",
+        family="siglip",
+    ),
+    BenchModel(
+        "shapes-siglip-6l",
+        str(MODELS_DIR / "shapes-siglip-6l"),
         True,
-        "SigLIP; 4 layers, 8x8 patches, seed 31; trained on the shapes world",
+        "SigLIP; 6 layers, width 64, 7x7 patches, seed 41; trained on the shapes world",
         family="siglip",
     ),
 )

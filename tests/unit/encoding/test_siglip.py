@@ -182,6 +182,12 @@ def test_the_split_by_source_equals_a_brute_force_reference(biased: ClipEncoder)
         out = vision(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
         split = split_by_source(vision, out.hidden_states, out.attentions)
     torch.testing.assert_close(split.patches, reference, atol=2e-5, rtol=1e-4)
+    # what the encoder stores: the same parts from the forward pass's recorded projections
+    with torch.no_grad():
+        tower = run_siglip_image_tower(biased.model, pixels)
+    scale = tower.embeds.norm(dim=-1)[:, None, None]
+    stored = tower.contributions.reshape(reference.shape) * scale
+    torch.testing.assert_close(stored, reference, atol=2e-5, rtol=1e-4)
 
 
 def test_how_much_of_the_embedding_the_patches_carry(
