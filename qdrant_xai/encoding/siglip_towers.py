@@ -29,8 +29,10 @@ stay with it; biases go to a bias part. With the real forward pass's attention w
 these parts of every final token are exact. ``post_layernorm`` is linear in them given
 each token's own mean and deviation, and the pooling head's weights are known, so patch
 ``j``'s part of ``o`` is its parts of every token, weighted by ``a[g, i] / σ_i`` and read
-through the head's value and out projections: the cost is about one more pass over the
-encoder's value and out projections, with no ``N x N x D`` tensor. The head's layer norm
+through the head's value and out projections. The layers' values and attention outputs
+are recorded from the forward pass; the cost is one more ``N x D x D`` product per layer
+(each head's values through its slice of the out projection), with no ``N x N x D``
+tensor. The head's layer norm
 and MLP are linearised at the pooled vector ``o``: the layer norm with ``o``'s own mean
 and deviation, the activation as the per-unit gate ``act(z) / z`` at the real
 pre-activation ``z = fc1(LN(o))``, each part carried through these linear maps, biases
