@@ -271,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for saved in args.merge:  # pairs measured by separate runs (e.g. one process per model)
         with open(saved, "rb") as handle:
             saved_run = pickle.load(handle)
-        results += saved_run["results"]
+        # a model's label (held out or not, what it is) is the registry's, not the pickle's
+        registry = {m.name: m for m in (*MODELS, *SIGLIP_MODELS)}
+        results += [
+            replace(r, model=registry.get(r.model.name, r.model)) for r in saved_run["results"]
+        ]
         merged_scenes.add(saved_run["scenes"])
     chosen = [m for m in (*MODELS, *SIGLIP_MODELS) if m.name in args.models]
     for model in [m for m in chosen if not args.merge]:
