@@ -137,6 +137,10 @@ class Backfiller:
 
         print(backfiller.run())   # resumable: rerun after an interruption
 
+    Each page goes through :meth:`pending` (what is current: no image read), :meth:`compute`
+    (load, encode, verify, build the writes; the model only) and :meth:`write`;
+    :class:`~qdrant_xai.storage.distributed.RayBackfiller` runs :meth:`compute` on Ray Data.
+
     A collection another tool wrote is never written to: the features go to its sidecar
     collection (``"<collection>__xai"`` by default), keyed by the same point ids and by a
     copy of each point's stored vector, so a point re-written later is seen as stale. With
@@ -202,7 +206,8 @@ class Backfiller:
         self.in_place = in_place
         self.sidecar_name = sidecar
         self._in_place = in_place
-        self._sidecar: Sidecar | None = None
+        #: the sidecar the features go to (None: in place, or before :meth:`bind`)
+        self.sidecar: Sidecar | None = None
 
     def run(self, *, progress: bool = True, max_points: int | None = None) -> BackfillSummary:
         """Backfills every point (or the first ``max_points``), page by page."""
@@ -230,18 +235,13 @@ class Backfiller:
         """Where :meth:`compute` builds writes for and :meth:`write` writes them: the
         points' payloads (``in_place``) or the sidecar (not created here)."""
         self._in_place = in_place
-        self._sidecar = (
+        self.sidecar = (
             None
             if in_place
             else Sidecar(
                 self.client, self.collection_name, name=self.sidecar_name, retry=self.retry
             )
         )
-
-    @property
-    def sidecar(self) -> Sidecar | None:
-        """The sidecar the features go to (None: in place, or before :meth:`bind`)."""
-        return self._sidecar
 
     def pages(
         self, layout: CollectionLayout, *, max_points: int | None = None
@@ -265,13 +265,13 @@ class Backfiller:
         or, with ``repair``, damaged); the others are counted in ``summary`` (unchanged,
         or failed with the reason). Cheap: no image is decoded, nothing is encoded."""
         pending: list[PendingPoint] = []
-        entries = self._sidecar.read([r.id for r in records]) if self._sidecar else {}
+        entries = self.sidecar.read([r.id for r in records]) if self.sidecar else {}
         for record in records:
             payload = record.payload or {}
             source = layout.image_source(payload, sources=self.sources)
             text = layout.text(payload) if source is None else None
             kind: Literal["image", "text"] = "image" if source is not None else "text"
-            if self._sidecar is not None:
+            if self.sidecar is not None:
                 payload = entries.get(str(record.id), {}).get(kind) or {}
                 current = current_entry(
                     payload,
@@ -329,8 +329,8 @@ class Backfiller:
         Returns the number of points written."""
         if not writes:
             return 0
-        if self._sidecar is not None:
-            return self._sidecar.write(
+        if self.sidecar is not None:
+            return self.sidecar.write(
                 [SidecarEntry(w.point_id, w.kind, w.payload, w.vector or []) for w in writes]
             )
         self.retry.call(
