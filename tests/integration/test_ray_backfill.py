@@ -289,8 +289,11 @@ def test_against_a_server_the_workers_write_and_a_rerun_writes_nothing(
             "ray", client, encoder, name, world["scenes"], url=url, api_key=api_key
         )
         assert not backfiller.driver_writes
-        first = backfiller.run(progress=False)
-        assert same_summary(first, backfilled["local", LC])
+        first, local = backfiller.run(progress=False), backfilled["local", LC]
+        # the same points failed (a server keeps cosine vectors normalised: the figures in
+        # a reason may differ in the last digits)
+        assert (first.updated, first.unchanged) == (local.updated, local.unchanged)
+        assert sorted(i for i, _ in first.failed) == sorted(i for i, _ in local.failed)
         ours, theirs = (
             points_of(client, f"{name}__xai"),
             snapshot(backfilled["local"], f"{LC}__xai"),
