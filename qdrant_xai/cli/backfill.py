@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+from typing import TYPE_CHECKING, Any
 
-from qdrant_xai.cli import options
+from qdrant_xai.cli import engine, options
 from qdrant_xai.cli.output import EXIT_PARTIAL
+
+if TYPE_CHECKING:
+    from qdrant_xai.storage.backfill import Backfiller
+    from qdrant_xai.storage.distributed.backfill import RayBackfiller
 
 __all__ = ["NEEDS_CLIENT", "add_parser", "run"]
 
@@ -68,30 +73,48 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "LangChain and LlamaIndex then fetch them with every search)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    engine.add_engine_options(
+        parser,
+        engine_help="local: this process reads, encodes and writes (default); ray: this "
+        "process reads the collection and skips the points that are current, and a Ray "
+        "Data actor pool of --workers loads, encodes and verifies the others (one model per "
+        "worker, a GPU each when the cluster has them). With --url the workers write to "
+        "the server themselves; with an embedded --path (locked by this process) this "
+        "process writes every point",
+    )
     options.add_qdrant_options(parser)
 
 
 def run(args: argparse.Namespace, client: Any) -> int:
-    from qdrant_xai.storage.backfill import Backfiller
     from qdrant_xai.storage.schema import require_collection
 
     require_collection(client, args.collection, retry=options.retry_policy(args))
-    backfiller = Backfiller(
-        client,
-        options.load_encoder(args, client),
-        collection_name=args.collection,
-        layout=args.layout,
-        sources=options.source_policy(args),
-        codec=args.codec,
-        profile=args.profile,
-        batch_size=args.batch_size,
-        verify=not args.no_verify,
-        retry=options.retry_policy(args),
-        repair=args.repair,
-        sidecar=args.sidecar,
-        in_place=args.in_place,
-    )
-    summary = backfiller.run(progress=not args.no_progress, max_points=args.max_points)
+    settings: dict[str, Any] = {
+        "collection_name": args.collection,
+        "layout": args.layout,
+        "sources": options.source_policy(args),
+        "codec": args.codec,
+        "profile": args.profile,
+        "batch_size": args.batch_size,
+        "verify": not args.no_verify,
+        "retry": options.retry_policy(args),
+        "repair": args.repair,
+        "sidecar": args.sidecar,
+        "in_place": args.in_place,
+    }
+    with contextlib.ExitStack() as stack:
+        backfiller: Backfiller | RayBackfiller
+        if args.engine == "ray":  # Ray first: without it, the error comes before any model
+            from qdrant_xai.storage.distributed.backfill import RayBackfiller
+
+            ray = engine.ray_settings(args, stack)
+            encoder = options.load_encoder(args, client)
+            backfiller = RayBackfiller(client, encoder, **ray, **settings)
+        else:
+            from qdrant_xai.storage.backfill import Backfiller
+
+            backfiller = Backfiller(client, options.load_encoder(args, client), **settings)
+        summary = backfiller.run(progress=not args.no_progress, max_points=args.max_points)
     print(summary)
     if not summary.failed:
         return 0

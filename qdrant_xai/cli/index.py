@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from typing import TYPE_CHECKING, Any
 
-from qdrant_xai.cli import options
+from qdrant_xai.cli import engine, options
 
 if TYPE_CHECKING:
     from qdrant_xai.encoding.encoder import ClipEncoder
@@ -40,31 +39,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="images per forward pass and write (default: 16)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    scale = parser.add_argument_group("scale (Ray Data, bulk mode)")
-    scale.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local: this process encodes and writes (default); ray: a Ray Data actor pool "
-        "of --workers encodes (one model per worker, a GPU each when the cluster has "
+    scale = engine.add_engine_options(
+        parser,
+        engine_help="local: this process encodes and writes (default); ray: a Ray Data actor "
+        "pool of --workers encodes (one model per worker, a GPU each when the cluster has "
         "them). With --url the workers write to the server themselves; with an embedded "
         "--path (locked by this process) the driver checks what is current, so a rerun "
-        "encodes nothing, and writes every point. Needs the ray extra: "
-        "pip install 'qdrant-xai[ray]'",
-    )
-    scale.add_argument(
-        "--workers",
-        type=options.positive_int,
-        default=2,
-        metavar="N",
-        help="--engine ray: actors in the pool, each with its own model (default: 2)",
-    )
-    scale.add_argument(
-        "--ray-address",
-        default=None,
-        metavar="ADDR",
-        help="--engine ray: join the Ray cluster at ADDR (e.g. ray://head:10001 or auto); "
-        "default: start a local Ray for this run and stop it at the end",
+        "encodes nothing, and writes every point",
+        title="scale (Ray Data, bulk mode)",
     )
     scale.add_argument(
         "--bulk",
@@ -119,22 +101,6 @@ def _indexer(
         from qdrant_xai.storage.indexer import Indexer
 
         return Indexer(client, encoder, **settings)
-    from qdrant_xai.storage.distributed.pipeline import RayIndexer, import_ray, start_ray
+    from qdrant_xai.storage.distributed.pipeline import RayIndexer
 
-    ray = import_ray()
-    # a local Ray gets at least one CPU per worker, so that the whole pool can start
-    if start_ray(args.ray_address, num_cpus=max(os.cpu_count() or 1, args.workers)):
-        stack.callback(ray.shutdown)
-    server = args.url if args.url and args.path is None else None
-    return RayIndexer(
-        client,
-        encoder,
-        workers=args.workers,
-        url=server,
-        api_key=os.environ.get("QDRANT_API_KEY") if server else None,
-        timeout=args.timeout,
-        # --device names the workers' device too; cpu (the default) lets them use the
-        # cluster's GPUs when it has some
-        device=None if args.device == "cpu" else args.device,
-        **settings,
-    )
+    return RayIndexer(client, encoder, **engine.ray_settings(args, stack), **settings)

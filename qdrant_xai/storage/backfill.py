@@ -55,10 +55,41 @@ from qdrant_xai.storage.schema import (
 from qdrant_xai.storage.sidecar import Sidecar, SidecarEntry, current_entry
 from qdrant_xai.storage.vector_check import check_dimensions
 
-__all__ = ["BackfillSummary", "Backfiller"]
+__all__ = ["BackfillSummary", "Backfiller", "FeatureWrite", "PendingPoint"]
 
-#: a point, the kind of its features, and the features' payload
-_Written = tuple[models.Record, Literal["image", "text"], dict[str, Any]]
+
+@dataclass(frozen=True)
+class PendingPoint:
+    """A point that needs features: what :meth:`Backfiller.compute` needs of it, small and
+    picklable (it crosses to Ray workers).
+
+    Attributes:
+        point_id: the point's id.
+        kind: ``"image"`` or ``"text"``.
+        value: its image source (a path, URL, data URI or base64, as the layout found it)
+            or its text.
+        vector: its stored vector of that kind (None: it has none).
+    """
+
+    point_id: models.ExtendedPointId
+    kind: Literal["image", "text"]
+    value: str
+    vector: list[float] | None
+
+
+@dataclass(frozen=True)
+class FeatureWrite:
+    """The features of one point, ready to write (in place or as a sidecar entry).
+
+    Attributes:
+        point_id, kind, vector: as in :class:`PendingPoint`.
+        payload: the features' payload (``image_/text_features_payload``).
+    """
+
+    point_id: models.ExtendedPointId
+    kind: Literal["image", "text"]
+    payload: dict[str, Any]
+    vector: list[float] | None
 
 
 @dataclass
@@ -105,6 +136,10 @@ class Backfiller:
     Use::
 
         print(backfiller.run())   # resumable: rerun after an interruption
+
+    Each page goes through :meth:`pending` (what is current: no image read), :meth:`compute`
+    (load, encode, verify, build the writes; the model only) and :meth:`write`;
+    :class:`~qdrant_xai.storage.distributed.RayBackfiller` runs :meth:`compute` on Ray Data.
 
     A collection another tool wrote is never written to: the features go to its sidecar
     collection (``"<collection>__xai"`` by default), keyed by the same point ids and by a
@@ -170,37 +205,148 @@ class Backfiller:
         self.repair = repair
         self.in_place = in_place
         self.sidecar_name = sidecar
-        self._sidecar: Sidecar | None = None
+        self._in_place = in_place
+        #: the sidecar the features go to (None: in place, or before :meth:`bind`)
+        self.sidecar: Sidecar | None = None
 
     def run(self, *, progress: bool = True, max_points: int | None = None) -> BackfillSummary:
         """Backfills every point (or the first ``max_points``), page by page."""
+        layout = self.prepare()
+        summary = BackfillSummary()
+        bar = progress_bar(total=self.count(), unit="pt", desc="backfilling", enabled=progress)
+        for page in self.pages(layout, max_points=max_points):
+            pending = self.pending(page, layout, summary)
+            summary.updated += self.write(self.compute(pending, summary))
+            bar.update(len(page))
+        bar.close()
+        return summary
+
+    # -- the steps of a page, shared with RayBackfiller -----------------------------------
+
+    def prepare(self) -> CollectionLayout:
+        """The collection's layout, resolved, and its vectors' size checked against the
+        model; chooses where the features go (payloads or the sidecar)."""
         layout = resolve_layout(self.client, self.collection_name, self.layout, retry=self.retry)
         check_dimensions(self.client, self.collection_name, layout, self.encoder, self.retry)
-        in_place = self.in_place or layout.name == "qdrant-xai"
-        self._sidecar = (
+        self.bind(in_place=self.in_place or layout.name == "qdrant-xai")
+        return layout
+
+    def bind(self, *, in_place: bool) -> None:
+        """Where :meth:`compute` builds writes for and :meth:`write` writes them: the
+        points' payloads (``in_place``) or the sidecar (not created here)."""
+        self._in_place = in_place
+        self.sidecar = (
             None
             if in_place
             else Sidecar(
                 self.client, self.collection_name, name=self.sidecar_name, retry=self.retry
             )
         )
-        summary = BackfillSummary()
-        bar = progress_bar(total=self._count(), unit="pt", desc="backfilling", enabled=progress)
+
+    def pages(
+        self, layout: CollectionLayout, *, max_points: int | None = None
+    ) -> Iterator[list[models.Record]]:
+        """The collection's points, a page (``batch_size``) at a time, the first
+        ``max_points`` only when given."""
         seen = 0
         for page in self._pages(layout):
             if max_points is not None:
                 page = page[: max(0, max_points - seen)]
-            self._backfill_page(page, layout, summary)
             seen += len(page)
-            bar.update(len(page))
+            if page:
+                yield page
             if max_points is not None and seen >= max_points:
-                break
-        bar.close()
-        return summary
+                return
+
+    def pending(
+        self, records: Sequence[models.Record], layout: CollectionLayout, summary: BackfillSummary
+    ) -> list[PendingPoint]:
+        """The points of a page that need features (their features are missing, stale
+        or, with ``repair``, damaged); the others are counted in ``summary`` (unchanged,
+        or failed with the reason). Cheap: no image is decoded, nothing is encoded."""
+        pending: list[PendingPoint] = []
+        entries = self.sidecar.read([r.id for r in records]) if self.sidecar else {}
+        for record in records:
+            payload = record.payload or {}
+            source = layout.image_source(payload, sources=self.sources)
+            text = layout.text(payload) if source is None else None
+            kind: Literal["image", "text"] = "image" if source is not None else "text"
+            if self.sidecar is not None:
+                payload = entries.get(str(record.id), {}).get(kind) or {}
+                current = current_entry(
+                    payload,
+                    fingerprint=self.encoder.fingerprint.key,
+                    stored_vector=layout.vector_of(record.vector, kind),
+                    profile=self.profile,
+                )
+            else:
+                changed = self._changed_file(record, payload, source)
+                if changed is not None:  # its vector is the old picture's: index it again
+                    summary.failed.append((str(record.id), changed))
+                    continue
+                current = is_current(
+                    payload, self.encoder.fingerprint.key, self.profile, image=source is not None
+                )
+            if current:
+                if not self.repair or self._intact(payload, source is not None, text):
+                    summary.unchanged += 1
+                    continue
+                summary.damaged.append(str(record.id))
+            value = source if source is not None else text
+            if value is None:
+                summary.failed.append(
+                    (str(record.id), f"no image source or text at {layout.name!r} layout keys")
+                )
+                continue
+            pending.append(
+                PendingPoint(record.id, kind, value, layout.vector_of(record.vector, kind))
+            )
+        return pending
+
+    def compute(
+        self, points: Sequence[PendingPoint], summary: BackfillSummary
+    ) -> list[FeatureWrite]:
+        """The per-page work of both engines: images loaded (under :attr:`sources`, in
+        passes within the pixel budget) and texts taken, encoded, each stored vector
+        verified against its re-encoding, and the writes built. Needs the model, never
+        the client; a point that cannot be done is listed in ``summary.failed``."""
+        images = [p for p in points if p.kind == "image"]
+        texts = [p for p in points if p.kind == "text"]
+        written = [*self._images_in_passes(images, summary), *self._text_writes(texts, summary)]
+        if self._in_place:
+            return written
+        kept = []
+        for write in written:
+            if write.vector is None:  # nothing to tie the entry to: it could never be used
+                summary.failed.append((str(write.point_id), f"no stored {write.kind} vector"))
+            else:
+                kept.append(write)
+        return kept
+
+    def write(self, writes: Sequence[FeatureWrite]) -> int:
+        """Writes what :meth:`compute` built: sidecar entries, or ``set_payload`` on the
+        points (in place). Idempotent: writing the same writes again changes nothing.
+        Returns the number of points written."""
+        if not writes:
+            return 0
+        if self.sidecar is not None:
+            return self.sidecar.write(
+                [SidecarEntry(w.point_id, w.kind, w.payload, w.vector or []) for w in writes]
+            )
+        self.retry.call(
+            self.client.batch_update_points,
+            self.collection_name,
+            [_set_payload(w.point_id, w.payload) for w in writes],
+            what=f"writing the features of {len(writes)} points to {self.collection_name!r}",
+            client=self.client,
+            wait=True,
+        )
+        return len(writes)
 
     # -- pages --------------------------------------------------------------------------
 
-    def _count(self) -> int:
+    def count(self) -> int:
+        """The number of points in the collection."""
         counted = self.retry.call(
             self.client.count,
             self.collection_name,
@@ -277,154 +423,74 @@ class Backfiller:
         except QdrantXaiError:
             return False
 
-    def _backfill_page(
-        self, records: Sequence[models.Record], layout: CollectionLayout, summary: BackfillSummary
-    ) -> None:
-        images: list[tuple[models.Record, str]] = []  # decoded later, within the pixel budget
-        texts: list[tuple[models.Record, str]] = []
-        entries = self._sidecar.read([r.id for r in records]) if self._sidecar else {}
-        for record in records:
-            payload = record.payload or {}
-            source = layout.image_source(payload, sources=self.sources)
-            text = layout.text(payload) if source is None else None
-            kind: Literal["image", "text"] = "image" if source is not None else "text"
-            if self._sidecar is not None:
-                payload = entries.get(str(record.id), {}).get(kind) or {}
-                current = current_entry(
-                    payload,
-                    fingerprint=self.encoder.fingerprint.key,
-                    stored_vector=layout.vector_of(record.vector, kind),
-                    profile=self.profile,
-                )
-            else:
-                changed = self._changed_file(record, payload, source)
-                if changed is not None:  # its vector is the old picture's: index it again
-                    summary.failed.append((str(record.id), changed))
-                    continue
-                current = is_current(
-                    payload, self.encoder.fingerprint.key, self.profile, image=source is not None
-                )
-            if current:
-                if not self.repair or self._intact(payload, source is not None, text):
-                    summary.unchanged += 1
-                    continue
-                summary.damaged.append(str(record.id))
-            if source is not None:
-                images.append((record, source))
-                continue
-            if text is None:
-                summary.failed.append(
-                    (str(record.id), f"no image source or text at {layout.name!r} layout keys")
-                )
-                continue
-            texts.append((record, text))
-        written = [
-            *self._images_in_passes(images, layout, summary),
-            *self._text_payloads(texts, layout, summary),
-        ]
-        if self._sidecar is not None:
-            to_write = []
-            for record, kind, payload in written:
-                vector = layout.vector_of(record.vector, kind)
-                if vector is None:  # nothing to tie the entry to: it could never be used
-                    summary.failed.append((str(record.id), f"no stored {kind} vector"))
-                else:
-                    to_write.append(SidecarEntry(record.id, kind, payload, vector))
-            summary.updated += self._sidecar.write(to_write)
-            return
-        if written:
-            self.retry.call(
-                self.client.batch_update_points,
-                self.collection_name,
-                [_set_payload(record.id, payload) for record, _, payload in written],
-                what=f"writing the features of {len(written)} points to {self.collection_name!r}",
-                client=self.client,
-                wait=True,
-            )
-            summary.updated += len(written)
-
-    def _verified(
-        self,
-        record: models.Record,
-        layout: CollectionLayout,
-        kind: Literal["image", "text"],
-        fresh: np.ndarray,
-        summary: BackfillSummary,
-    ) -> bool:
+    def _verified(self, point: PendingPoint, fresh: np.ndarray, summary: BackfillSummary) -> bool:
         if not self.verify:
             return True
-        vector = layout.vector_of(record.vector, kind)
-        if vector is None:
-            summary.failed.append((str(record.id), f"no stored {kind} vector to verify"))
+        if point.vector is None:
+            summary.failed.append((str(point.point_id), f"no stored {point.kind} vector to verify"))
             return False
         try:
             check_agreement(
-                vector, fresh, what=f"its stored {kind} vector", model=self.encoder.model_id
+                point.vector,
+                fresh,
+                what=f"its stored {point.kind} vector",
+                model=self.encoder.model_id,
             )
         except ModelMismatchError as exc:
-            summary.failed.append((str(record.id), f"{exc}; not backfilled"))
+            summary.failed.append((str(point.point_id), f"{exc}; not backfilled"))
             return False
         return True
 
     def _images_in_passes(
-        self,
-        items: list[tuple[models.Record, str]],
-        layout: CollectionLayout,
-        summary: BackfillSummary,
-    ) -> list[_Written]:
+        self, points: list[PendingPoint], summary: BackfillSummary
+    ) -> list[FeatureWrite]:
         """Decodes and encodes the page's images in passes of at most
         ``ImageLimits.max_batch_pixels`` decoded pixels (as the indexer does), so memory is
         bounded by the budget, not by the page size."""
 
-        def load(item: tuple[models.Record, str]) -> LoadedImage | None:
+        def load(point: PendingPoint) -> LoadedImage | None:
             try:
-                return self.sources.open(item[1])
+                return self.sources.open(point.value)
             except (ImageLoadError, QdrantXaiError) as exc:
-                summary.failed.append((str(item[0].id), str(exc)))
+                summary.failed.append((str(point.point_id), str(exc)))
                 return None
 
         budget = self.sources.limits.max_batch_pixels
-        written: list[_Written] = []
-        for loaded in load_in_passes(items, load, max_pixels=budget):
-            written += self._image_payloads([(r, im) for (r, _), im in loaded], layout, summary)
+        written: list[FeatureWrite] = []
+        for loaded in load_in_passes(points, load, max_pixels=budget):
+            written += self._image_writes(loaded, summary)
         return written
 
-    def _image_payloads(
-        self,
-        items: list[tuple[models.Record, LoadedImage]],
-        layout: CollectionLayout,
-        summary: BackfillSummary,
-    ) -> list[_Written]:
+    def _image_writes(
+        self, items: list[tuple[PendingPoint, LoadedImage]], summary: BackfillSummary
+    ) -> list[FeatureWrite]:
         if not items:
             return []
         features = self.encoder.encode_images(
             [image for _, image in items], last_layer=self.profile == "full"
         )
-        written: list[_Written] = []
-        for (record, image), feats in zip(items, features, strict=True):
-            if not self._verified(record, layout, "image", feats.embedding, summary):
+        written: list[FeatureWrite] = []
+        for (point, image), feats in zip(items, features, strict=True):
+            if not self._verified(point, feats.embedding, summary):
                 continue
             payload = image_features_payload(
                 self.encoder, self.codec, image, feats, profile=self.profile
             )
-            written.append((record, "image", payload))
+            written.append(FeatureWrite(point.point_id, "image", payload, point.vector))
         return written
 
-    def _text_payloads(
-        self,
-        items: list[tuple[models.Record, str]],
-        layout: CollectionLayout,
-        summary: BackfillSummary,
-    ) -> list[_Written]:
-        if not items:
+    def _text_writes(
+        self, points: list[PendingPoint], summary: BackfillSummary
+    ) -> list[FeatureWrite]:
+        if not points:
             return []
-        features = self.encoder.encode_texts([text for _, text in items])
-        written: list[_Written] = []
-        for (record, _), feats in zip(items, features, strict=True):
-            if not self._verified(record, layout, "text", feats.embedding, summary):
+        features = self.encoder.encode_texts([p.value for p in points])
+        written: list[FeatureWrite] = []
+        for point, feats in zip(points, features, strict=True):
+            if not self._verified(point, feats.embedding, summary):
                 continue
             payload = text_features_payload(self.encoder, self.codec, feats)
-            written.append((record, "text", payload))
+            written.append(FeatureWrite(point.point_id, "text", payload, point.vector))
         return written
 
 

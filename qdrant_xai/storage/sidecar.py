@@ -163,7 +163,7 @@ class Sidecar:
         of entries written."""
         if not entries:
             return 0
-        self._create()
+        self.create()
         existing = {
             str(r.id)
             for r in self.retry.call(
@@ -203,7 +203,9 @@ class Sidecar:
         )
         return len(entries)
 
-    def _create(self) -> None:
+    def create(self) -> None:
+        """Creates the sidecar collection unless it exists (an embedded Qdrant's race with
+        another client creating it meanwhile is no error)."""
         if self.exists():
             return
         try:

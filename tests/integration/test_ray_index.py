@@ -14,20 +14,19 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
 from qdrant_xai.cli import main
 from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.encoding.encoder import ClipEncoder
-from qdrant_xai.storage.codec import PayloadFeatureCodec
-from qdrant_xai.storage.distributed import RayIndexer, start_ray
+from qdrant_xai.storage.distributed import RayIndexer
 from qdrant_xai.storage.distributed import pipeline as pipeline_module
 from qdrant_xai.storage.index_records import IndexSummary
 from qdrant_xai.storage.indexer import Indexer
-from qdrant_xai.storage.schema import PayloadKeys, image_point_id
+from qdrant_xai.storage.schema import image_point_id
 from qdrant_xai.testing import build_tiny_clip
+from tests.integration._ray import assert_same_points, points_of, snapshot
 
 ray = pytest.importorskip(
     "ray", reason="ray is not installed (pip install 'qdrant-xai[ray]'): --engine ray untested"
@@ -42,13 +41,6 @@ pytestmark = [
 N_IMAGES = 120
 BATCH = 4
 CORRUPT = "corrupt.png"
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    start_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -91,43 +83,9 @@ def indexed(
     }
 
 
-def snapshot(path: Path, collection_name: str = "c") -> dict[str, Any]:
-    with closing(QdrantClient(path=str(path))) as client:
-        return points_of(client, collection_name)
-
-
-def points_of(client: QdrantClient, collection_name: str) -> dict[str, Any]:
-    points, offset = [], None
-    while True:
-        page, offset = client.scroll(
-            collection_name, limit=256, offset=offset, with_payload=True, with_vectors=True
-        )
-        points += page
-        if offset is None:
-            return {str(p.id): p for p in points}
-
-
 def adds_up(summary: IndexSummary, images: int) -> bool:
     failed_images = {s for s, _ in summary.failed if not s.endswith(".csv")}
     return summary.indexed_images + summary.unchanged + len(failed_images) == images
-
-
-def assert_same_points(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
-    assert set(ours) == set(theirs)
-    codec = PayloadFeatureCodec()
-    for point_id, point in ours.items():
-        other = theirs[point_id]
-        assert set(point.vector) == set(other.vector)
-        for name, vector in point.vector.items():
-            np.testing.assert_allclose(vector, other.vector[name], atol=1e-5)
-        light = {k: v for k, v in point.payload.items() if k not in PayloadKeys.HEAVY}
-        assert light == {k: v for k, v in other.payload.items() if k not in PayloadKeys.HEAVY}
-        for key in PayloadKeys.HEAVY:
-            assert (key in point.payload) == (key in other.payload)
-            if key in point.payload:
-                np.testing.assert_allclose(
-                    codec.decode(point.payload[key]), codec.decode(other.payload[key]), atol=2e-3
-                )
 
 
 def test_ray_writes_the_points_of_the_single_process_indexer(indexed: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ from qdrant_xai.storage.index_records import ImageRecord, IndexSummary
 from qdrant_xai.storage.indexer import Indexer
 from qdrant_xai.storage.schema import Profile, ensure_collection
 
-__all__ = ["MISSING_RAY", "RayIndexer", "import_ray", "start_ray"]
+__all__ = ["MISSING_RAY", "RayIndexer", "import_ray", "map_on_actor_pool", "start_ray"]
 
 MISSING_RAY = "--engine ray needs the ray extra: pip install 'qdrant-xai[ray]' (Ray Data)"
 
@@ -287,22 +287,46 @@ class RayIndexer:
         return pending
 
     def _encode(self, ray: Any, items: list[dict[str, str]]) -> Any:
-        if not items:
-            return ray.data.from_items([])
-        gpu = self.device is None and ray.cluster_resources().get("GPU", 0) >= 1
-        device = self.device or ("cuda" if gpu else "cpu")
-        settings = dataclasses.replace(self.settings, device=device)
-        resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": 1}
-        # a block per batch (up to 1,000), so that every actor of the pool gets work and a
-        # killed actor's retried block is small
-        blocks = min(-(-len(items) // self.indexer.batch_size), 1000)
-        # Ray Data's actor pools restart a killed actor and retry its tasks by default
-        # (max_restarts=-1, max_task_retries=-1); its batch is redone, its rows come once
-        return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        return map_on_actor_pool(
+            ray,
+            items,
             BatchEncoder,
-            fn_constructor_kwargs={"settings": settings},
+            self.settings,
             batch_size=self.indexer.batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(self.workers, blocks)),
-            **resources,
+            workers=self.workers,
+            device=self.device,
         )
+
+
+def map_on_actor_pool(
+    ray: Any,
+    items: list[dict[str, Any]],
+    actor: type,
+    settings: Any,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str | None,
+) -> Any:
+    """``items`` as a Ray Dataset mapped by ``actor(settings)`` in batches of
+    ``batch_size`` on a pool of ``workers`` actors (one model load each): ``device`` for
+    every actor, or (None) ``"cuda"`` with one GPU per actor when the cluster has GPUs, else
+    ``"cpu"`` with one CPU each. ``settings`` is a dataclass with a ``device`` field."""
+    if not items:
+        return ray.data.from_items([])
+    gpu = device is None and ray.cluster_resources().get("GPU", 0) >= 1
+    settings = dataclasses.replace(settings, device=device or ("cuda" if gpu else "cpu"))
+    resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+    # a block per batch (up to 1,000), so that every actor of the pool gets work and a
+    # killed actor's retried block is small
+    blocks = min(-(-len(items) // batch_size), 1000)
+    # Ray Data's actor pools restart a killed actor and retry its tasks by default
+    # (max_restarts=-1, max_task_retries=-1); its batch is redone, its rows come once
+    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        actor,
+        fn_constructor_kwargs={"settings": settings},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
+        **resources,
+    )

@@ -30,7 +30,15 @@ from qdrant_xai.storage.index_records import BatchPlan, ImageRecord, IndexSummar
 from qdrant_xai.storage.indexer import Indexer
 from qdrant_xai.storage.schema import Profile, image_point_id, text_point_id
 
-__all__ = ["RESULT_COLUMNS", "BatchEncoder", "WorkerSettings", "plan_batches", "records_of"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "BatchEncoder",
+    "WorkerSettings",
+    "object_column",
+    "open_actor",
+    "plan_batches",
+    "records_of",
+]
 
 Batch = dict[str, np.ndarray]
 
@@ -81,6 +89,22 @@ class WorkerSettings:
         )
 
 
+def open_actor(settings: Any) -> tuple[Any, Any]:
+    """What an actor opens once: its own model (``settings.model`` on ``settings.device``
+    in ``settings.dtype``, one torch thread) and, with ``settings.url``, its own client
+    (None without: the driver writes)."""
+    from qdrant_xai.connection import open_client
+    from qdrant_xai.encoding.encoder import ClipEncoder
+
+    encoder = ClipEncoder.from_pretrained(
+        settings.model, device=settings.device, dtype=settings.dtype, num_threads=1
+    )
+    client = None
+    if settings.url is not None:
+        client = open_client(settings.url, api_key=settings.api_key, timeout=settings.timeout)
+    return encoder, client
+
+
 def records_of(batch: Batch) -> list[ImageRecord]:
     """The records of a batch with columns ``source`` and ``captions`` (a JSON list)."""
     return [
@@ -98,8 +122,8 @@ def plan_batches(batch: Batch, settings: WorkerSettings) -> Batch:
     plan = settings.indexer(None, None).plan_batch(records_of(batch), summary)
     return {
         "images": np.array([len(batch["source"])], dtype=np.int64),
-        "plan": _column(pickle.dumps(plan)),
-        "failed": _column(json.dumps(summary.failed)),
+        "plan": object_column(pickle.dumps(plan)),
+        "failed": object_column(json.dumps(summary.failed)),
     }
 
 
@@ -111,16 +135,8 @@ class BatchEncoder:
     by the driver's client) and the driver has already dropped current records."""
 
     def __init__(self, settings: WorkerSettings) -> None:
-        from qdrant_xai.connection import open_client
-        from qdrant_xai.encoding.encoder import ClipEncoder
-
         self.settings = settings
-        encoder = ClipEncoder.from_pretrained(
-            settings.model, device=settings.device, dtype=settings.dtype, num_threads=1
-        )
-        client = None
-        if settings.url is not None:
-            client = open_client(settings.url, api_key=settings.api_key, timeout=settings.timeout)
+        encoder, client = open_actor(settings)
         self.writes = client is not None
         self.indexer = settings.indexer(client, encoder)
         self.pid = os.getpid()
@@ -156,10 +172,10 @@ def result_row(images: int, summary: IndexSummary, points: list[Any], stale: lis
         "indexed_images": np.array([summary.indexed_images], dtype=np.int64),
         "indexed_texts": np.array([summary.indexed_texts], dtype=np.int64),
         "unchanged": np.array([summary.unchanged], dtype=np.int64),
-        "failed": _column(json.dumps(summary.failed)),
-        "notes": _column(json.dumps(summary.notes)),
-        "points": _column(pickle.dumps(points) if points else b""),
-        "stale": _column(json.dumps(stale)),
+        "failed": object_column(json.dumps(summary.failed)),
+        "notes": object_column(json.dumps(summary.notes)),
+        "points": object_column(pickle.dumps(points) if points else b""),
+        "stale": object_column(json.dumps(stale)),
     }
 
 
@@ -175,7 +191,8 @@ def _plan_of(records: list[ImageRecord], batch: Batch) -> BatchPlan:
     return BatchPlan(records, ids, caption_ids, digests)
 
 
-def _column(value: Any) -> np.ndarray:
+def object_column(value: Any) -> np.ndarray:
+    """A one-row column holding ``value`` as it is (bytes, a JSON string)."""
     column = np.empty(1, dtype=object)
     column[0] = value
     return column

@@ -13,7 +13,7 @@ from qdrant_xai.cli import COMMANDS, build_parser
 from qdrant_xai.cli.options import DEFAULT_COLLECTION
 
 #: modules of the package that are not subcommands
-HELPERS = {"options", "output", "endings"}
+HELPERS = {"options", "output", "endings", "engine"}
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> list[str]:

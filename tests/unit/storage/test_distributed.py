@@ -1,13 +1,14 @@
-"""Ray engine and bulk mode without a cluster: the encoder actor's server path run in this
+"""Ray engine and bulk mode without a cluster: the encoder and backfill actors run in this
 process, bulk mode's settings switch (HNSW ``m`` off during an ingest, the collection's own
 value back after, also after an error or Ctrl-C), and the ray extra named when Ray is
-missing."""
+missing (also by ``backfill --engine ray``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import pickle
 import sys
 import uuid
 from pathlib import Path
@@ -21,9 +22,13 @@ from qdrant_xai import connection
 from qdrant_xai.demo.world import write_scene_folder
 from qdrant_xai.encoding.encoder import ClipEncoder
 from qdrant_xai.errors import QdrantXaiError
+from qdrant_xai.images.policy import ImageSourcePolicy
+from qdrant_xai.storage.backfill import PendingPoint
 from qdrant_xai.storage.distributed import bulk, bulk_ingest, import_ray, is_embedded
+from qdrant_xai.storage.distributed.backfill import BackfillActor, BackfillSettings
 from qdrant_xai.storage.distributed.workers import BatchEncoder, WorkerSettings
 from qdrant_xai.storage.schema import ensure_collection
+from qdrant_xai.storage.sidecar import Sidecar
 from qdrant_xai.testing import build_tiny_clip
 
 
@@ -131,3 +136,60 @@ def test_the_cli_says_bulk_mode_does_nothing_on_an_embedded_folder(
     out = capsys.readouterr().out
     assert out.startswith("indexed 2 images and 0 texts")
     assert f"note collection c: {bulk.EMBEDDED_NOTE}" in out
+
+
+def _pending(tmp_path: Path, encoder: ClipEncoder) -> list[PendingPoint]:
+    """Two image points (one with a vector that disagrees) and a missing image."""
+    files = sorted((tmp_path / "images").glob("*.png"))[:2]
+    vectors = [[float(x) for x in v] for v in encoder.embed_images(files)]
+    return [
+        PendingPoint(1, "image", str(files[0]), vectors[0]),
+        PendingPoint(2, "image", str(files[1]), [-x for x in vectors[1]]),
+        PendingPoint(3, "image", str(tmp_path / "images" / "gone.png"), vectors[0]),
+    ]
+
+
+@pytest.mark.parametrize("server", [False, True])
+def test_a_backfill_actor_returns_its_writes_or_with_a_server_writes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: bool
+) -> None:
+    """The actor's work run in this process (no Ray): the writes of the points it could do,
+    the others failed with their reasons; with ``url`` it writes them to the sidecar the
+    driver created (here a shared ``:memory:`` client)."""
+    write_scene_folder(tmp_path / "images", 2, seed=3, size=32)
+    model = build_tiny_clip(tmp_path / "model")
+    client = QdrantClient(":memory:")
+    monkeypatch.setattr(connection, "open_client", lambda *_, **__: client)
+    encoder = ClipEncoder.from_pretrained(model)
+    Sidecar(client, "c").create()
+    settings = BackfillSettings(
+        model=str(model),
+        collection_name="c",
+        in_place=False,
+        sources=ImageSourcePolicy.from_roots([tmp_path]),
+        url="http://server:6333" if server else None,
+    )
+    points = _pending(tmp_path, encoder)
+    row = BackfillActor(settings)({"point": np.array([pickle.dumps(p) for p in points])})
+    assert int(row["points"][0]) == 3
+    assert sorted(i for i, _ in json.loads(row["failed"][0])) == ["2", "3"]
+    if server:
+        assert (int(row["updated"][0]), row["writes"][0]) == (1, b"")
+        assert [int(str(p.id)) for p in client.scroll("c__xai")[0]] == [1]
+    else:
+        (write,) = pickle.loads(row["writes"][0])
+        assert (int(row["updated"][0]), write.point_id, write.kind) == (0, 1, "image")
+        assert client.count("c__xai").count == 0
+
+
+def test_backfill_without_ray_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qdrant_xai.cli import main
+
+    with contextlib.closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+        collection(client)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    argv = ["backfill", "--engine", "ray", "--path", str(tmp_path / "store"), "--collection", "c"]
+    assert main(argv) == 1
+    assert "pip install 'qdrant-xai[ray]'" in capsys.readouterr().err
