@@ -32,9 +32,8 @@ raw patch-token similarity. The metrics also go into ``TRAINING.md`` in the outp
 ``--family siglip`` trains a :class:`~transformers.SiglipModel` (no projections; texts
 padded to ``--context-length``) with SigLIP's sigmoid loss (Zhai et al., ICCV 2023,
 https://arxiv.org/abs/2303.15343) instead: each (image, text) pair is its own binary
-decision, so a phrase true of several images is simply a positive for each. The texts,
-optimiser and evaluation (through the family's hooked towers) are shared.
-"""
+decision, so a phrase true of several images is simply a positive for each. Texts,
+optimiser and evaluation are shared; ``--vision-layers`` etc. size the towers."""
 
 from __future__ import annotations
 

@@ -151,9 +151,8 @@ class Explainer:
         self._sidecars: dict[str, Sidecar] = {}
         # a method the model's family cannot run fails here, not at the first explanation
         self.heatmap_method = HEATMAP_METHODS.create(heatmap_method).check_model(encoder)
-        self.word_method = WORD_METHODS.create(
-            word_method or encoder.family.default_word_method
-        ).check_model(encoder)
+        words = word_method or encoder.family.default_word_method
+        self.word_method = WORD_METHODS.create(words).check_model(encoder)
         self.grounding = grounding
         self.rationales = rationales
         self._occlusion = WordOcclusion()
@@ -199,8 +198,7 @@ class Explainer:
             records: the hits' stored features and vectors, read by the caller as
                 :meth:`fetch_request` says (e.g. with an ``AsyncQdrantClient``); the
                 explainer then reads nothing from Qdrant itself.
-            errors: ``"report"`` (default): failed hits carry their reason; ``"raise"``:
-                raise it.
+            errors: ``"report"`` (default: failed hits carry their reason) or ``"raise"``.
 
         Raises:
             ModelMismatchError: (``errors="raise"``) a hit's features or vectors come from
@@ -248,9 +246,7 @@ class Explainer:
         )
         failed = {i: d for i, d in enumerate(data) if d.error is not None}
         if failed and errors == "raise":
-            first = next(iter(failed.values())).error
-            assert first is not None
-            raise first
+            raise next(d.error for d in failed.values() if d.error is not None)
         ok = [i for i in range(len(hits)) if i not in failed]
         explained: list[Explanation] = []
         if ok:
@@ -274,12 +270,9 @@ class Explainer:
         return method.check_model(self.encoder)  # prefix needs CLIP's causal text tower
 
     def _rationale_scorer(self, rationales: bool | RationaleScorer) -> RationaleScorer | None:
-        if isinstance(rationales, RationaleScorer):
-            return rationales
-        if not rationales:
-            return None
-        if self._scorer is None:
-            self._scorer = RationaleScorer(self.encoder)
+        if isinstance(rationales, RationaleScorer) or not rationales:
+            return rationales if isinstance(rationales, RationaleScorer) else None
+        self._scorer = self._scorer or RationaleScorer(self.encoder)  # made once, then reused
         return self._scorer
 
     # -- text query ---------------------------------------------------------------------
