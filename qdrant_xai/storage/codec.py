@@ -240,9 +240,10 @@ class PayloadFeatureCodec:
 
     def dense(self) -> PayloadFeatureCodec:
         """The codec for maps that are far from low rank (the ``full`` profile's last-layer
-        inputs, raw patch tokens): ``int8`` in place of ``svd`` (grad-eclip heatmaps drawn
-        from rank-14 int8 factors of the bundled model's last-layer inputs reached only
-        r = 0.98 on average, 0.80 at worst), else this one."""
+        inputs, raw patch tokens): ``int8`` in place of ``svd`` (gradient heatmaps drawn from
+        the rank-20 ``svd`` of the bundled model's last-layer inputs reach r = 0.995 on
+        average but 0.956 at worst; int8 0.9997: ``BENCHMARKS.md``, *Compact features*),
+        else this one."""
         return PayloadFeatureCodec("int8", self.max_bytes) if self.codec == "svd" else self
 
     def encoded_size(self, shape: tuple[int, ...]) -> int:
@@ -265,9 +266,9 @@ def _svd_bytes(rows: int, width: int, rank: int) -> tuple[int, int]:
     return rows + width + 3 * math.ceil((rows + width) * (rank - 1) / 4), 8 * rank
 
 
-def _svd_factors(rows: np.ndarray, rank: int) -> tuple[int, bytes, bytes]:
-    """``(r, data, scale)`` of the ``svd`` codec (version 3) for ``rows`` [n, P]: see the
-    module docstring for the layout.
+def top_factors(rows: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(A [n, r], B [P, r])``, float64, with ``A Bᵀ`` the best rank-``r`` approximation of
+    ``rows`` [n, P] (``A = U_r S_r``, ``B = V_r``; ``r = min(rank, n, P)``).
 
     The top ``r`` singular triplets come from the eigenvectors of the smaller Gram matrix
     (``X Xᵀ`` or ``XᵀX``, in float64): a symmetric eigenproblem of at most ``min(n, P)``
@@ -289,6 +290,14 @@ def _svd_factors(rows: np.ndarray, rank: int) -> tuple[int, bytes, bytes]:
         values, vectors = np.linalg.eigh(x.T @ x)
         b = vectors[:, ::-1][:, :r]  # [P, r]
         a = x @ b  # U_r S_r
+    return a, b
+
+
+def _svd_factors(rows: np.ndarray, rank: int) -> tuple[int, bytes, bytes]:
+    """``(r, data, scale)`` of the ``svd`` codec (version 3) for ``rows`` [n, P]: see the
+    module docstring for the layout."""
+    a, b = top_factors(rows, rank)
+    r = a.shape[1]
     levels = np.full(r, _LEVELS6, dtype=np.float64)
     levels[0] = 127
     codes, scales = [], []
