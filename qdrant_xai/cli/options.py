@@ -312,7 +312,7 @@ def add_codec_option(parser: argparse.ArgumentParser, *, described: bool = False
         default="fp16",
         choices=list(_CODECS),
         help="payload codec of the stored features: fp16 (default), int8 (half of fp16) or "
-        "svd (rank-14 int8 factors of each map, a sixth of fp16 for ViT-B/32; lossy)"
+        "svd (rank-20 factors of each map, 8 and 6 bits, a sixth of fp16 for ViT-B/32; lossy)"
         if described
         else None,
     )

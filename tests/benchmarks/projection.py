@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qdrant_xai.storage.codec import PayloadFeatureCodec
+from qdrant_xai.storage.codec import CODEC_VERSION, DEFAULT_RANK, PayloadFeatureCodec
 from tests.benchmarks.harness import BenchConfig, Section
 from tests.benchmarks.inputs import BenchModels, photo_like
 
@@ -162,9 +162,12 @@ def _projection(config: BenchConfig, models: BenchModels) -> list[str]:
         "Qdrant overhead. Compute: seconds per image of `encode_images` (forward with "
         "features, 320x240 photos, random weights of the model's shape) measured here on "
         "2 CPU cores, times the images; a GPU or more workers divide it (Ray's own "
-        "overhead at 100,000 tiny images is in the table above). The svd codec keeps rank "
-        "14 at every shape: 29 % of ViT-B/32's 49 patch rows, 5 % of ViT-L/14's 256, whose "
-        "fidelity is not measured here (no trained model of that shape).",
+        "overhead at 100,000 tiny images is in the table above). The svd codec (payload "
+        f"version {CODEC_VERSION}) keeps rank {DEFAULT_RANK} at every shape: "
+        f"{100 * DEFAULT_RANK / 49:.0f} % of ViT-B/32's 49 patch rows, "
+        f"{100 * DEFAULT_RANK / 256:.0f} % of "
+        "ViT-L/14's 256, whose fidelity is not measured here (no trained model of that "
+        "shape).",
         "",
         "| model | codec | bytes per image point | 1 M images | 100 M images |",
         "|---|---|---|---|---|",

@@ -134,12 +134,14 @@ def test_encoded_size_matches_the_docstring_numbers_for_vit_b32() -> None:
         fp16.encoded_size(shape),  # fp16 base64
         count + 7 * 7 * 4,  # int8 raw with one float32 scale per patch
         int8.encoded_size(shape),  # int8 base64
-        14 * (49 + 512) + (49 + 14) * 4,  # svd raw: two int8 factors and their scales
+        (49 + 512) + 3 * math.ceil((49 + 512) * 19 / 4) + 20 * 2 * 4,  # svd raw, rank 20
+        3 * math.ceil((49 + 512) * 19 / 4),  # of which components 1-19: 6 bits, 4 per 3 bytes
         svd.encoded_size(shape),  # svd base64
-        11_000,  # about, with its JSON keys
+        11_800,  # about, with its JSON keys
+        12_100,  # about, with the point's other keys
     ]
     encoded = svd.encode(np.ones(shape), fingerprint="w2-0123456789abcdef:224x224:7x7:512")
-    assert abs(len(json.dumps(encoded)) - 11_000) < 200
+    assert abs(len(json.dumps(encoded)) - 11_800) < 100
 
 
 # -- refusals ---------------------------------------------------------------------------

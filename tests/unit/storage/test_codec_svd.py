@@ -1,5 +1,6 @@
 """The ``svd`` codec: round trips within its stated tolerance, heatmap fidelity on a trained
-model, refusal of every damaged payload, and index -> search -> explain through Qdrant."""
+model, version 2 payloads still read, refusal of every damaged payload, and index -> search ->
+explain through Qdrant."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ from qdrant_xai.explain import Explainer
 
 FP = "0123456789abcdef:32x32:4x4:16"
 SVD = PayloadFeatureCodec("svd")
+#: svd payloads written by the version 2 encoder (commit e753934) and what they decoded to
+V2_PAYLOADS = Path(__file__).with_name("svd_v2_payloads.json")
+#: components 1.. are stored in 6 bits: half a step is 1/62 of a column's maximum
+QUANTISATION = 0.05
 
 
 def low_rank(shape: tuple[int, ...], rank: int, seed: int = 0) -> np.ndarray:
@@ -66,16 +71,18 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_map_of_rank_at_most_r_round_trips_within_quantisation(shape: tuple[int, ...]) -> None:
     array = low_rank(shape, 10)
     payload = SVD.encode(array, fingerprint=FP)
-    assert payload["v"] == 2 and payload["codec"] == "svd" and payload["dtype"] == "int8"
-    assert payload["rank"] == 14 and payload["shape"] == list(shape)
+    assert payload["v"] == 3 and payload["codec"] == "svd" and payload["dtype"] == "int8+int6"
+    assert payload["rank"] == min(20, math.prod(shape[:-1]), shape[-1])
+    assert payload["shape"] == list(shape)
     assert len(payload["data"]) + len(payload["scale"]) == SVD.encoded_size(shape)
     decoded = SVD.decode(json.loads(json.dumps(payload)), fingerprint=FP, shape=shape)
     assert decoded.shape == shape and decoded.dtype == np.float32
-    # two int8 factors, each within half a step of 1/127 of its row (column) maximum
-    assert relative_error(array, decoded) < 0.01
+    # nothing truncated: only the quantisation of the factors (10 components of equal
+    # weight, the worst case for 6 bits; measured 0.029-0.037)
+    assert relative_error(array, decoded) < QUANTISATION
 
 
-@pytest.mark.parametrize("rank", [4, 8, 14, 30])
+@pytest.mark.parametrize("rank", [1, 4, 8, 14, 20, 30])
 def test_a_full_rank_map_loses_its_tail_and_a_quantisation_error(rank: int) -> None:
     array = decaying((7, 7, 512), seed=rank)
     codec = PayloadFeatureCodec("svd", rank=rank)
@@ -84,7 +91,7 @@ def test_a_full_rank_map_loses_its_tail_and_a_quantisation_error(rank: int) -> N
     energy = DECAY ** (2 * np.arange(49))
     tail = math.sqrt(energy[rank:].sum() / energy.sum())
     assert tail > 0.02  # the test map is truncated, so the bound below is not vacuous
-    assert tail - 1e-6 <= relative_error(array, decoded) < tail + 0.01
+    assert tail - 1e-6 <= relative_error(array, decoded) < math.hypot(tail, QUANTISATION)
 
 
 def test_maps_with_fewer_rows_than_the_rank_are_kept_at_their_own_rank() -> None:
@@ -92,7 +99,30 @@ def test_maps_with_fewer_rows_than_the_rank_are_kept_at_their_own_rank() -> None
     payload = SVD.encode(words, fingerprint=FP)
     assert payload["rank"] == 5
     assert len(payload["data"]) + len(payload["scale"]) == SVD.encoded_size((5, 512))
-    assert relative_error(words, SVD.decode(payload)) < 0.01
+    assert relative_error(words, SVD.decode(payload)) < QUANTISATION
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 5, 20, 64])
+@pytest.mark.parametrize("shape", [(7, 7, 512), (8, 8, 64), (3, 16), (1, 512), (77, 5)])
+def test_encoded_size_is_the_base64_written(rank: int, shape: tuple[int, ...]) -> None:
+    codec = PayloadFeatureCodec("svd", rank=rank)
+    payload = codec.encode(decaying(shape), fingerprint=FP)
+    rows, width = math.prod(shape[:-1]), shape[-1]
+    r = min(rank, rows, width)
+    assert payload["rank"] == r
+    raw = rows + width + 3 * math.ceil((rows + width) * (r - 1) / 4)  # int8 then 6-bit
+    assert len(base64.b64decode(payload["data"])) == raw
+    assert len(base64.b64decode(payload["scale"])) == 8 * r  # float32 per column
+    assert len(payload["data"]) + len(payload["scale"]) == codec.encoded_size(shape)
+    assert codec.decode(payload).shape == shape
+
+
+def test_rank_1_keeps_the_leading_component_in_int8() -> None:
+    codec = PayloadFeatureCodec("svd", rank=1)
+    array = low_rank((6, 40), 1, seed=5)
+    payload = codec.encode(array, fingerprint=FP)
+    assert len(base64.b64decode(payload["data"])) == 6 + 40  # no 6-bit part
+    assert relative_error(array, codec.decode(payload)) < 0.01  # two int8 vectors
 
 
 @pytest.mark.parametrize("shape", [(7, 7, 512), (3, 64), (100, 16)])
@@ -105,9 +135,14 @@ def test_zero_and_one_hot_maps_round_trip_exactly(shape: tuple[int, ...]) -> Non
 
 
 def test_the_docstring_size_is_a_vit_b32_point_under_12_kb() -> None:
-    payload = SVD.encode(decaying((7, 7, 512)), fingerprint="w2-0123456789abcdef:224x224:7x7:512")
-    assert SVD.encoded_size((7, 7, 512)) == 10_808
-    assert len(json.dumps(payload)) < 12 * 1024 - 1000  # room for the point's other keys
+    from tests.benchmarks.codecs import B32_KEY, point_bytes
+
+    payload = SVD.encode(decaying((7, 7, 512)), fingerprint=B32_KEY)
+    assert payload["rank"] == 20
+    assert SVD.encoded_size((7, 7, 512)) == 11_624
+    assert len(json.dumps(payload)) == 11_783
+    # the whole image point, the other qdrant-xai payload keys included
+    assert point_bytes(payload) == 12_095 <= 12 * 1024
 
 
 def test_rank_must_be_a_positive_integer_at_construction() -> None:
@@ -133,7 +168,9 @@ def test_default_heatmaps_keep_r_above_099_on_the_trained_shapes_model(
         for q in queries:
             r.append(np.corrcoef((f.contributions @ q).ravel(), (decoded @ q).ravel())[0, 1])
     assert len(r) >= 30
-    assert np.mean(r) >= 0.999 and np.min(r) >= 0.99, (np.mean(r), np.min(r))
+    # measured 0.9990 / 0.9933 (rank 14 in int8, version 2: 0.9998 / 0.9981 on these
+    # scenes; rank 20 trades a little of the mean for the worst maps of the clutter models)
+    assert np.mean(r) >= 0.998 and np.min(r) >= 0.99, (np.mean(r), np.min(r))
 
 
 # -- refusals ---------------------------------------------------------------------------
@@ -142,6 +179,15 @@ def test_default_heatmaps_keep_r_above_099_on_the_trained_shapes_model(
 @pytest.fixture
 def payload() -> dict:
     return SVD.encode(low_rank((4, 4, 16), 6, seed=1), fingerprint=FP)
+
+
+def v2_maps() -> list[dict]:
+    return json.loads(V2_PAYLOADS.read_text())["maps"]
+
+
+@pytest.fixture
+def v2_payload() -> dict:
+    return v2_maps()[0]["payload"]
 
 
 def refused(payload: object, match: str) -> None:
@@ -157,7 +203,7 @@ def test_bad_shape_is_refused(payload: dict, shape: object) -> None:
 
 
 def test_a_shape_the_factors_do_not_fit_is_refused(payload: dict) -> None:
-    payload["shape"] = [4, 4, 15]
+    payload["shape"] = [4, 5, 16]
     refused(payload, "data has .* base64 characters")
 
 
@@ -202,15 +248,34 @@ def test_non_finite_or_non_positive_scales_are_refused(
 
 
 def test_scales_that_overflow_float32_are_refused(payload: dict) -> None:
-    payload["scale"] = b64(np.full(16 + payload["rank"], 3e38, "<f4").tobytes())
+    payload["scale"] = b64(np.full(2 * payload["rank"], 3e38, "<f4").tobytes())
     refused(payload, "contains NaN or infinite values")
 
 
-def test_int8_minus_128_is_refused(payload: dict) -> None:
+@pytest.mark.parametrize("where", [0, 15, 16, 31])  # first and last of A[:, 0] and B[:, 0]
+def test_int8_minus_128_is_refused(payload: dict, where: int) -> None:
     values = np.frombuffer(base64.b64decode(payload["data"]), np.int8).copy()
-    values[-1] = -128
+    values[where] = -128
     payload["data"] = b64(values.tobytes())
     refused(payload, "-128 out of range")
+
+
+@pytest.mark.parametrize("where", [32, -1])  # the first and the last byte of 6-bit codes
+def test_6_bit_code_63_is_refused(payload: dict, where: int) -> None:
+    values = np.frombuffer(base64.b64decode(payload["data"]), np.uint8).copy()
+    values[where] = 0xFF  # holds the high bits of one code and the low bits of another
+    payload["data"] = b64(values.tobytes())
+    refused(payload, "6-bit code 63 out of range")
+
+
+def test_6_bit_padding_other_than_31_is_refused() -> None:
+    payload = SVD.encode(low_rank((3, 16), 3, seed=2), fingerprint=FP)
+    assert (3 + 16) * (3 - 1) % 4 == 2  # the last group holds two padding codes
+    values = np.frombuffer(base64.b64decode(payload["data"]), np.uint8).copy()
+    assert values[-1] >> 2 == 31  # the last byte's top 6 bits are the last code
+    values[-1] = (values[-1] & 0b11) | 30 << 2  # padding code 30: a value of -1
+    payload["data"] = b64(values.tobytes())
+    refused(payload, "6-bit padding is not code 31")
 
 
 def test_huge_declared_sizes_are_refused_before_allocation(payload: dict) -> None:
@@ -222,10 +287,13 @@ def test_huge_declared_sizes_are_refused_before_allocation(payload: dict) -> Non
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
-        ("v", 1, "unknown codec version 1 for codec 'svd'"),  # svd exists from version 2
-        ("v", 3, "unknown codec version 3"),
+        ("v", 1, "unknown codec version 1 for codec 'svd'.* versions 2 and 3"),
+        ("v", 4, "unknown codec version 4 .*reads versions 1 to 3"),
+        ("v", 3.0, "unknown codec version 3.0"),
+        ("v", "3", "unknown codec version '3'"),
         ("dtype", "float16", "unknown codec/dtype"),
         ("dtype", "int4", "unknown codec/dtype"),
+        ("dtype", "int8", "unknown codec/dtype 'svd'/'int8' at version 3"),  # v2's dtype
     ],
 )
 def test_version_and_dtype_must_match_the_codec(
@@ -233,6 +301,40 @@ def test_version_and_dtype_must_match_the_codec(
 ) -> None:
     payload[key] = value
     refused(payload, match)
+
+
+def test_version_2_objects_decode_to_the_same_arrays_as_before() -> None:
+    maps = v2_maps()
+    assert [m["payload"]["rank"] for m in maps] == [14, 3, 4]  # rank 14; fewer rows; rank 4
+    for item in maps:
+        stored = item["payload"]
+        assert stored["v"] == 2 and stored["dtype"] == "int8"
+        decoded = SVD.decode(stored, fingerprint=FP, shape=tuple(stored["shape"]))
+        before = np.frombuffer(base64.b64decode(item["decoded_float32"]), "<f4")
+        np.testing.assert_array_equal(decoded.reshape(-1), before)
+
+
+def test_version_2_objects_are_checked_as_before(v2_payload: dict) -> None:
+    damaged = copy.deepcopy(v2_payload)
+    values = np.frombuffer(base64.b64decode(damaged["data"]), np.int8).copy()
+    values[-1] = -128
+    damaged["data"] = b64(values.tobytes())
+    refused(damaged, "-128 out of range")
+    damaged = copy.deepcopy(v2_payload)
+    damaged["dtype"] = "int8+int6"
+    refused(damaged, "unknown codec/dtype 'svd'/'int8\\+int6' at version 2")
+    damaged = copy.deepcopy(v2_payload)
+    damaged["v"] = 3  # a version 2 body read as version 3: the lengths differ
+    damaged["dtype"] = "int8+int6"
+    refused(damaged, "data has .* base64 characters")
+    damaged = copy.deepcopy(v2_payload)
+    damaged["scale"] = b64(np.ones(16 + 13, "<f4").tobytes())  # 16 rows + rank 14, one short
+    refused(damaged, "scale has .* base64 characters")
+    damaged = copy.deepcopy(v2_payload)
+    scale = np.frombuffer(base64.b64decode(damaged["scale"]), "<f4").copy()
+    scale[3] = np.nan
+    damaged["scale"] = b64(scale.tobytes())
+    refused(damaged, "non-finite svd scales")
 
 
 def test_version_1_objects_stay_readable() -> None:
