@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         metavar="FRACTION",
-        help="kill one encoder actor once this fraction of the images is done",
+        help="kill one encoder actor once this fraction of the images is back in the driver "
+        "(keep it small, e.g. 0.05: the actors run ahead of the driver's writes and may have "
+        "finished by mid-run)",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
