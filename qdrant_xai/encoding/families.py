@@ -26,10 +26,16 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from qdrant_xai.encoding.siglip_towers import run_siglip_image_tower, run_siglip_text_tower
+from qdrant_xai.encoding.siglip_towers import (
+    run_siglip_image_tower,
+    run_siglip_text_tower,
+    siglip_source_contributions,
+)
 from qdrant_xai.encoding.towers import (
+    ImageSourceContributions,
     ImageTowerOutput,
     TextTowerOutput,
+    image_source_contributions,
     run_image_tower,
     run_text_tower,
 )
@@ -94,6 +100,10 @@ class ModelFamily(ABC):
         """The hooked text forward: embeddings and per-token contributions."""
 
     @abstractmethod
+    def source_contributions(self, model: Any, pixel_values: Tensor) -> ImageSourceContributions:
+        """The image embedding split over input patches through every layer (``decompx``)."""
+
+    @abstractmethod
     def dim(self, model: Any) -> int:
         """Dimension ``P`` of the joint embedding space."""
 
@@ -137,6 +147,9 @@ class ClipFamily(ModelFamily):
 
     def run_image_tower(self, model: Any, pixel_values: Tensor) -> ImageTowerOutput:
         return run_image_tower(model, pixel_values)
+
+    def source_contributions(self, model: Any, pixel_values: Tensor) -> ImageSourceContributions:
+        return image_source_contributions(model, pixel_values)
 
     def run_text_tower(
         self, model: Any, input_ids: Tensor, attention_mask: Tensor | None
@@ -184,6 +197,9 @@ class SiglipFamily(ModelFamily):
 
     def run_image_tower(self, model: Any, pixel_values: Tensor) -> ImageTowerOutput:
         return run_siglip_image_tower(model, pixel_values)
+
+    def source_contributions(self, model: Any, pixel_values: Tensor) -> ImageSourceContributions:
+        return siglip_source_contributions(model, pixel_values)
 
     def run_text_tower(
         self, model: Any, input_ids: Tensor, attention_mask: Tensor | None

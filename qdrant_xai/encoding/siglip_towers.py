@@ -69,12 +69,15 @@ import torch
 from torch import Tensor, nn
 
 from qdrant_xai.encoding.towers import (
+    ImageSourceContributions,
     ImageTowerOutput,
     TextTowerOutput,
     _direct_contributions,
     _gate,
+    _patch_grid,
     _project_linearised,
     _record_attention,
+    _split_layer,
     _split_norm,
 )
 
@@ -83,6 +86,7 @@ __all__ = [
     "pool_each_token",
     "run_siglip_image_tower",
     "run_siglip_text_tower",
+    "siglip_source_contributions",
     "split_by_source",
 ]
 
@@ -125,15 +129,7 @@ def split_by_source(
     """
     final = hidden_states[-1]
     batch, n_tokens, width = final.shape
-    head = vision.head
-    pool: nn.MultiheadAttention = head.attention
-    tokens = vision.post_layernorm(final)
-    probe = head.probe.expand(batch, 1, width)
-    pooled, weights = pool(probe, tokens, tokens, need_weights=True, average_attn_weights=False)
-    pooled, weights = pooled[:, 0], weights[:, :, 0].to(final.dtype)  # [B, D], [B, G, N]
-    norm = vision.post_layernorm
-    sigma = torch.sqrt(final.var(dim=-1, unbiased=False) + norm.eps)  # [B, N]
-    read = weights / sigma[:, None]  # [B, G, N]: how much of token i each pooling head reads
+    pooled, weights, read = _probe(vision, final)
 
     stays = hidden_states[0].clone()  # [B, N, D] what stays at its own position
     bias = final.new_zeros(width)  # attention biases, the same at every position
@@ -165,19 +161,77 @@ def split_by_source(
         bias += layer_bias
     parts += read[..., None] * stays[:, None]
     bias_part = read.sum(-1)[..., None] * bias  # [B, G, D]
-    # post_layernorm (linear given each token's statistics, already in ``read``), then the
-    # pooling head's value and out projections, head by head
-    centred = torch.cat([parts, bias_part[:, :, None]], dim=2)
-    centred = (centred - centred.mean(dim=-1, keepdim=True)) * norm.weight
-    centred[:, :, -1] += norm.bias  # Σ_i a[g, i] = 1
-    w_v = pool.in_proj_weight[2 * width :].reshape(weights.shape[1], -1, width)  # [G, d, D]
-    b_v = pool.in_proj_bias[2 * width :]
-    values = torch.einsum("bgne,gde->bngd", centred, w_v).reshape(batch, n_tokens + 1, width)
-    values[:, -1] += b_v
+    total, embeds = _through_head(vision, torch.cat([parts, bias_part[:, :, None]], 2), pooled)
+    return PooledParts(embeds=embeds, patches=total[:, :-1], biases=total[:, -1], weights=weights)
+
+
+def siglip_source_contributions(model: Any, pixel_values: Tensor) -> ImageSourceContributions:
+    """SigLIP's image embedding as an exact sum over input patches, every layer's mix traced
+    (DecompX's propagation, as :func:`~.towers.image_source_contributions` does for CLIP).
+
+    Every layer is replayed on the per-source parts of the residual stream with the real
+    forward pass's attention weights, layer-norm statistics and MLP gates, so what reaches a
+    token from other patches is credited to those patches (the default split stops at one
+    attention hop); then the pooling head's read-out and linearised MLP as in
+    :func:`split_by_source`. Cost: the layers' linear maps run on ``gh*gw + 1`` copies of
+    the stream, about that many forward passes. ``class_token`` is zero (SigLIP has none).
+
+    Args:
+        model: a ``SiglipModel`` loaded with ``attn_implementation="eager"``.
+        pixel_values: [B, 3, H, W] as produced by the SigLIP image processor.
+    """
+    vision = model.vision_model
+    x = vision.embeddings(pixel_values=pixel_values)  # [B, N, D], patches + positions
+    batch, n_tokens, width = x.shape
+    parts = x.new_zeros(batch, n_tokens + 1, n_tokens, width)  # source s at token i
+    tokens = torch.arange(n_tokens, device=x.device)
+    parts[:, tokens, tokens] = x
+    for layer in vision.encoder.layers:
+        x, parts = _split_layer(layer, x, parts, last=False)
+    pooled, _, read = _probe(vision, x)
+    by_source = torch.einsum("bgi,bsid->bgsd", read, parts)  # [B, G, N + 1, D]
+    total, embeds = _through_head(vision, by_source, pooled)
+    total = total / embeds.norm(dim=-1).clamp_min(1e-12)[:, None, None]
+    grid_h, grid_w = _patch_grid(model, pixel_values)
+    return ImageSourceContributions(
+        embeds=embeds,
+        patches=total[:, :-1].reshape(batch, grid_h, grid_w, -1),
+        class_token=torch.zeros_like(embeds),
+        biases=total[:, -1],
+    )
+
+
+def _probe(vision: Any, final: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The pooling head's probe on the final residual stream ``final`` [B, N, D]: the head's
+    attention output ``o`` [B, D], its weights ``a`` [B, G, N] and how much of each token's
+    stream each pooling head reads through ``post_layernorm``, ``a / σ_i`` [B, G, N]."""
+    head, norm = vision.head, vision.post_layernorm
+    tokens = norm(final)
+    probe = head.probe.expand(final.shape[0], 1, final.shape[-1])
+    pooled, weights = head.attention(
+        probe, tokens, tokens, need_weights=True, average_attn_weights=False
+    )
+    weights = weights[:, :, 0].to(final.dtype)
+    sigma = torch.sqrt(final.var(dim=-1, unbiased=False) + norm.eps)  # [B, N]
+    return pooled[:, 0], weights, weights / sigma[:, None]
+
+
+def _through_head(vision: Any, read: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
+    """Parts of the final streams as each pooling head reads them, [B, G, S, D] (last:
+    biases; already weighted by ``a / σ``), through ``post_layernorm`` (its centring and
+    scale; its shift to the biases, ``Σ_i a[g, i] = 1``), the head's value and out
+    projections, head by head, and its linearised MLP: ``(parts of y [B, S, D], y)``."""
+    head, norm = vision.head, vision.post_layernorm
+    pool: nn.MultiheadAttention = head.attention
+    batch, groups, sources, width = read.shape
+    centred = (read - read.mean(dim=-1, keepdim=True)) * norm.weight
+    centred[:, :, -1] += norm.bias
+    w_v = pool.in_proj_weight[2 * width :].reshape(groups, -1, width)  # [G, d, D]
+    values = torch.einsum("bgne,gde->bngd", centred, w_v).reshape(batch, sources, width)
+    values[:, -1] += pool.in_proj_bias[2 * width :]
     head_parts = values @ pool.out_proj.weight.T
     head_parts[:, -1] += pool.out_proj.bias
-    total, embeds = _through_head_mlp(head, head_parts, pooled)
-    return PooledParts(embeds=embeds, patches=total[:, :-1], biases=total[:, -1], weights=weights)
+    return _through_head_mlp(head, head_parts, pooled)
 
 
 @contextmanager

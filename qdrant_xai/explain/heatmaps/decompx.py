@@ -6,7 +6,9 @@ Decisions by Propagating Token Decomposition*, ACL 2023, https://arxiv.org/abs/2
 :func:`qdrant_xai.encoding.towers.image_source_contributions` splits the image embedding
 exactly into per-patch parts ``C_i`` (what flows from patch ``i`` to the class token through
 every layer's attention and MLP, also via other tokens), a class-token part and a bias part,
-all divided by ``|e|`` so that ``Σ_i C_i + C_cls + C_bias = ê``. The default ``decomposition``
+all divided by ``|e|`` so that ``Σ_i C_i + C_cls + C_bias = ê``; for SigLIP,
+:func:`qdrant_xai.encoding.siglip_towers.siglip_source_contributions` does the same up to
+its attention-pooling head (no class token, ``C_cls = 0``). The default ``decomposition``
 heatmap keeps only the direct path and scores ``C_i · t``; its peak tends to land on an
 object that shares the query's colour, although the score depends more on the target.
 
@@ -35,7 +37,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from qdrant_xai.encoding.towers import image_source_contributions
 from qdrant_xai.explain.base import (
     HeatmapMethod,
     ImageEvidence,
@@ -87,14 +88,14 @@ def decompx_heatmaps(
 def source_parts(encoder: ClipEncoder, images: list[object]) -> tuple[np.ndarray, np.ndarray]:
     """``(parts [N, gh, gw, P], embeddings [N, P])`` of images, computed from their pixels."""
     vision = encoder.model.config.vision_config
-    tokens = 1 + encoder.grid[0] * encoder.grid[1]
+    tokens = encoder.vision_tokens
     per_image = (tokens + 1) * tokens * int(vision.intermediate_size)
     step = max(1, SOURCE_BUDGET // per_image)
     parts, embeds = [], []
     for start in range(0, len(images), step):
         pixels = encoder.pixel_values(images[start : start + step])
         with encoder.forward_lock, torch.inference_mode():
-            out = image_source_contributions(encoder.model, pixels)
+            out = encoder.family.source_contributions(encoder.model, pixels)
         parts.append(out.patches.float().cpu().numpy())
         norms = out.embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         embeds.append((out.embeds / norms).float().cpu().numpy())
@@ -112,7 +113,7 @@ class DecompXHeatmap(HeatmapMethod):
 
     name = "decompx"
 
-    families = frozenset({"clip"})  # replays CLIP's vision tower
+    families = frozenset({"clip", "siglip"})  # each family's every-layer split
     requires = (frozenset({"images"}),)
     cost = "2 + gh*gw passes (once per image if stored)"
 

@@ -15,7 +15,11 @@ from transformers import AutoProcessor, CLIPModel, SiglipModel
 from qdrant_xai import ClipEncoder
 from qdrant_xai.encoding.families import SUPPORTED_MODEL_TYPES, family_of
 from qdrant_xai.encoding.fingerprint import hash_weights
-from qdrant_xai.encoding.siglip_towers import run_siglip_image_tower, split_by_source
+from qdrant_xai.encoding.siglip_towers import (
+    run_siglip_image_tower,
+    siglip_source_contributions,
+    split_by_source,
+)
 from qdrant_xai.errors import ModelLoadError, UnsupportedMethodError, UnsupportedModelError
 from qdrant_xai.explain import HEATMAP_METHODS, WORD_METHODS, ImageEvidence
 from qdrant_xai.explain.words.integrated_gradients import IntegratedGradients
@@ -337,6 +341,28 @@ def test_heatmaps_decomposition_runs_and_clip_only_methods_refuse(siglip: ClipEn
     np.testing.assert_allclose(maps[0], features[0].contributions @ query, atol=1e-6)
     with pytest.raises(UnsupportedMethodError, match="'decomposition'"):
         HEATMAP_METHODS.create("grad-eclip").check_model(siglip)
+
+
+def test_decompx_traces_every_layer_and_sums_exactly(biased: ClipEncoder) -> None:
+    """SigLIP's every-layer split (``decompx``): parts over patches plus biases are the
+    embedding, exactly; it differs from the default split (which stops at one attention
+    hop), and the ``decompx`` heatmap method runs on SigLIP images with it."""
+    images = _images(2, seed=4)
+    pixels = biased.pixel_values(images)
+    with torch.no_grad():
+        full = siglip_source_contributions(biased.model, pixels)
+        reference = biased.model.get_image_features(pixel_values=pixels).pooler_output
+        direct = run_siglip_image_tower(biased.model, pixels).contributions
+    torch.testing.assert_close(full.embeds, reference, atol=1e-5, rtol=1e-5)
+    unit = reference / reference.norm(dim=-1, keepdim=True)
+    total = full.patches.sum((1, 2)) + full.class_token + full.biases
+    torch.testing.assert_close(total, unit, atol=1e-5, rtol=1e-5)
+    assert not full.class_token.any()
+    assert (full.patches - direct).norm() > 0.05 * direct.norm()
+    method = HEATMAP_METHODS.create("decompx").check_model(biased)
+    query = biased.embed_texts(TEXTS[:1])[0]
+    maps = method.heatmaps(biased, ImageEvidence(images=images), query)
+    assert maps.shape == (2, *biased.grid) and np.isfinite(maps).all()
 
 
 def test_a_word_method_for_other_families_refuses_siglip(siglip: ClipEncoder) -> None:
