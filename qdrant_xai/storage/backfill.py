@@ -205,7 +205,6 @@ class Backfiller:
         self.repair = repair
         self.in_place = in_place
         self.sidecar_name = sidecar
-        self._in_place = in_place
         #: the sidecar the features go to (None: in place, or before :meth:`bind`)
         self.sidecar: Sidecar | None = None
 
@@ -234,7 +233,6 @@ class Backfiller:
     def bind(self, *, in_place: bool) -> None:
         """Where :meth:`compute` builds writes for and :meth:`write` writes them: the
         points' payloads (``in_place``) or the sidecar (not created here)."""
-        self._in_place = in_place
         self.sidecar = (
             None
             if in_place
@@ -313,7 +311,7 @@ class Backfiller:
         images = [p for p in points if p.kind == "image"]
         texts = [p for p in points if p.kind == "text"]
         written = [*self._images_in_passes(images, summary), *self._text_writes(texts, summary)]
-        if self._in_place:
+        if self.sidecar is None:  # in place: the point itself ties the features to it
             return written
         kept = []
         for write in written:

@@ -206,7 +206,6 @@ class RayBackfiller:
             sidecar=sidecar,
             in_place=in_place,
         )
-        self.codec: Codec = codec
         self.workers = workers
         self.url = url
         self.api_key = api_key
@@ -257,7 +256,7 @@ class RayBackfiller:
             in_place=sidecar is None,
             sidecar=sidecar.name if sidecar is not None else None,
             sources=driver.sources,
-            codec=self.codec,
+            codec=driver.codec.codec,
             profile=driver.profile,
             verify=driver.verify,
             batch_size=driver.batch_size,
