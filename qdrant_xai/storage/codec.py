@@ -261,8 +261,11 @@ class PayloadFeatureCodec:
         return size
 
 
-def _svd_bytes(rows: int, width: int, rank: int) -> tuple[int, int]:
-    """``(data, scale)`` bytes of a version 3 ``svd`` payload of rank ``rank``."""
+def _svd_bytes(rows: int, width: int, rank: int, version: int = 3) -> tuple[int, int]:
+    """``(data, scale)`` bytes of an ``svd`` payload of rank ``rank`` (version 2: int8
+    factors, ``rows + rank`` scales; version 3: see the module docstring)."""
+    if version == 2:
+        return rank * (rows + width), 4 * (rows + rank)
     return rows + width + 3 * math.ceil((rows + width) * (rank - 1) / 4), 8 * rank
 
 
@@ -349,18 +352,13 @@ def _decode_svd(
             f"{what}: svd rank {_brief(rank)} is not an integer between 1 and "
             f"{min(rows, width, _MAX_RANK)} for shape {list(dims)} (tampered payload)"
         )
-    if version == 2:
-        data_bytes, scale_bytes = rank * (rows + width), (rows + rank) * 4
-    else:
-        data_bytes, scale_bytes = _svd_bytes(rows, width, rank)
+    data_bytes, scale_bytes = _svd_bytes(rows, width, rank, version)
     data = _unb64(payload.get("data"), data_bytes, what, "data")
     scale = np.frombuffer(_unb64(payload.get("scale"), scale_bytes, what, "scale"), "<f4")
     if not (np.isfinite(scale) & (scale > 0)).all():
         raise FeatureCodecError(f"{what}: non-finite svd scales, or scales <= 0 (tampered payload)")
-    if version == 2:
-        lead = np.frombuffer(data, dtype=np.int8)
-    else:
-        lead = np.frombuffer(data, dtype=np.int8, count=rows + width)
+    # the int8 values: all of version 2's data, version 3's leading component
+    lead = np.frombuffer(data, np.int8, count=data_bytes if version == 2 else rows + width)
     if (lead == -128).any():  # the encoder clips to [-127, 127]
         raise FeatureCodecError(f"{what}: int8 value -128 out of range (tampered payload)")
     if version == 2:  # A [n, r] one scale per row, B [P, r] one per column
